@@ -1,0 +1,45 @@
+// Bit helpers for modality bitmasks, shared by host and device code.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define MCE_HD __host__ __device__ __forceinline__
+#else
+#define MCE_HD inline
+#endif
+
+namespace mce {
+
+// Largest number of modalities a presence bitmask may carry.
+constexpr int kMaxModalities = 31;
+
+MCE_HD int popcount32(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __popc(x);
+#else
+  return __builtin_popcount(x);
+#endif
+}
+
+// Deposits the low bits of `k` into the set bits of `mask`, lowest first
+// (the software version of x86 PDEP). Increasing k gives increasing submasks.
+MCE_HD uint32_t deposit_bits(uint32_t k, uint32_t mask) {
+  uint32_t out = 0;
+  for (uint32_t bit = 1; mask != 0; bit <<= 1) {
+    const uint32_t lowest = mask & (~mask + 1u);
+    if (k & bit) out |= lowest;
+    mask ^= lowest;
+  }
+  return out;
+}
+
+// Index of the lowest set bit; undefined for 0.
+MCE_HD int lowest_bit_index(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __ffs(static_cast<int>(x)) - 1;
+#else
+  return __builtin_ctz(x);
+#endif
+}
+
+}  // namespace mce

@@ -1,0 +1,129 @@
+// Per-sample coalition-plan routines shared by the CPU and CUDA kernels, so that both
+// devices produce the same plan, row for row.
+#pragma once
+#include <cstdint>
+
+#include "mce/bits.h"
+#include "mce/philox.h"
+
+namespace mce {
+
+// Marks "no next modality" in a Monte Carlo scratch entry.
+constexpr uint32_t kNoModality = 0xFFu;
+
+// Writes the rows (n, S) of every non-empty subset S of `present`, in increasing order of S.
+MCE_HD void exact_rows_of_sample(int64_t n, uint32_t present, int64_t* rows) {
+  uint32_t subset = 0;
+  int64_t r = 0;
+  while ((subset = (subset - present) & present) != 0) {
+    rows[2 * r] = n;
+    rows[2 * r + 1] = subset;
+    ++r;
+  }
+}
+
+// Returns the j-th (0-based) entry of sample n's Fisher-Yates draws for permutation k.
+MCE_HD uint32_t permutation_draw(uint64_t seed, int64_t n, uint32_t k, uint32_t t) {
+  Philox4x32 counter;
+  counter.v[0] = k;
+  counter.v[1] = t >> 2;
+  counter.v[2] = static_cast<uint32_t>(n);
+  counter.v[3] = static_cast<uint32_t>(static_cast<uint64_t>(n) >> 32);
+  const Philox4x32 out =
+      philox4x32_10(counter, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return out.v[t & 3u];
+}
+
+// Writes, for K random permutations of the modalities in `present`, one entry per prefix
+// coalition: (coalition << 16) | (modality that joined << 8) | (next modality or kNoModality).
+// Permutation k is a Fisher-Yates shuffle of the present modalities in increasing order, draw t
+// (t = 0 .. a - 2) choosing the partner of position a - 1 - t.
+MCE_HD void mc_prefix_entries(uint32_t present, int64_t n, uint32_t num_permutations, uint64_t seed,
+                              uint64_t* entries) {
+  int members[kMaxModalities + 1];
+  const int a = popcount32(present);
+  int64_t e = 0;
+  for (uint32_t k = 0; k < num_permutations; ++k) {
+    uint32_t rest = present;
+    for (int i = 0; i < a; ++i) {
+      members[i] = lowest_bit_index(rest);
+      rest &= rest - 1u;
+    }
+    for (int i = a - 1; i >= 1; --i) {
+      const uint32_t t = static_cast<uint32_t>(a - 1 - i);
+      const int j = static_cast<int>(bounded_draw(permutation_draw(seed, n, k, t), i + 1));
+      const int held = members[i];
+      members[i] = members[j];
+      members[j] = held;
+    }
+    uint32_t coalition = 0;
+    for (int i = 0; i < a; ++i) {
+      coalition |= 1u << members[i];
+      const uint32_t next = i + 1 < a ? static_cast<uint32_t>(members[i + 1]) : kNoModality;
+      entries[e++] = (static_cast<uint64_t>(coalition) << 16) |
+                     (static_cast<uint64_t>(members[i]) << 8) | next;
+    }
+  }
+}
+
+// In-place ascending heapsort (no recursion, no allocation: usable in a device thread).
+MCE_HD void heapsort_u64(uint64_t* values, int64_t count) {
+  auto sift_down = [values](int64_t root, int64_t end) {
+    while (2 * root + 1 < end) {
+      int64_t child = 2 * root + 1;
+      if (child + 1 < end && values[child] < values[child + 1]) ++child;
+      if (values[root] >= values[child]) return;
+      const uint64_t held = values[root];
+      values[root] = values[child];
+      values[child] = held;
+      root = child;
+    }
+  };
+  for (int64_t start = count / 2 - 1; start >= 0; --start) sift_down(start, count);
+  for (int64_t end = count - 1; end > 0; --end) {
+    const uint64_t held = values[0];
+    values[0] = values[end];
+    values[end] = held;
+    sift_down(0, end);
+  }
+}
+
+// Number of distinct coalitions among sorted entries.
+MCE_HD int64_t count_distinct_coalitions(const uint64_t* sorted, int64_t count) {
+  int64_t distinct = 0;
+  for (int64_t e = 0; e < count; ++e) {
+    if (e == 0 || (sorted[e] >> 16) != (sorted[e - 1] >> 16)) ++distinct;
+  }
+  return distinct;
+}
+
+// Turns sorted entries into rows (n, S) and coefficients coef[r, m] = (times m joined S minus
+// times m was the next to join S) / K, so that phi[n, m] = sum_r coef[r, m] * v[r].
+MCE_HD void mc_rows_of_sample(const uint64_t* sorted, int64_t count, int64_t n,
+                              uint32_t num_permutations, int num_modalities, int64_t* rows,
+                              float* coef) {
+  int counts[kMaxModalities + 1];
+  int64_t r = -1;
+  for (int64_t e = 0; e < count; ++e) {
+    const uint64_t coalition = sorted[e] >> 16;
+    if (e == 0 || coalition != (sorted[e - 1] >> 16)) {
+      ++r;
+      rows[2 * r] = n;
+      rows[2 * r + 1] = static_cast<int64_t>(coalition);
+      for (int m = 0; m < num_modalities; ++m) counts[m] = 0;
+    }
+    const uint32_t joined = static_cast<uint32_t>(sorted[e] >> 8) & 0xFFu;
+    const uint32_t next = static_cast<uint32_t>(sorted[e]) & 0xFFu;
+    counts[joined] += 1;
+    if (next != kNoModality) counts[next] -= 1;
+    const bool group_ends = e + 1 == count || (sorted[e + 1] >> 16) != coalition;
+    if (group_ends) {
+      for (int m = 0; m < num_modalities; ++m) {
+        coef[r * num_modalities + m] =
+            static_cast<float>(counts[m]) / static_cast<float>(num_permutations);
+      }
+    }
+  }
+}
+
+}  // namespace mce
