@@ -153,6 +153,11 @@ def _exclusive_cumsum(counts: Tensor) -> Tensor:
     return offsets
 
 
+def _new_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Uninitialised output buffer; every kernel writes each element it returns."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 def _stream(tensor: Tensor) -> int:
     return torch.cuda.current_stream(tensor.device).cuda_stream
 
@@ -173,7 +178,7 @@ def exact_plan_size(present: Tensor) -> int:
 
 @torch.library.custom_op("mce::exact_plan", mutates_args=(), device_types="cpu")
 def _exact_plan_op(present: Tensor, row_offsets: Tensor, num_rows: int) -> Tensor:
-    rows = torch.empty((num_rows, 2), dtype=torch.int64, device=present.device)
+    rows = _new_output((num_rows, 2), torch.int64, present.device)
     _ext.cpu_kernels().exact_plan(
         present.data_ptr(), row_offsets.data_ptr(), present.shape[0], rows.data_ptr()
     )
@@ -182,7 +187,7 @@ def _exact_plan_op(present: Tensor, row_offsets: Tensor, num_rows: int) -> Tenso
 
 @_exact_plan_op.register_kernel("cuda")
 def _exact_plan_cuda(present: Tensor, row_offsets: Tensor, num_rows: int) -> Tensor:
-    rows = torch.empty((num_rows, 2), dtype=torch.int64, device=present.device)
+    rows = _new_output((num_rows, 2), torch.int64, present.device)
     with torch.cuda.device(present.device):
         _ext.cuda_kernels().exact_plan(
             present.data_ptr(), row_offsets.data_ptr(), present.shape[0], num_rows,
@@ -236,8 +241,8 @@ def _mc_plan_impl(present: Tensor, num_modalities: int, k: int, seed: int) -> tu
     kernels = _ext.cuda_kernels() if on_cuda else _ext.cpu_kernels()
     extra = (_stream(present),) if on_cuda else ()
     scratch_offsets = _exclusive_cumsum(popcount(present) * k)
-    scratch = torch.empty(int(scratch_offsets[-1]), dtype=torch.int64, device=present.device)
-    distinct = torch.empty_like(present)
+    scratch = _new_output((int(scratch_offsets[-1]),), torch.int64, present.device)
+    distinct = _new_output(present.shape, torch.int64, present.device)
     unsigned_seed = seed & 0xFFFFFFFFFFFFFFFF
     with torch.cuda.device(present.device) if on_cuda else nullcontext():
         kernels.mc_plan_prepare(
@@ -246,8 +251,8 @@ def _mc_plan_impl(present: Tensor, num_modalities: int, k: int, seed: int) -> tu
         )
         row_offsets = _exclusive_cumsum(distinct)
         num_rows = int(row_offsets[-1])
-        rows = torch.empty((num_rows, 2), dtype=torch.int64, device=present.device)
-        coef = torch.empty((num_rows, num_modalities), dtype=torch.float32, device=present.device)
+        rows = _new_output((num_rows, 2), torch.int64, present.device)
+        coef = _new_output((num_rows, num_modalities), torch.float32, present.device)
         kernels.mc_plan_emit(
             scratch.data_ptr(), scratch_offsets.data_ptr(), row_offsets.data_ptr(),
             present.shape[0], k, num_modalities, rows.data_ptr(), coef.data_ptr(), *extra,
@@ -306,7 +311,7 @@ def mc_plan(present: Tensor, num_modalities: int, k: int, seed: int) -> tuple[Te
 def _shapley_op(
     rows: Tensor, v: Tensor, present: Tensor, num_modalities: int, coef: Tensor | None
 ) -> Tensor:
-    phi = torch.empty((present.shape[0], num_modalities), dtype=torch.float32)
+    phi = _new_output((present.shape[0], num_modalities), torch.float32, v.device)
     offsets = _row_offsets(rows, present.shape[0])
     _ext.cpu_kernels().shapley_from_rows(
         rows.data_ptr(), v.data_ptr(), _ptr(coef), present.data_ptr(), offsets.data_ptr(),
@@ -319,7 +324,7 @@ def _shapley_op(
 def _shapley_cuda(
     rows: Tensor, v: Tensor, present: Tensor, num_modalities: int, coef: Tensor | None
 ) -> Tensor:
-    phi = torch.empty((present.shape[0], num_modalities), dtype=torch.float32, device=v.device)
+    phi = _new_output((present.shape[0], num_modalities), torch.float32, v.device)
     offsets = _row_offsets(rows, present.shape[0])
     with torch.cuda.device(v.device):
         _ext.cuda_kernels().shapley_from_rows(
@@ -394,7 +399,7 @@ def shapley_from_rows(
 
 def _gather_kernel_call(h: Tensor, rows: Tensor) -> Tensor:
     num_modalities, features = h.shape[1], h.shape[2]
-    out = torch.empty((rows.shape[0], num_modalities, features), dtype=h.dtype, device=h.device)
+    out = _new_output((rows.shape[0], num_modalities, features), h.dtype, h.device)
     args = (h.data_ptr(), rows.data_ptr(), rows.shape[0], num_modalities, features,
             _FLOAT_DTYPES[h.dtype], out.data_ptr())
     if h.device.type == "cuda":
@@ -408,8 +413,7 @@ def _gather_kernel_call(h: Tensor, rows: Tensor) -> Tensor:
 def _gather_backward_kernel_call(grad: Tensor, rows: Tensor, num_samples: int) -> Tensor:
     num_modalities, features = grad.shape[1], grad.shape[2]
     grad = grad.contiguous()
-    grad_h = torch.empty((num_samples, num_modalities, features), dtype=grad.dtype,
-                         device=grad.device)
+    grad_h = _new_output((num_samples, num_modalities, features), grad.dtype, grad.device)
     offsets = _row_offsets(rows, num_samples)
     args = (grad.data_ptr(), rows.data_ptr(), offsets.data_ptr(), num_samples, num_modalities,
             features, _FLOAT_DTYPES[grad.dtype], grad_h.data_ptr())
@@ -514,7 +518,8 @@ def subset_gather(h: Tensor, rows: Tensor) -> Tensor:
 def _lce_op(
     dataset_counts: Tensor, dataset_size: int, batch_present: Tensor, upper: Tensor, phi: Tensor
 ) -> tuple[Tensor, Tensor]:
-    factor_a, factor_b = torch.empty_like(upper), torch.empty_like(upper)
+    factor_a = _new_output(upper.shape, upper.dtype, upper.device)
+    factor_b = _new_output(upper.shape, upper.dtype, upper.device)
     _ext.cpu_kernels().lce_factors(
         dataset_counts.data_ptr(), dataset_size, batch_present.data_ptr(),
         batch_present.shape[0], upper.data_ptr(), phi.data_ptr(), upper.shape[0],
@@ -527,7 +532,8 @@ def _lce_op(
 def _lce_cuda(
     dataset_counts: Tensor, dataset_size: int, batch_present: Tensor, upper: Tensor, phi: Tensor
 ) -> tuple[Tensor, Tensor]:
-    factor_a, factor_b = torch.empty_like(upper), torch.empty_like(upper)
+    factor_a = _new_output(upper.shape, upper.dtype, upper.device)
+    factor_b = _new_output(upper.shape, upper.dtype, upper.device)
     with torch.cuda.device(upper.device):
         _ext.cuda_kernels().lce_factors(
             dataset_counts.data_ptr(), dataset_size, batch_present.data_ptr(),

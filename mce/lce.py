@@ -1,0 +1,69 @@
+"""Learning Capability Enhancement factors (Section 3.2 of the MCE paper).
+
+A (Eq. 3) corrects the data set's unequal modality availability; B (Eq. 8) encourages the
+modalities whose current batch contribution phi falls short of their unimodal upper bound U.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mce import ops
+from mce.typing import Phi, PresentMask
+
+__all__ = ["LCEFactors", "presence_counts", "dataset_factor", "lce_factors"]
+
+
+@dataclass(frozen=True)
+class LCEFactors:
+    """Per-modality factors: ``a`` (dataset, mean-normalised) and ``b`` (batch), Tensor[M]."""
+
+    a: Tensor
+    b: Tensor
+
+    @property
+    def weight(self) -> Tensor:
+        """A_m B_m, the weight of modality m in L_single (Eq. 9) and L_aux (Eq. 13)."""
+        return self.a * self.b
+
+
+def presence_counts(present: PresentMask, num_modalities: int) -> Tensor:
+    """Tensor[M] int64: samples with modality m present."""
+    bits = 1 << torch.arange(num_modalities, device=present.device, dtype=torch.int64)
+    return ((present[:, None] & bits) != 0).sum(dim=0)
+
+
+def dataset_factor(counts: Tensor, dataset_size: int) -> Tensor:
+    """Eq. 3 normalised by its mean: ``A_m = (N / counts_m) / mean_k(N / counts_k)``.
+
+    Args:
+        counts: Tensor[M] int64, samples of the data set with modality m present.
+        dataset_size: N.
+    """
+    empty_batch = torch.empty(0, dtype=torch.int64, device=counts.device)
+    upper = torch.zeros(counts.shape[0], dtype=torch.float32, device=counts.device)
+    phi = torch.empty((0, counts.shape[0]), dtype=torch.float32, device=counts.device)
+    return ops.lce_factors(counts, dataset_size, empty_batch, upper, phi)[0]
+
+
+def lce_factors(
+    counts: Tensor, dataset_size: int, batch_present: PresentMask, upper: Tensor, phi: Phi
+) -> LCEFactors:
+    """Factors A (Eq. 3, mean-normalised) and B (Eq. 8) for one batch.
+
+    ``B_m = max(U_m - phi_m, 0) / (batch samples with m present)``, with
+    ``phi_m = sum_n phi[n, m]`` (Eq. 5) and ``U_m`` the batch sum of the frozen unimodal model's
+    utility; 0 for a modality absent from the batch.
+
+    Args:
+        counts: Tensor[M] int64 presence counts of the training split.
+        dataset_size: N, samples in the training split.
+        batch_present: Tensor[N_b] int64 presence bitmasks of the batch.
+        upper: Tensor[M] float32, U_m.
+        phi: Tensor[N_b, M] float32 per-sample Shapley values.
+    """
+    factor_a, factor_b = ops.lce_factors(counts, dataset_size, batch_present, upper, phi)
+    return LCEFactors(factor_a, factor_b)

@@ -1,0 +1,47 @@
+"""Shared fixtures: devices (cpu, and cuda when present), fresh seeds, poisoned outputs."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+import mce
+from mce import ops
+
+CUDA_PRESENT = torch.cuda.is_available() and mce.has_cuda_kernels()
+CUDA_SKIP_REASON = "no CUDA GPU present (or mce built without CUDA kernels): CUDA test not run"
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda,
+                                pytest.mark.skipif(not CUDA_PRESENT, reason=CUDA_SKIP_REASON)]),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def seed() -> int:
+    """A fresh seed per test (or MCE_TEST_SEED); printed so that a failure can be replayed."""
+    value = int(os.environ.get("MCE_TEST_SEED", random.SystemRandom().randrange(2**31)))
+    print(f"seed = {value} (replay with MCE_TEST_SEED={value})")
+    return value
+
+
+def _poisoned(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if dtype.is_floating_point:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.full(shape, -777_777, dtype=dtype, device=device)
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernel outputs start as NaN / -777777, so an element a kernel forgets to write shows."""
+    monkeypatch.setattr(ops, "_new_output", _poisoned)
+

@@ -1,0 +1,28 @@
+"""Test helpers: random presence masks and random cooperative games with known structure."""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_present(
+    generator: torch.Generator, num_samples: int, num_modalities: int, probability: float = 0.6
+) -> torch.Tensor:
+    """Random presence bitmasks with every sample holding at least one modality."""
+    presence = torch.rand(num_samples, num_modalities, generator=generator) < probability
+    forced = torch.randint(0, num_modalities, (num_samples,), generator=generator)
+    presence[torch.arange(num_samples), forced] = True
+    bits = 1 << torch.arange(num_modalities, dtype=torch.int64)
+    return (presence.to(torch.int64) * bits).sum(1)
+
+
+def random_game(generator: torch.Generator, present: torch.Tensor, num_modalities: int) -> torch.Tensor:
+    """A random utility table [N, 2^M] in [0, 1] with v(empty) = 0."""
+    table = torch.rand(present.shape[0], 1 << num_modalities, generator=generator)
+    table[:, 0] = 0.0
+    return table
+
+
+def table_lookup(table: torch.Tensor):
+    """utility(rows) reading v_n(S) from a table."""
+    return lambda rows: table[rows[:, 0], rows[:, 1]]
