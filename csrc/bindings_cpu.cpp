@@ -44,12 +44,11 @@ PYBIND11_MODULE(_C, m) {
   }, "Write the rows and coefficients of a Monte Carlo plan.", release);
 
   m.def("shapley_from_rows", [](std::uintptr_t rows, std::uintptr_t v, std::uintptr_t coef,
-                                std::uintptr_t present, std::uintptr_t row_offsets,
-                                int64_t num_samples, int num_modalities, std::uintptr_t phi) {
+                                std::uintptr_t present, int64_t num_rows, int64_t num_samples,
+                                int num_modalities, std::uintptr_t phi) {
     mce::shapley_from_rows_cpu(ptr<const int64_t>(rows), ptr<const float>(v),
-                               ptr<const float>(coef), ptr<const int64_t>(present),
-                               ptr<const int64_t>(row_offsets), num_samples, num_modalities,
-                               ptr<float>(phi));
+                               ptr<const float>(coef), ptr<const int64_t>(present), num_rows,
+                               num_samples, num_modalities, ptr<float>(phi));
   }, "Aggregate per-row utilities into Shapley values (coef = 0 for exact weights).", release);
 
   m.def("subset_gather", [](std::uintptr_t h, std::uintptr_t rows, int64_t num_rows,

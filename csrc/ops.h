@@ -23,11 +23,12 @@ void mc_plan_emit_cpu(const uint64_t* scratch, const int64_t* scratch_offsets,
                       const int64_t* row_offsets, int64_t num_samples, int64_t num_permutations,
                       int num_modalities, int64_t* rows, float* coef);
 
-// phi [N, M] from rows [R, 2] grouped by sample (row_offsets [N + 1]) and utilities v [R];
-// coef [R, M] for Monte Carlo plans, nullptr for exact weights.
+// phi [N, M] from rows [R, 2] grouped by sample and utilities v [R]; coef [R, M] for Monte
+// Carlo plans, nullptr for exact weights. Checks the rows and v as it reads them (the CUDA twin
+// relies on the caller's checks and takes precomputed row_offsets [N + 1] instead).
 void shapley_from_rows_cpu(const int64_t* rows, const float* v, const float* coef,
-                           const int64_t* present, const int64_t* row_offsets,
-                           int64_t num_samples, int num_modalities, float* phi);
+                           const int64_t* present, int64_t num_rows, int64_t num_samples,
+                           int num_modalities, float* phi);
 
 // X [R, M, F] = h [N, M, F] gathered at rows' samples, zeroed outside rows' subsets.
 void subset_gather_cpu(const void* h, const int64_t* rows, int64_t num_rows, int num_modalities,

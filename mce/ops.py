@@ -311,10 +311,10 @@ def mc_plan(present: Tensor, num_modalities: int, k: int, seed: int) -> tuple[Te
 def _shapley_op(
     rows: Tensor, v: Tensor, present: Tensor, num_modalities: int, coef: Tensor | None
 ) -> Tensor:
+    # The CPU kernel checks rows and v itself as it reads them.
     phi = _new_output((present.shape[0], num_modalities), torch.float32, v.device)
-    offsets = _row_offsets(rows, present.shape[0])
     _ext.cpu_kernels().shapley_from_rows(
-        rows.data_ptr(), v.data_ptr(), _ptr(coef), present.data_ptr(), offsets.data_ptr(),
+        rows.data_ptr(), v.data_ptr(), _ptr(coef), present.data_ptr(), rows.shape[0],
         present.shape[0], num_modalities, phi.data_ptr(),
     )
     return phi
@@ -324,6 +324,9 @@ def _shapley_op(
 def _shapley_cuda(
     rows: Tensor, v: Tensor, present: Tensor, num_modalities: int, coef: Tensor | None
 ) -> Tensor:
+    _check_rows_values(rows, present)
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("v holds NaN or infinite utilities")
     phi = _new_output((present.shape[0], num_modalities), torch.float32, v.device)
     offsets = _row_offsets(rows, present.shape[0])
     with torch.cuda.device(v.device):
@@ -386,9 +389,6 @@ def shapley_from_rows(
     if v.requires_grad:
         v = v.detach()
     _check_present_values(present, num_modalities)
-    _check_rows_values(rows, present)
-    if not bool(torch.isfinite(v).all()):
-        raise ValueError("v holds NaN or infinite utilities")
     return _shapley_op(rows, v, present, num_modalities, coef)
 
 

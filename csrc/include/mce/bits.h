@@ -17,7 +17,11 @@ MCE_HD int popcount32(uint32_t x) {
 #if defined(__CUDA_ARCH__)
   return __popc(x);
 #else
-  return __builtin_popcount(x);
+  // Branch-free SWAR count: portable builds may lack the POPCNT instruction.
+  x = x - ((x >> 1) & 0x55555555u);
+  x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+  x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+  return static_cast<int>((x * 0x01010101u) >> 24);
 #endif
 }
 
