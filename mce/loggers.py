@@ -1,0 +1,51 @@
+"""Step logs to CSV and TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+__all__ = ["RunLogger"]
+
+
+class RunLogger:
+    """Appends one CSV row per step to ``log.csv`` and writes TensorBoard scalars to ``tb/``."""
+
+    def __init__(self, run_dir: Path, resume_step: int = 0) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.csv_path = run_dir / "log.csv"
+        self.fields: list[str] | None = None
+        if resume_step and self.csv_path.exists():
+            self._truncate_after(resume_step)
+        elif self.csv_path.exists():
+            self.csv_path.unlink()
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step or None)
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop rows logged after the checkpoint being resumed (they will be logged again)."""
+        with self.csv_path.open(newline="") as file:
+            rows = list(csv.DictReader(file))
+        kept = [row for row in rows if int(row["step"]) < step]
+        if rows:
+            self.fields = list(rows[0].keys())
+            with self.csv_path.open("w", newline="") as file:
+                writer = csv.DictWriter(file, self.fields)
+                writer.writeheader()
+                writer.writerows(kept)
+
+    def log(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        row = {"step": step, "epoch": epoch, **values}
+        new_file = not self.csv_path.exists()
+        if self.fields is None:
+            self.fields = list(row)
+        with self.csv_path.open("a", newline="") as file:
+            writer = csv.DictWriter(file, self.fields, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()

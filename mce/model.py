@@ -1,0 +1,110 @@
+"""The encode -> reconstruct -> fuse -> decode model, and its forward over plan rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mce.ops import subset_gather
+from mce.shapley import mask_to_presence
+
+__all__ = ["MultimodalModel", "full_rows", "combination_rows"]
+
+
+def full_rows(present: Tensor) -> Tensor:
+    """Rows (n, A_n): each sample with all of its present modalities. Tensor[N, 2]."""
+    return torch.stack([torch.arange(present.shape[0], device=present.device), present], dim=1)
+
+
+def combination_rows(present: Tensor, combinations: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Rows (n, C & A_n) for every sample and modality combination C, grouped by sample.
+
+    Returns rows [R, 2] and the combination index of each row (rows whose C & A_n is empty are
+    left out).
+    """
+    combos = torch.as_tensor(list(combinations), dtype=torch.int64, device=present.device)
+    subsets = present[:, None] & combos[None, :]  # (N, C)
+    samples = torch.arange(present.shape[0], device=present.device)[:, None].expand_as(subsets)
+    which = torch.arange(len(combos), device=present.device)[None, :].expand_as(subsets)
+    keep = subsets != 0
+    return torch.stack([samples[keep], subsets[keep]], dim=1), which[keep]
+
+
+class MultimodalModel(nn.Module):
+    """Per-modality encoders, the reconstruction module, a fusion and a decoder.
+
+    Encoders run once per present (sample, modality); everything after them runs once over all
+    rows (n, S) of a coalition plan, in one batch: ``forward_rows`` gathers each row's features
+    with the modalities outside S zeroed, lets the reconstruction module rebuild every token, fuses
+    and decodes. Unimodal heads (L_single, Eq. 9) read the encoder features.
+
+    Args:
+        modalities: names, in the fixed order that defines bit m of the presence masks.
+        encoders: name -> module mapping a batch of that modality's input to [B, dim].
+        heads: name -> unimodal head mapping [B, dim] to the task's output.
+        fusion: module mapping tokens [R, M, dim] to [R, fusion.out_dim].
+        decoder: module mapping fused features to the task's output.
+        reconstruction: module (tokens [R, M, dim], kept [R, M]) -> [R, M, dim], or None.
+        dim: feature size of every encoder.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        encoders: Mapping[str, nn.Module],
+        heads: Mapping[str, nn.Module],
+        fusion: nn.Module,
+        decoder: nn.Module,
+        reconstruction: nn.Module | None,
+        dim: int,
+    ) -> None:
+        super().__init__()
+        if set(encoders) != set(modalities) or set(heads) != set(modalities):
+            raise ValueError(f"encoders and heads must be given for exactly {list(modalities)}")
+        self.modalities = tuple(modalities)
+        self.encoders = nn.ModuleDict({name: encoders[name] for name in self.modalities})
+        self.heads = nn.ModuleDict({name: heads[name] for name in self.modalities})
+        self.fusion = fusion
+        self.decoder = decoder
+        self.reconstruction = reconstruction
+        self.dim = dim
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
+
+    def encode(self, inputs: Mapping[str, Tensor], present: Tensor) -> Tensor:
+        """Features h [N, M, dim], computed only where a modality is present (zeros elsewhere)."""
+        num_samples = present.shape[0]
+        columns = []
+        for m, name in enumerate(self.modalities):
+            index = torch.nonzero((present >> m) & 1).flatten()
+            column = torch.zeros(num_samples, self.dim, device=present.device)
+            if index.numel():
+                column = column.index_copy(0, index, self.encoders[name](inputs[name][index]))
+            columns.append(column)
+        return torch.stack(columns, dim=1)
+
+    def forward_rows(self, h: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Tokens [R, M, dim] after reconstruction and outputs [R, ...] for rows (n, S)."""
+        tokens = subset_gather(h.contiguous(), rows)
+        if self.reconstruction is not None:
+            kept = mask_to_presence(rows[:, 1], self.num_modalities)
+            tokens = self.reconstruction(tokens, kept)
+        return tokens, self.decoder(self.fusion(tokens))
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> Tensor:
+        """Prediction of each sample from all of its present modalities."""
+        h = self.encode(inputs, present)
+        return self.forward_rows(h, full_rows(present))[1]
+
+    def unimodal_outputs(self, h: Tensor, present: Tensor) -> dict[int, tuple[Tensor, Tensor]]:
+        """m -> (indices of samples with m present, head outputs on them)."""
+        outputs = {}
+        for m, name in enumerate(self.modalities):
+            index = torch.nonzero((present >> m) & 1).flatten()
+            if index.numel():
+                outputs[m] = (index, self.heads[name](h[index, m]))
+        return outputs

@@ -1,0 +1,46 @@
+"""The reconstruction module f_rec of MCE (Eqs. 12 and 15)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ReconstructionTransformer(nn.Module):
+    """Rebuilds every modality token from the tokens that are present.
+
+    The M modality features are stacked as M tokens (zeros at absent positions), a learned
+    per-modality positional encoding is added, and a Transformer encoder (multi-head
+    self-attention + feed-forward) attends only to the present tokens. Its output holds a token
+    for every modality: reconstructions at the absent positions (used by L_aux, Eq. 13), refined
+    features at the present ones.
+
+    Args:
+        num_modalities: M.
+        dim: feature size F of every token.
+        heads: attention heads.
+        layers: Transformer encoder layers.
+        ff_dim: feed-forward width.
+        dropout: dropout inside the Transformer.
+    """
+
+    def __init__(
+        self,
+        num_modalities: int,
+        dim: int,
+        heads: int = 4,
+        layers: int = 1,
+        ff_dim: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.positional = nn.Parameter(torch.randn(num_modalities, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, ff_dim, dropout=dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, tokens: Tensor, kept: Tensor) -> Tensor:
+        """tokens: Tensor[R, M, F] (zeros where not kept); kept: Tensor[R, M] bool -> [R, M, F]."""
+        x = tokens + self.positional  # (R, M, F)
+        return self.encoder(x, src_key_padding_mask=~kept)

@@ -1,0 +1,65 @@
+"""Representation Capability Enhancement losses (Eqs. 9, 11, 13), from one plan's outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from mce.shapley import mask_to_presence
+
+__all__ = ["per_subset_mean", "single_loss", "subset_loss", "aux_loss"]
+
+
+def per_subset_mean(values: Tensor, subsets: Tensor) -> Tensor:
+    """Mean over the distinct subsets S of the mean of ``values`` over the rows with S.
+
+    This is the averaging of Eqs. 11 and 13: (1 / |S_batch|) sum_S (1 / |N_S|) sum_{n in N_S}.
+    """
+    unique, inverse = torch.unique(subsets, return_inverse=True)
+    sums = torch.zeros(unique.shape[0], dtype=values.dtype, device=values.device)
+    sums = sums.index_add(0, inverse, values)
+    counts = torch.bincount(inverse, minlength=unique.shape[0]).to(values.dtype)
+    return (sums / counts).mean()
+
+
+def subset_loss(row_losses: Tensor, subsets: Tensor) -> Tensor:
+    """L_sub (Eq. 11): task losses of every planned row, averaged per subset, then over subsets."""
+    return per_subset_mean(row_losses, subsets)
+
+
+def aux_loss(
+    tokens: Tensor, h: Tensor, rows: Tensor, present: Tensor, weights: Tensor
+) -> Tensor:
+    """L_aux (Eq. 13): L1 error of the reconstructed tokens of each row's dropped modalities.
+
+    For row (n, S) the dropped modalities are A_n \\ S; modality m's error
+    ``mean_f |tokens[r, m, f] - h[n, m, f]|`` is weighted by ``weights[m]`` (A_m B_m) and
+    averaged over the dropped modalities, then rows are averaged per subset and over subsets.
+    The targets h are detached: the reconstruction chases the features, not the reverse.
+
+    Args:
+        tokens: Tensor[R, M, F] reconstruction outputs. h: Tensor[N, M, F] encoder features.
+        rows: Tensor[R, 2]. present: Tensor[N] bitmasks. weights: Tensor[M].
+    """
+    samples, subsets = rows[:, 0], rows[:, 1]
+    num_modalities = h.shape[1]
+    dropped = mask_to_presence(present[samples] & ~subsets, num_modalities).to(tokens.dtype)
+    errors = (tokens - h[samples].detach()).abs().mean(dim=2)  # (R, M)
+    per_row = (errors * dropped * weights[None, :]).sum(1) / dropped.sum(1).clamp(min=1.0)
+    return per_subset_mean(per_row, subsets)
+
+
+def single_loss(
+    unimodal: dict[int, tuple[Tensor, Tensor]],
+    target: Tensor,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    weights: Tensor,
+) -> Tensor:
+    """L_single (Eq. 9): sum over modalities of weights[m] times the mean loss of its head over
+    the samples where it is present."""
+    total = weights.new_zeros(())
+    for m, (index, outputs) in unimodal.items():
+        total = total + weights[m] * loss_fn(outputs, target[index]).mean()
+    return total
