@@ -1,0 +1,109 @@
+"""AudioVisionMNIST (Section 4.1): MNIST digits paired with Free Spoken Digit Dataset clips.
+
+Expected layout under ``data_dir`` (the files as their projects distribute them):
+
+    mnist/train-images-idx3-ubyte[.gz]   mnist/train-labels-idx1-ubyte[.gz]
+    fsdd/recordings/{digit}_{speaker}_{index}.wav     (8 kHz mono PCM)
+
+Each recording is paired with a distinct MNIST training image of the same digit (seeded); the
+paper uses 1,500 pairs, 70% for training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mce.data.audio import mfcc, read_wav
+from mce.data.dataset import MultimodalData
+
+MODALITIES = ("image", "audio")
+_WAV_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (MNIST's format), optionally gzip-compressed, as a numpy array.
+
+    Raises:
+        ValueError: naming the file when it is missing, truncated or not IDX.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"IDX file {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as file:
+            raw = file.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"IDX file {path} cannot be read: {error}") from error
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"IDX file {path} has no valid IDX magic number")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"IDX file {path} is truncated (header)")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(f"IDX file {path} holds {len(raw) - header} data bytes, its header "
+                         f"announces {expected} for shape {shape}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise ValueError(f"MNIST file {stem}[.gz] not found in {directory}")
+
+
+def load_avmnist(data_dir: str | Path, num_pairs: int = 1500, seed: int = 0,
+                 n_mfcc: int = 20, frames: int = 20) -> MultimodalData:
+    """Paired images [N, 1, 28, 28] in [0, 1] and MFCC maps [N, 1, n_mfcc, frames]."""
+    data_dir = Path(data_dir)
+    images = read_idx(_find(data_dir / "mnist", "train-images-idx3-ubyte"))
+    labels = read_idx(_find(data_dir / "mnist", "train-labels-idx1-ubyte")).astype(np.int64)
+    if images.ndim != 3 or labels.shape != (images.shape[0],):
+        raise ValueError(f"MNIST images {images.shape} and labels {labels.shape} do not match")
+    recordings = data_dir / "fsdd" / "recordings"
+    if not recordings.is_dir():
+        raise ValueError(f"spoken-digit folder {recordings} does not exist")
+    wavs = sorted(p for p in recordings.iterdir() if _WAV_NAME.match(p.name))
+    if not wavs:
+        raise ValueError(f"no {{digit}}_{{speaker}}_{{index}}.wav files in {recordings}")
+    rng = np.random.default_rng(seed)
+    wavs = [wavs[i] for i in rng.permutation(len(wavs))[:num_pairs]]
+    pools = {d: list(rng.permutation(np.flatnonzero(labels == d))) for d in range(10)}
+    image_index, features, targets = [], [], []
+    for path in wavs:
+        digit = int(_WAV_NAME.match(path.name).group(1))
+        if not pools[digit]:
+            raise ValueError(f"not enough MNIST images of digit {digit} to pair with {path.name}")
+        image_index.append(pools[digit].pop())
+        waveform, rate = read_wav(path)
+        features.append(mfcc(waveform, rate, n_mfcc=n_mfcc, frames=frames))
+        targets.append(digit)
+    image_tensor = torch.from_numpy(images[image_index].astype(np.float32) / 255.0)[:, None]
+    audio = torch.stack(features)[:, None]
+    target = torch.tensor(targets, dtype=torch.int64)
+    present = torch.full_like(target, (1 << len(MODALITIES)) - 1)
+    return MultimodalData(MODALITIES, {"image": image_tensor, "audio": audio}, target, present)
+
+
+def standardize_audio(train: MultimodalData, test: MultimodalData) -> tuple[MultimodalData, MultimodalData]:
+    """Standardise MFCC coefficients with the training split's statistics."""
+    mean = train.inputs["audio"].mean(dim=(0, 3), keepdim=True)
+    std = train.inputs["audio"].std(dim=(0, 3), keepdim=True) + 1e-6
+
+    def apply(split: MultimodalData) -> MultimodalData:
+        inputs = dict(split.inputs, audio=(split.inputs["audio"] - mean) / std)
+        return MultimodalData(split.modalities, inputs, split.target, split.present)
+
+    return apply(train), apply(test)

@@ -1,0 +1,113 @@
+"""AudioVisionMNIST readers on small files written in the real formats (IDX, FSDD wav)."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from mce.data.audio import mfcc, read_wav, resample
+from mce.data.avmnist import load_avmnist, read_idx
+from mce.tasks.avmnist import TASK
+
+
+def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.tobytes()
+    with (gzip.open if compress else open)(path, "wb") as file:
+        file.write(payload)
+
+
+def write_wav(path, digit: int, rate: int = 8000, seconds: float = 0.3) -> None:
+    t = np.arange(int(rate * seconds)) / rate
+    tone = 0.5 * np.sin(2 * math.pi * (200 + 100 * digit) * t)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes((tone * 32767).astype("<i2").tobytes())
+
+
+@pytest.fixture
+def avmnist_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 6)
+    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    images[:, 0, 0] = labels  # so the pairing can be checked
+    write_idx(mnist / "train-images-idx3-ubyte.gz", images, compress=True)
+    write_idx(mnist / "train-labels-idx1-ubyte", labels)
+    recordings = tmp_path / "fsdd" / "recordings"
+    recordings.mkdir(parents=True)
+    for digit in range(10):
+        for speaker in ("jackson", "nicolas"):
+            for index in range(2):
+                write_wav(recordings / f"{digit}_{speaker}_{index}.wav", digit)
+    (recordings / "README.txt").write_text("not a recording")
+    return tmp_path
+
+
+def test_load_pairs_images_and_clips_of_the_same_digit(avmnist_dir):
+    data = load_avmnist(avmnist_dir, num_pairs=30)
+    assert len(data) == 30
+    assert data.inputs["image"].shape == (30, 1, 28, 28)
+    assert data.inputs["audio"].shape == (30, 1, 20, 20)
+    assert torch.equal((data.inputs["image"][:, 0, 0, 0] * 255).round().long(), data.target)
+
+
+def test_task_splits_70_30_and_trains(avmnist_dir, tmp_path):
+    train, test = TASK.load(avmnist_dir)
+    assert (len(train), len(test)) == (28, 12)
+    model = TASK.build_model()
+    out = model(train.inputs, train.present)
+    assert out.shape == (28, 10)
+
+
+def test_idx_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        read_idx(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="no valid IDX magic"):
+        read_idx(bad)
+    truncated = tmp_path / "truncated"
+    write_idx(truncated, np.zeros((3, 4), dtype=np.uint8))
+    truncated.write_bytes(truncated.read_bytes()[:-2])
+    with pytest.raises(ValueError, match="holds 10 data bytes"):
+        read_idx(truncated)
+
+
+def test_missing_folders_are_named(tmp_path):
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte"):
+        load_avmnist(tmp_path)
+
+
+def test_wav_errors_and_features(tmp_path):
+    path = tmp_path / "0_x_0.wav"
+    write_wav(path, 3)
+    waveform, rate = read_wav(path)
+    assert rate == 8000 and waveform.shape == (2400,) and waveform.abs().max() <= 1
+    assert mfcc(waveform, rate).shape == (20, 20)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF0000WAVEjunk")
+    with pytest.raises(ValueError, match="not a readable PCM wav"):
+        read_wav(corrupt)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_wav(tmp_path / "nothing.wav")
+
+
+def test_resample_keeps_a_low_tone():
+    rate, target = 22050, 8000
+    t = torch.arange(rate) / rate
+    tone = torch.sin(2 * math.pi * 440 * t)
+    out = resample(tone, rate, target)
+    assert abs(out.shape[0] - target) <= 1
+    expected = torch.sin(2 * math.pi * 440 * torch.arange(out.shape[0]) / target)
+    torch.testing.assert_close(out[100:-100], expected[100:-100], atol=0.02, rtol=0)

@@ -1,0 +1,86 @@
+"""The CLI end to end on the bundled data, exact resume, and bad arguments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mce.checkpoint import load_checkpoint
+from mce.train import TrainConfig, main, run
+
+FAST = ["--epochs", "2", "--pretrain-epochs", "1", "--batch-size", "256", "--no-progress"]
+
+
+def test_cli_trains_both_methods_and_prints_the_table(tmp_path, capsys):
+    assert main(FAST + ["--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| combination | mce (accuracy) | baseline (accuracy) |" in printed
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) == {"mce", "baseline"}
+    assert set(results["mce"]) == {"image", "audio", "image+audio", "average"}
+    averages = [results["mce"][c] for c in ("image", "audio", "image+audio")]
+    assert results["mce"]["average"] == pytest.approx(sum(averages) / 3)
+    for name in ("mce", "baseline"):
+        assert (tmp_path / name / "checkpoint.pt").is_file()
+        assert (tmp_path / name / "log.csv").is_file()
+        assert any((tmp_path / name / "tb").iterdir())
+    assert (tmp_path / "masks.pt").is_file() and (tmp_path / "results.md").is_file()
+    log = (tmp_path / "mce" / "log.csv").read_text().splitlines()
+    assert "phi/image" in log[0] and "B/audio" in log[0]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    base = dict(method="mce", epochs=2, batch_size=256, pretrain_epochs=1, seed=5, progress=False)
+    straight = TrainConfig(out=str(tmp_path / "straight"), **base)
+    resumed = TrainConfig(out=str(tmp_path / "resumed"), **base)
+    expected = run(straight)
+    # 1,055 training samples / 256 = 5 steps per epoch: stop inside epoch 0, then inside epoch 1.
+    assert run(resumed, stop_at_step=3) == {}
+    partial = load_checkpoint(tmp_path / "resumed" / "mce" / "checkpoint.pt")
+    assert (partial["epoch"], partial["batch_in_epoch"], partial["step"]) == (0, 3, 3)
+    assert run(resumed, resume=True, stop_at_step=7) == {}
+    partial = load_checkpoint(tmp_path / "resumed" / "mce" / "checkpoint.pt")
+    assert (partial["epoch"], partial["batch_in_epoch"], partial["step"]) == (1, 2, 7)
+    assert run(resumed, resume=True) == expected
+    final_a = load_checkpoint(tmp_path / "straight" / "mce" / "checkpoint.pt")
+    final_b = load_checkpoint(tmp_path / "resumed" / "mce" / "checkpoint.pt")
+    for key in final_a["model"]:
+        assert torch.equal(final_a["model"][key], final_b["model"][key]), key
+    logged = (tmp_path / "resumed" / "mce" / "log.csv").read_text().splitlines()
+    assert logged == (tmp_path / "straight" / "mce" / "log.csv").read_text().splitlines()
+
+
+def test_resume_with_different_settings_is_refused(tmp_path):
+    run(TrainConfig(method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False))
+    with pytest.raises(ValueError, match="differ from the run"):
+        run(TrainConfig(method="baseline", epochs=1, batch_size=256, out=str(tmp_path),
+                        progress=False), resume=True)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--task", "nope"], "unknown task 'nope'"),
+    (["--missing-rates", "0.2,1.5"], "outside"),
+    (["--missing-rates", "0.2,0.3,0.4"], "3 missing rates given for 2 modalities"),
+    (["--task", "avmnist"], "--data-dir is required"),
+    (["--data-dir", "/nonexistent/folder"], "is not a directory"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--shapley", "kernel"], "invalid choice"),
+])
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--task", "--data-dir", "--missing-rates", "--method", "--shapley", "--mc-k",
+                   "--no-a", "--no-b", "--no-single", "--no-sub", "--no-aux", "--lambda-sub",
+                   "--epochs", "--batch-size", "--lr", "--seed", "--device", "--out", "--resume"):
+        assert option in text
