@@ -1,7 +1,22 @@
-"""mce: Modality Capability Enhancement for multimodal learning with missing modalities."""
+"""mce: Modality Capability Enhancement for multimodal learning with missing modalities.
+
+Kernel ops live in :mod:`mce.ops`; Shapley values in :mod:`mce.shapley`; LCE factors in
+:mod:`mce.lce`; RCE losses in :mod:`mce.rce`; the model contract in :mod:`mce.model`; training
+in :mod:`mce.train` (``python -m mce.train``).
+"""
 
 from mce._ext import has_cpu_kernels, has_cuda_kernels
-from mce.ops import exact_plan, lce_factors, mc_plan, shapley_from_rows, subset_gather
+from mce.lce import LCEFactors, dataset_factor, lce_factors, presence_counts
+from mce.model import MultimodalModel
+from mce.ops import exact_plan, mc_plan, shapley_from_rows, subset_gather
+from mce.shapley import (
+    CoalitionPlan,
+    coalition_plan,
+    mask_to_presence,
+    plan_shapley,
+    presence_to_mask,
+    shapley_values,
+)
 
 __version__ = "0.1.0"
 
@@ -15,5 +30,18 @@ __all__ = [
     "mc_plan",
     "shapley_from_rows",
     "subset_gather",
+    # Shapley values (Eqs. 4-5)
+    "CoalitionPlan",
+    "coalition_plan",
+    "plan_shapley",
+    "shapley_values",
+    "presence_to_mask",
+    "mask_to_presence",
+    # LCE (Eqs. 3, 8)
+    "LCEFactors",
+    "dataset_factor",
     "lce_factors",
+    "presence_counts",
+    # model
+    "MultimodalModel",
 ]

@@ -8,7 +8,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,32 +115,38 @@ class Trainer:
         logger = RunLogger(self.run_dir, resume_step=self.step)
         batches_per_epoch = -(-len(self.train) // self.batch_size)
         try:
-            while not self.finished:
-                self.model.train()
-                batches = self.train.batches(self.batch_size, self._order(self.epoch),
-                                             start=self.batch_in_epoch)
-                bar = tqdm(batches, total=batches_per_epoch, initial=self.batch_in_epoch,
-                           desc=f"{self.method.name} epoch {self.epoch + 1}/{self.epochs}",
-                           disable=not self.progress, leave=False)
-                for batch in bar:
-                    if stop_at_step is not None and self.step >= stop_at_step:
-                        self.save()
-                        return False
-                    logs = self._train_step(batch.to(self.device))
-                    logger.log(self.step, self.epoch, logs)
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}")
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                self.epoch += 1
-                self.batch_in_epoch = 0
-                self.scheduler.step()
-                self.save()
-        except KeyboardInterrupt:
-            self.save()
-            log.warning("interrupted: checkpoint saved at step %d; rerun with --resume", self.step)
-            raise
+            with _DeferredInterrupt() as interrupt:
+                return self._fit_epochs(logger, batches_per_epoch, stop_at_step, interrupt)
         finally:
             logger.close()
+
+    def _fit_epochs(self, logger, batches_per_epoch: int, stop_at_step: int | None,
+                    interrupt: _DeferredInterrupt) -> bool:
+        while not self.finished:
+            self.model.train()
+            batches = self.train.batches(self.batch_size, self._order(self.epoch),
+                                         start=self.batch_in_epoch)
+            bar = tqdm(batches, total=batches_per_epoch, initial=self.batch_in_epoch,
+                       desc=f"{self.method.name} epoch {self.epoch + 1}/{self.epochs}",
+                       disable=not self.progress, leave=False)
+            for batch in bar:
+                if stop_at_step is not None and self.step >= stop_at_step:
+                    self.save()
+                    return False
+                if interrupt.requested:
+                    self.save()
+                    log.warning("interrupted: checkpoint saved at step %d; rerun with --resume",
+                                self.step)
+                    raise KeyboardInterrupt
+                logs = self._train_step(batch.to(self.device))
+                logger.log(self.step, self.epoch, logs)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                self.step += 1
+                self.batch_in_epoch += 1
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            self.scheduler.step()
+            self.save()
         return True
 
     def _train_step(self, batch) -> dict[str, float]:
@@ -153,6 +161,29 @@ class Trainer:
         self.optimizer.step()
         result.logs["lr"] = self.optimizer.param_groups[0]["lr"]
         return result.logs
+
+
+class _DeferredInterrupt:
+    """Turns Ctrl-C into a request honoured between training steps, so the checkpoint written on
+    interrupt never holds a half-applied step. A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _setting_key(rates: tuple[float, ...]) -> str:

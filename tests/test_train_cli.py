@@ -84,3 +84,30 @@ def test_help_explains_every_option(capsys):
                    "--no-a", "--no-b", "--no-single", "--no-sub", "--no-aux", "--lambda-sub",
                    "--epochs", "--batch-size", "--lr", "--seed", "--device", "--out", "--resume"):
         assert option in text
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from mce.methods import BaselineMethod
+
+    base = dict(method="baseline", epochs=2, batch_size=256, seed=2, progress=False)
+    expected = run(TrainConfig(out=str(tmp_path / "straight"), **base))
+
+    original_step = BaselineMethod.step
+
+    def step_then_ctrl_c(self, model, batch, step):
+        result = original_step(self, model, batch, step)
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of step 6
+        return result
+
+    monkeypatch.setattr(BaselineMethod, "step", step_then_ctrl_c)
+    interrupted = TrainConfig(out=str(tmp_path / "interrupted"), **base)
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted)
+    state = load_checkpoint(tmp_path / "interrupted" / "baseline" / "checkpoint.pt")
+    assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (1, 2, 7)
+    monkeypatch.setattr(BaselineMethod, "step", original_step)
+    assert run(interrupted, resume=True) == expected
