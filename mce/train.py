@@ -328,6 +328,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         parser.error(f"--data-dir is required by task {args.task!r}")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a directory")
+    if args.data_dir is not None and not task.needs_data_dir:
+        parser.error(f"task {args.task!r} uses bundled data and takes no --data-dir")
     for name in ("epochs", "batch_size", "pretrain_epochs", "mc_k"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -65,6 +65,7 @@ def test_resume_with_different_settings_is_refused(tmp_path):
     (["--missing-rates", "0.2,0.3,0.4"], "3 missing rates given for 2 modalities"),
     (["--task", "avmnist"], "--data-dir is required"),
     (["--data-dir", "/nonexistent/folder"], "is not a directory"),
+    (["--data-dir", "."], "uses bundled data and takes no --data-dir"),
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--shapley", "kernel"], "invalid choice"),
 ])
