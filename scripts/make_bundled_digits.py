@@ -1,4 +1,4 @@
-"""Builds mce/data/bundled/spoken_digits.npz: one synthetic spoken-digit clip per image of
+"""Builds src/mce/data/bundled/spoken_digits.npz: one synthetic spoken-digit clip per image of
 scikit-learn's bundled handwritten digits (load_digits, 1,797 8x8 images).
 
 Recipe (seed 0): for image i with label y, espeak-ng speaks the English word for y with a voice
@@ -31,7 +31,7 @@ VOICES = [
 RATE = 8000
 SEED = 0
 N_MFCC, FRAMES = 13, 16
-OUTPUT = Path("mce/data/bundled/spoken_digits.npz")
+OUTPUT = Path("src/mce/data/bundled/spoken_digits.npz")
 
 
 def synthesize(word: str, voice: str, speed: int, pitch: int, workdir: Path, index: int) -> torch.Tensor:
