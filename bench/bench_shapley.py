@@ -71,13 +71,18 @@ def test_aggregation(run, impl, num_modalities, num_samples, method):
         run(shapley_from_rows_reference, plan.rows, v, present, num_modalities, plan.coef)
     else:
         if method != "exact" or _naive_cost(present) > NAIVE_BUDGET:
-            pytest.skip("the Python loop implements Eq. 5 exactly and is measured only on small exact cases")
+            pytest.skip(
+                "the Python loop implements Eq. 5 exactly and is measured only on small exact cases"
+            )
         table = dict(zip(map(tuple, plan.rows.tolist()), v.tolist()))
         masks = present.tolist()
         run(shapley_brute_force, masks, lambda n, s: table[(n, s)], num_modalities)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_PRESENT, reason=NO_CUDA))])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_PRESENT, reason=NO_CUDA))],
+)
 @pytest.mark.parametrize(("num_modalities", "num_samples", "method"), list(_cases()))
 def test_plan_and_aggregation(run, device, num_modalities, num_samples, method):
     """A whole Shapley step but the model: plan the rows, then aggregate their utilities."""

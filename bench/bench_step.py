@@ -31,18 +31,29 @@ def build_model() -> MultimodalModel:
     fusion = ConcatFusion(3, HIDDEN)
     return MultimodalModel(
         MODALITIES,
-        encoders={"acoustic": LSTMEncoder(130, HIDDEN), "visual": LSTMEncoder(342, HIDDEN),
-                  "lexical": TextCNN(1024, HIDDEN)},
+        encoders={
+            "acoustic": LSTMEncoder(130, HIDDEN),
+            "visual": LSTMEncoder(342, HIDDEN),
+            "lexical": TextCNN(1024, HIDDEN),
+        },
         heads={name: nn.Linear(HIDDEN, CLASSES) for name in MODALITIES},
         fusion=fusion,
-        decoder=nn.Sequential(nn.Linear(fusion.out_dim, 128), nn.ReLU(), nn.Dropout(0.3),
-                              nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, CLASSES)),
+        decoder=nn.Sequential(
+            nn.Linear(fusion.out_dim, 128),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Linear(128, 128),
+            nn.ReLU(),
+            nn.Linear(128, CLASSES),
+        ),
         reconstruction=ReconstructionTransformer(3, HIDDEN, heads=4, ff_dim=2048),
         dim=HIDDEN,
     )
 
 
-TASK = Task(name="iemocap-shapes", modalities=MODALITIES, load=lambda _: None, build_model=build_model)
+TASK = Task(
+    name="iemocap-shapes", modalities=MODALITIES, load=lambda _: None, build_model=build_model
+)
 
 
 def _batch(device: str) -> tuple[Batch, torch.Tensor]:
@@ -69,8 +80,14 @@ def test_training_step(run, device, method_name):
         method = BaselineMethod(TASK)
     else:
         shapley = "exact" if method_name == "mce-exact" else "mc"
-        method = MCEMethod(TASK, MCEConfig(shapley=shapley, mc_k=100, lambda_sub=2.0),
-                           presence_counts(batch.present.cpu(), 3), BATCH, upper, seed=0)
+        method = MCEMethod(
+            TASK,
+            MCEConfig(shapley=shapley, mc_k=100, lambda_sub=2.0),
+            presence_counts(batch.present.cpu(), 3),
+            BATCH,
+            upper,
+            seed=0,
+        )
     counter = iter(range(10**9))
 
     def step():

@@ -13,7 +13,10 @@ def main(path: str) -> None:
     print("| benchmark | median (ms) | IQR (ms) | rounds |\n|---|---|---|---|")
     for bench in report["benchmarks"]:
         stats = bench["stats"]
-        print(f"| {bench['name']} | {stats['median'] * 1e3:.4g} | {stats['iqr'] * 1e3:.3g} | {stats['rounds']} |")
+        print(
+            f"| {bench['name']} | {stats['median'] * 1e3:.4g} | {stats['iqr'] * 1e3:.3g} "
+            f"| {stats['rounds']} |"
+        )
 
 
 if __name__ == "__main__":

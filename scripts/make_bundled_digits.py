@@ -25,8 +25,20 @@ from mce.data.audio import mfcc, read_wav, resample
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VOICES = [
-    "en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
-    "en-029", "en-us-nyc", "en+f2", "en+f4", "en-us+f3", "en+m3", "en+m7", "en-gb-x-rp+f1",
+    "en",
+    "en-us",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+    "en+f2",
+    "en+f4",
+    "en-us+f3",
+    "en+m3",
+    "en+m7",
+    "en-gb-x-rp+f1",
 ]
 RATE = 8000
 SEED = 0
@@ -34,10 +46,15 @@ N_MFCC, FRAMES = 13, 16
 OUTPUT = Path("src/mce/data/bundled/spoken_digits.npz")
 
 
-def synthesize(word: str, voice: str, speed: int, pitch: int, workdir: Path, index: int) -> torch.Tensor:
+def synthesize(
+    word: str, voice: str, speed: int, pitch: int, workdir: Path, index: int
+) -> torch.Tensor:
     path = workdir / f"{index}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), word],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), word],
+        check=True,
+        capture_output=True,
+    )
     waveform, rate = read_wav(path)
     return resample(waveform, rate, RATE)
 
@@ -53,19 +70,36 @@ def main() -> None:
     snr_db = rng.uniform(-18.0, -6.0, count)
     noise_seeds = rng.integers(0, 2**31, count)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(4) as pool:
-        clips = list(pool.map(
-            lambda i: synthesize(WORDS[labels[i]], VOICES[voices[i]], int(speeds[i]), int(pitches[i]), Path(tmp), i),
-            range(count)))
+        clips = list(
+            pool.map(
+                lambda i: synthesize(
+                    WORDS[labels[i]],
+                    VOICES[voices[i]],
+                    int(speeds[i]),
+                    int(pitches[i]),
+                    Path(tmp),
+                    i,
+                ),
+                range(count),
+            )
+        )
     features = []
     for i, clip in enumerate(clips):
         generator = torch.Generator().manual_seed(int(noise_seeds[i]))
         power = clip.pow(2).mean()
-        noise = torch.randn(clip.shape, generator=generator) * torch.sqrt(power / 10 ** (snr_db[i] / 10))
+        noise = torch.randn(clip.shape, generator=generator) * torch.sqrt(
+            power / 10 ** (snr_db[i] / 10)
+        )
         features.append(mfcc(clip + noise, RATE, n_mfcc=N_MFCC, frames=FRAMES).numpy())
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
-        OUTPUT, mfcc=np.stack(features).astype(np.float16), labels=labels,
-        voices=np.array(VOICES)[voices], speeds=speeds, pitches=pitches, snr_db=snr_db.astype(np.float32),
+        OUTPUT,
+        mfcc=np.stack(features).astype(np.float16),
+        labels=labels,
+        voices=np.array(VOICES)[voices],
+        speeds=speeds,
+        pitches=pitches,
+        snr_db=snr_db.astype(np.float32),
     )
     print(f"wrote {OUTPUT} ({OUTPUT.stat().st_size / 1e6:.2f} MB, {count} clips)")
 

@@ -16,8 +16,10 @@ CUDA_SKIP_REASON = "no CUDA GPU present (or mce built without CUDA kernels): CUD
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=[pytest.mark.cuda,
-                                pytest.mark.skipif(not CUDA_PRESENT, reason=CUDA_SKIP_REASON)]),
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA_PRESENT, reason=CUDA_SKIP_REASON)],
+    ),
 ]
 
 
@@ -44,4 +46,3 @@ def _poisoned(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) 
 def poisoned_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Kernel outputs start as NaN / -777777, so an element a kernel forgets to write shows."""
     monkeypatch.setattr(ops, "_new_output", _poisoned)
-

@@ -16,7 +16,9 @@ def random_present(
     return (presence.to(torch.int64) * bits).sum(1)
 
 
-def random_game(generator: torch.Generator, present: torch.Tensor, num_modalities: int) -> torch.Tensor:
+def random_game(
+    generator: torch.Generator, present: torch.Tensor, num_modalities: int
+) -> torch.Tensor:
     """A random utility table [N, 2^M] in [0, 1] with v(empty) = 0."""
     table = torch.rand(present.shape[0], 1 << num_modalities, generator=generator)
     table[:, 0] = 0.0

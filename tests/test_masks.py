@@ -35,12 +35,15 @@ def test_presets_are_the_six_permutations():
     assert {tuple(sorted(r)) for r in PRESETS.values()} == {(0.2, 0.5, 0.8)}
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("0.2", "1 missing rates given for 2 modalities"),
-    ("0.2,1.0", r"outside \[0, 1\)"),
-    ("0.2,-0.1", r"outside \[0, 1\)"),
-    ("x,y", "not comma-separated numbers"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0.2", "1 missing rates given for 2 modalities"),
+        ("0.2,1.0", r"outside \[0, 1\)"),
+        ("0.2,-0.1", r"outside \[0, 1\)"),
+        ("x,y", "not comma-separated numbers"),
+    ],
+)
 def test_bad_rates(text, message):
     with pytest.raises(ValueError, match=message):
         parse_missing_rates(text, 2)

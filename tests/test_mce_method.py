@@ -19,11 +19,14 @@ from mce.tasks.digits import TASK
 def _setup(seed: int, num_samples: int = 13):
     generator = torch.Generator().manual_seed(seed)
     present = random_present(generator, num_samples, 2)
-    inputs = {"image": torch.rand(num_samples, 1, 8, 8, generator=generator),
-              "audio": torch.randn(num_samples, 1, 13, 16, generator=generator)}
+    inputs = {
+        "image": torch.rand(num_samples, 1, 8, 8, generator=generator),
+        "audio": torch.randn(num_samples, 1, 13, 16, generator=generator),
+    }
     target = torch.randint(0, 10, (num_samples,), generator=generator)
     upper = torch.rand(num_samples, 2, generator=generator).round() * torch.stack(
-        [(present >> m) & 1 for m in range(2)], 1)
+        [(present >> m) & 1 for m in range(2)], 1
+    )
     batch = Batch(inputs, target, present, torch.arange(num_samples))
     torch.manual_seed(seed)
     model = TASK.build_model().eval()  # eval: no dropout, so the oracle sees the same model
@@ -40,7 +43,7 @@ def test_step_shapley_and_b_equal_the_oracle(seed):
         h = model.encode(batch.inputs, batch.present)
 
         def utility(n: int, subset: int) -> float:
-            _, out = model.forward_rows(h[n:n + 1], full_rows(torch.tensor([subset])))
+            _, out = model.forward_rows(h[n : n + 1], full_rows(torch.tensor([subset])))
             return float(out.argmax(-1).item() == batch.target[n].item())
 
         phi = torch.tensor(shapley_brute_force(batch.present.tolist(), utility, 2))

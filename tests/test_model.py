@@ -13,8 +13,10 @@ from mce.tasks.digits import build_model
 def _batch(seed: int, num_samples: int = 9):
     generator = torch.Generator().manual_seed(seed)
     present = random_present(generator, num_samples, 2)
-    inputs = {"image": torch.rand(num_samples, 1, 8, 8, generator=generator),
-              "audio": torch.randn(num_samples, 1, 13, 16, generator=generator)}
+    inputs = {
+        "image": torch.rand(num_samples, 1, 8, 8, generator=generator),
+        "audio": torch.randn(num_samples, 1, 13, 16, generator=generator),
+    }
     return inputs, present
 
 
@@ -30,10 +32,12 @@ def test_batched_subset_forward_equals_per_subset_loop(seed):
             single = {}
             for m, name in enumerate(model.modalities):
                 keep = (subset >> m) & 1
-                single[name] = inputs[name][n:n + 1] if keep else torch.zeros_like(inputs[name][n:n + 1])
+                single[name] = (
+                    inputs[name][n : n + 1] if keep else torch.zeros_like(inputs[name][n : n + 1])
+                )
             h_one = model.encode(single, torch.tensor([subset]))
             _, expected = model.forward_rows(h_one, full_rows(torch.tensor([subset])))
-            torch.testing.assert_close(outputs[r:r + 1], expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(outputs[r : r + 1], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_encoders_run_only_on_present_samples(seed):
@@ -41,7 +45,9 @@ def test_encoders_run_only_on_present_samples(seed):
     inputs, present = _batch(seed, 11)
     seen = {}
     for name, encoder in model.encoders.items():
-        encoder.register_forward_hook(lambda mod, args, out, name=name: seen.__setitem__(name, args[0].shape[0]))
+        encoder.register_forward_hook(
+            lambda mod, args, out, name=name: seen.__setitem__(name, args[0].shape[0])
+        )
     h = model.encode(inputs, present)
     for m, name in enumerate(model.modalities):
         assert seen[name] == int(((present >> m) & 1).sum())

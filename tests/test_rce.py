@@ -44,7 +44,12 @@ def test_single_loss_weights_each_modality():
         1: (torch.tensor([2]), torch.tensor([[0.0, 0.0]])),
     }
     weights = torch.tensor([1.0, 3.0])
-    loss = single_loss(unimodal, target, lambda o, t: torch.nn.functional.cross_entropy(o, t, reduction="none"), weights)
+    loss = single_loss(
+        unimodal,
+        target,
+        lambda o, t: torch.nn.functional.cross_entropy(o, t, reduction="none"),
+        weights,
+    )
     expected = torch.log1p(torch.exp(torch.tensor(-2.0))) + 3.0 * torch.log(torch.tensor(2.0))
     torch.testing.assert_close(loss, expected)
 

@@ -55,20 +55,27 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_resume_with_different_settings_is_refused(tmp_path):
     run(TrainConfig(method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False))
     with pytest.raises(ValueError, match="differ from the run"):
-        run(TrainConfig(method="baseline", epochs=1, batch_size=256, out=str(tmp_path),
-                        progress=False), resume=True)
+        run(
+            TrainConfig(
+                method="baseline", epochs=1, batch_size=256, out=str(tmp_path), progress=False
+            ),
+            resume=True,
+        )
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--task", "nope"], "unknown task 'nope'"),
-    (["--missing-rates", "0.2,1.5"], "outside"),
-    (["--missing-rates", "0.2,0.3,0.4"], "3 missing rates given for 2 modalities"),
-    (["--task", "avmnist"], "--data-dir is required"),
-    (["--data-dir", "/nonexistent/folder"], "is not a directory"),
-    (["--data-dir", "."], "uses bundled data and takes no --data-dir"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--shapley", "kernel"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "nope"], "unknown task 'nope'"),
+        (["--missing-rates", "0.2,1.5"], "outside"),
+        (["--missing-rates", "0.2,0.3,0.4"], "3 missing rates given for 2 modalities"),
+        (["--task", "avmnist"], "--data-dir is required"),
+        (["--data-dir", "/nonexistent/folder"], "is not a directory"),
+        (["--data-dir", "."], "uses bundled data and takes no --data-dir"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--shapley", "kernel"], "invalid choice"),
+    ],
+)
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -81,9 +88,27 @@ def test_help_explains_every_option(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--task", "--data-dir", "--missing-rates", "--method", "--shapley", "--mc-k",
-                   "--no-a", "--no-b", "--no-single", "--no-sub", "--no-aux", "--lambda-sub",
-                   "--epochs", "--batch-size", "--lr", "--seed", "--device", "--out", "--resume"):
+    for option in (
+        "--task",
+        "--data-dir",
+        "--missing-rates",
+        "--method",
+        "--shapley",
+        "--mc-k",
+        "--no-a",
+        "--no-b",
+        "--no-single",
+        "--no-sub",
+        "--no-aux",
+        "--lambda-sub",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--device",
+        "--out",
+        "--resume",
+    ):
         assert option in text
 
 

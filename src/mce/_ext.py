@@ -45,8 +45,9 @@ def cpu_kernels() -> ModuleType:
     if _imported_from_source_tree():
         advice = (
             f"`mce` was imported from the source tree {Path(__file__).resolve().parent}, which "
-            "holds no compiled extension (is src/ on PYTHONPATH?). Install with `pip install .`, or "
-            "in editable mode: `pip install --no-build-isolation -Cbuild-dir=build -e .`."
+            "holds no compiled extension (is src/ on PYTHONPATH?). Install with "
+            "`pip install .`, or in editable mode: "
+            "`pip install --no-build-isolation -Cbuild-dir=build -e .`."
         )
     raise ImportError(f"the mce CPU kernels (mce._C) are not available. {advice}") from (
         _cpu_import_error

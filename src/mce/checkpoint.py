@@ -41,4 +41,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"checkpoint {path} is corrupt or not an mce checkpoint: {error}") from error
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not an mce checkpoint: {error}"
+        ) from error

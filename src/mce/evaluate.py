@@ -38,8 +38,13 @@ def evaluate_combinations(
     totals = torch.zeros(len(combos), dtype=torch.float64)
     counts = torch.zeros(len(combos), dtype=torch.float64)
     batches = data.batches(batch_size)
-    for batch in tqdm(batches, total=-(-len(data) // batch_size), desc="evaluate",
-                      disable=not progress, leave=False):
+    for batch in tqdm(
+        batches,
+        total=-(-len(data) // batch_size),
+        desc="evaluate",
+        disable=not progress,
+        leave=False,
+    ):
         batch = batch.to(device)
         h = model.encode(batch.inputs, batch.present)
         rows, which = combination_rows(batch.present, combos)
@@ -47,8 +52,11 @@ def evaluate_combinations(
         utility = task.utility(outputs, batch.target[rows[:, 0]]).double().cpu()
         totals.index_add_(0, which.cpu(), utility)
         counts.index_add_(0, which.cpu(), torch.ones_like(utility))
-    scores = {combination_name(c, model.modalities): float(totals[i] / counts[i])
-              for i, c in enumerate(combos) if counts[i] > 0}
+    scores = {
+        combination_name(c, model.modalities): float(totals[i] / counts[i])
+        for i, c in enumerate(combos)
+        if counts[i] > 0
+    }
     scores["average"] = sum(scores.values()) / len(scores)
     return scores
 
@@ -57,8 +65,10 @@ def markdown_table(results: dict[str, dict[str, float]], metric: str) -> str:
     """Rows: combinations (and average); columns: methods."""
     methods = list(results)
     combos = list(next(iter(results.values())))
-    lines = [f"| combination | {' | '.join(f'{m} ({metric})' for m in methods)} |",
-             "|---|" + "---|" * len(methods)]
+    lines = [
+        f"| combination | {' | '.join(f'{m} ({metric})' for m in methods)} |",
+        "|---|" + "---|" * len(methods),
+    ]
     for combo in combos:
         cells = " | ".join(f"{100 * results[m][combo]:.2f}" for m in methods)
         label = f"**{combo}**" if combo == "average" else combo

@@ -78,9 +78,7 @@ def _check_num_modalities(num_modalities: int) -> None:
     if isinstance(num_modalities, bool) or not isinstance(num_modalities, int):
         raise ValueError(f"num_modalities must be an int, got {type(num_modalities).__name__}")
     if not 1 <= num_modalities <= MAX_MODALITIES:
-        raise ValueError(
-            f"num_modalities must be in [1, {MAX_MODALITIES}], got {num_modalities}"
-        )
+        raise ValueError(f"num_modalities must be in [1, {MAX_MODALITIES}], got {num_modalities}")
 
 
 def _check_present_values(present: Tensor, num_modalities: int) -> None:
@@ -190,8 +188,12 @@ def _exact_plan_cuda(present: Tensor, row_offsets: Tensor, num_rows: int) -> Ten
     rows = _new_output((num_rows, 2), torch.int64, present.device)
     with torch.cuda.device(present.device):
         _ext.cuda_kernels().exact_plan(
-            present.data_ptr(), row_offsets.data_ptr(), present.shape[0], num_rows,
-            rows.data_ptr(), _stream(present),
+            present.data_ptr(),
+            row_offsets.data_ptr(),
+            present.shape[0],
+            num_rows,
+            rows.data_ptr(),
+            _stream(present),
         )
     return rows
 
@@ -246,16 +248,29 @@ def _mc_plan_impl(present: Tensor, num_modalities: int, k: int, seed: int) -> tu
     unsigned_seed = seed & 0xFFFFFFFFFFFFFFFF
     with torch.cuda.device(present.device) if on_cuda else nullcontext():
         kernels.mc_plan_prepare(
-            present.data_ptr(), scratch_offsets.data_ptr(), present.shape[0], k, unsigned_seed,
-            scratch.data_ptr(), distinct.data_ptr(), *extra,
+            present.data_ptr(),
+            scratch_offsets.data_ptr(),
+            present.shape[0],
+            k,
+            unsigned_seed,
+            scratch.data_ptr(),
+            distinct.data_ptr(),
+            *extra,
         )
         row_offsets = _exclusive_cumsum(distinct)
         num_rows = int(row_offsets[-1])
         rows = _new_output((num_rows, 2), torch.int64, present.device)
         coef = _new_output((num_rows, num_modalities), torch.float32, present.device)
         kernels.mc_plan_emit(
-            scratch.data_ptr(), scratch_offsets.data_ptr(), row_offsets.data_ptr(),
-            present.shape[0], k, num_modalities, rows.data_ptr(), coef.data_ptr(), *extra,
+            scratch.data_ptr(),
+            scratch_offsets.data_ptr(),
+            row_offsets.data_ptr(),
+            present.shape[0],
+            k,
+            num_modalities,
+            rows.data_ptr(),
+            coef.data_ptr(),
+            *extra,
         )
     return rows, coef
 
@@ -314,8 +329,14 @@ def _shapley_op(
     # The CPU kernel checks rows and v itself as it reads them.
     phi = _new_output((present.shape[0], num_modalities), torch.float32, v.device)
     _ext.cpu_kernels().shapley_from_rows(
-        rows.data_ptr(), v.data_ptr(), _ptr(coef), present.data_ptr(), rows.shape[0],
-        present.shape[0], num_modalities, phi.data_ptr(),
+        rows.data_ptr(),
+        v.data_ptr(),
+        _ptr(coef),
+        present.data_ptr(),
+        rows.shape[0],
+        present.shape[0],
+        num_modalities,
+        phi.data_ptr(),
     )
     return phi
 
@@ -331,8 +352,15 @@ def _shapley_cuda(
     offsets = _row_offsets(rows, present.shape[0])
     with torch.cuda.device(v.device):
         _ext.cuda_kernels().shapley_from_rows(
-            rows.data_ptr(), v.data_ptr(), _ptr(coef), present.data_ptr(), offsets.data_ptr(),
-            present.shape[0], num_modalities, phi.data_ptr(), _stream(v),
+            rows.data_ptr(),
+            v.data_ptr(),
+            _ptr(coef),
+            present.data_ptr(),
+            offsets.data_ptr(),
+            present.shape[0],
+            num_modalities,
+            phi.data_ptr(),
+            _stream(v),
         )
     return phi
 
@@ -377,7 +405,9 @@ def shapley_from_rows(
     if rows.shape[1] != 2:
         raise ValueError(f"rows must have shape [R, 2], got {list(rows.shape)}")
     if v.shape[0] != rows.shape[0]:
-        raise ValueError(f"v must have one value per row: {v.shape[0]} values for {rows.shape[0]} rows")
+        raise ValueError(
+            f"v must have one value per row: {v.shape[0]} values for {rows.shape[0]} rows"
+        )
     if coef is not None:
         _check_tensor("coef", coef, (torch.float32,), 2)
         if tuple(coef.shape) != (rows.shape[0], num_modalities):
@@ -400,8 +430,15 @@ def shapley_from_rows(
 def _gather_kernel_call(h: Tensor, rows: Tensor) -> Tensor:
     num_modalities, features = h.shape[1], h.shape[2]
     out = _new_output((rows.shape[0], num_modalities, features), h.dtype, h.device)
-    args = (h.data_ptr(), rows.data_ptr(), rows.shape[0], num_modalities, features,
-            _FLOAT_DTYPES[h.dtype], out.data_ptr())
+    args = (
+        h.data_ptr(),
+        rows.data_ptr(),
+        rows.shape[0],
+        num_modalities,
+        features,
+        _FLOAT_DTYPES[h.dtype],
+        out.data_ptr(),
+    )
     if h.device.type == "cuda":
         with torch.cuda.device(h.device):
             _ext.cuda_kernels().subset_gather(*args, _stream(h))
@@ -415,8 +452,16 @@ def _gather_backward_kernel_call(grad: Tensor, rows: Tensor, num_samples: int) -
     grad = grad.contiguous()
     grad_h = _new_output((num_samples, num_modalities, features), grad.dtype, grad.device)
     offsets = _row_offsets(rows, num_samples)
-    args = (grad.data_ptr(), rows.data_ptr(), offsets.data_ptr(), num_samples, num_modalities,
-            features, _FLOAT_DTYPES[grad.dtype], grad_h.data_ptr())
+    args = (
+        grad.data_ptr(),
+        rows.data_ptr(),
+        offsets.data_ptr(),
+        num_samples,
+        num_modalities,
+        features,
+        _FLOAT_DTYPES[grad.dtype],
+        grad_h.data_ptr(),
+    )
     if grad.device.type == "cuda":
         with torch.cuda.device(grad.device):
             _ext.cuda_kernels().subset_gather_backward(*args, _stream(grad))
@@ -521,9 +566,15 @@ def _lce_op(
     factor_a = _new_output(upper.shape, upper.dtype, upper.device)
     factor_b = _new_output(upper.shape, upper.dtype, upper.device)
     _ext.cpu_kernels().lce_factors(
-        dataset_counts.data_ptr(), dataset_size, batch_present.data_ptr(),
-        batch_present.shape[0], upper.data_ptr(), phi.data_ptr(), upper.shape[0],
-        factor_a.data_ptr(), factor_b.data_ptr(),
+        dataset_counts.data_ptr(),
+        dataset_size,
+        batch_present.data_ptr(),
+        batch_present.shape[0],
+        upper.data_ptr(),
+        phi.data_ptr(),
+        upper.shape[0],
+        factor_a.data_ptr(),
+        factor_b.data_ptr(),
     )
     return factor_a, factor_b
 
@@ -536,9 +587,16 @@ def _lce_cuda(
     factor_b = _new_output(upper.shape, upper.dtype, upper.device)
     with torch.cuda.device(upper.device):
         _ext.cuda_kernels().lce_factors(
-            dataset_counts.data_ptr(), dataset_size, batch_present.data_ptr(),
-            batch_present.shape[0], upper.data_ptr(), phi.data_ptr(), upper.shape[0],
-            factor_a.data_ptr(), factor_b.data_ptr(), _stream(upper),
+            dataset_counts.data_ptr(),
+            dataset_size,
+            batch_present.data_ptr(),
+            batch_present.shape[0],
+            upper.data_ptr(),
+            phi.data_ptr(),
+            upper.shape[0],
+            factor_a.data_ptr(),
+            factor_b.data_ptr(),
+            _stream(upper),
         )
     return factor_a, factor_b
 
@@ -580,22 +638,25 @@ def lce_factors(
     num_modalities = dataset_counts.shape[0]
     _check_num_modalities(num_modalities)
     if upper.shape[0] != num_modalities:
-        raise ValueError(f"upper must have {num_modalities} values (one per modality), got {upper.shape[0]}")
+        raise ValueError(
+            f"upper must have {num_modalities} values (one per modality), got {upper.shape[0]}"
+        )
     if tuple(phi.shape) != (batch_present.shape[0], num_modalities):
         raise ValueError(
             f"phi must have shape [N_b, M] = [{batch_present.shape[0]}, {num_modalities}], "
             f"got {list(phi.shape)}"
         )
-    _check_same_device("upper", upper, dataset_counts=dataset_counts,
-                       batch_present=batch_present, phi=phi)
+    _check_same_device(
+        "upper", upper, dataset_counts=dataset_counts, batch_present=batch_present, phi=phi
+    )
     if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1:
         raise ValueError(f"dataset_size must be a positive int, got {dataset_size!r}")
     never = dataset_counts <= 0
     if bool(never.any()):
         first = int(torch.nonzero(never)[0, 0])
         raise ValueError(
-            f"modality {first} is never present in the data set (count {int(dataset_counts[first])}); "
-            "its factor A is undefined"
+            f"modality {first} is never present in the data set "
+            f"(count {int(dataset_counts[first])}); its factor A is undefined"
         )
     if bool((dataset_counts > dataset_size).any()):
         raise ValueError(f"dataset_counts exceed dataset_size={dataset_size}")

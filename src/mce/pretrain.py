@@ -24,15 +24,25 @@ def unimodal_model(task: Task, modality: str) -> nn.Module:
     return nn.Sequential(model.encoders[modality], model.heads[modality])
 
 
-def _train(model: nn.Module, task: Task, inputs: Tensor, target: Tensor, epochs: int,
-           batch_size: int, lr: float, seed: int, desc: str, progress: bool) -> None:
+def _train(
+    model: nn.Module,
+    task: Task,
+    inputs: Tensor,
+    target: Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    desc: str,
+    progress: bool,
+) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         order = torch.randperm(inputs.shape[0], generator=generator)
         for first in range(0, inputs.shape[0], batch_size):
-            index = order[first:first + batch_size]
+            index = order[first : first + batch_size]
             loss = task.loss(model(inputs[index]), target[index]).mean()
             optimizer.zero_grad()
             loss.backward()
@@ -72,13 +82,27 @@ def upper_bound_table(
             model.load_state_dict(load_checkpoint(path)["model"])
             log.info("unimodal upper bound for %s: reusing %s", name, path)
         else:
-            _train(model, task, inputs, target, epochs, batch_size, lr, seed + m,
-                   f"pretrain {name}", progress)
+            _train(
+                model,
+                task,
+                inputs,
+                target,
+                epochs,
+                batch_size,
+                lr,
+                seed + m,
+                f"pretrain {name}",
+                progress,
+            )
             save_atomic({"model": model.state_dict()}, path)
             log.info("unimodal upper bound for %s: trained and cached at %s", name, path)
         model.eval()
         with torch.no_grad():
-            utility = torch.cat([task.utility(model(inputs[i:i + 512]), target[i:i + 512])
-                                 for i in range(0, inputs.shape[0], 512)])
+            utility = torch.cat(
+                [
+                    task.utility(model(inputs[i : i + 512]), target[i : i + 512])
+                    for i in range(0, inputs.shape[0], 512)
+                ]
+            )
         table[index, m] = utility.cpu()
     return table

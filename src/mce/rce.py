@@ -29,9 +29,7 @@ def subset_loss(row_losses: Tensor, subsets: Tensor) -> Tensor:
     return per_subset_mean(row_losses, subsets)
 
 
-def aux_loss(
-    tokens: Tensor, h: Tensor, rows: Tensor, present: Tensor, weights: Tensor
-) -> Tensor:
+def aux_loss(tokens: Tensor, h: Tensor, rows: Tensor, present: Tensor, weights: Tensor) -> Tensor:
     """L_aux (Eq. 13): L1 error of the reconstructed tokens of each row's dropped modalities.
 
     For row (n, S) the dropped modalities are A_n \\ S; modality m's error

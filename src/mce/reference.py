@@ -31,8 +31,9 @@ _MASK32 = 0xFFFFFFFF
 
 def _deposit_bits(k: Tensor, present: Tensor, num_modalities: int) -> Tensor:
     """Deposit the low bits of k into the set bits of present (broadcasting)."""
-    out = torch.zeros(torch.broadcast_shapes(k.shape, present.shape), dtype=torch.int64,
-                      device=k.device)
+    out = torch.zeros(
+        torch.broadcast_shapes(k.shape, present.shape), dtype=torch.int64, device=k.device
+    )
     for m in range(num_modalities):
         is_present = (present >> m) & 1
         rank = popcount(present & ((1 << m) - 1))
@@ -115,8 +116,10 @@ def mc_plan_reference(
     """Monte Carlo plan with the kernels' Philox permutations: rows and coef (counts / K)."""
     device = present.device
     if present.numel() == 0:
-        return (torch.empty((0, 2), dtype=torch.int64, device=device),
-                torch.empty((0, num_modalities), dtype=torch.float32, device=device))
+        return (
+            torch.empty((0, 2), dtype=torch.int64, device=device),
+            torch.empty((0, num_modalities), dtype=torch.float32, device=device),
+        )
     members, sizes = _permutations(present, k, seed)
     largest = members.shape[2]
     coalitions = torch.cumsum(1 << members, dim=2)  # members are distinct: sum == OR
@@ -127,13 +130,16 @@ def mc_plan_reference(
     samples = torch.arange(present.shape[0], device=device)[:, None, None].expand_as(members)
     keys = (samples << 32) | coalitions
     unique_keys, inverse = torch.unique(keys[valid], sorted=True, return_inverse=True)
-    counts = torch.zeros((unique_keys.shape[0], num_modalities), dtype=torch.float32,
-                         device=device)
-    counts.index_put_((inverse, members[valid]), torch.ones_like(inverse, dtype=torch.float32),
-                      accumulate=True)
+    counts = torch.zeros((unique_keys.shape[0], num_modalities), dtype=torch.float32, device=device)
+    counts.index_put_(
+        (inverse, members[valid]), torch.ones_like(inverse, dtype=torch.float32), accumulate=True
+    )
     next_valid = has_next[valid]
-    counts.index_put_((inverse[next_valid], next_member[valid][next_valid]),
-                      -torch.ones_like(inverse[next_valid], dtype=torch.float32), accumulate=True)
+    counts.index_put_(
+        (inverse[next_valid], next_member[valid][next_valid]),
+        -torch.ones_like(inverse[next_valid], dtype=torch.float32),
+        accumulate=True,
+    )
     rows = torch.stack([unique_keys >> 32, unique_keys & _MASK32], dim=1)
     return rows, counts / k
 
@@ -213,4 +219,3 @@ def lce_factors_reference(
     gap = (upper.double() - phi.double().sum(0)).clamp(min=0)
     factor_b = torch.where(batch_counts > 0, gap / batch_counts.clamp(min=1), 0.0)
     return factor_a.float(), factor_b.float()
-

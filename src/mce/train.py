@@ -29,6 +29,7 @@ from mce.tasks import TASKS, Task, get_task
 log = logging.getLogger("mce.train")
 
 CHECKPOINT = "checkpoint.pt"
+_PRESET_HELP = ", ".join(f"{k}={v}" for k, v in PRESETS.items())
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,22 @@ class Trainer:
     interrupted run resumed from its checkpoint reproduces the uninterrupted run exactly (CPU).
     """
 
-    def __init__(self, task: Task, method: TrainingMethod, train: MultimodalData, run_dir: Path,
-                 *, epochs: int, batch_size: int, lr: float, lr_step: int, lr_gamma: float,
-                 seed: int, device: torch.device, progress: bool = True) -> None:
+    def __init__(
+        self,
+        task: Task,
+        method: TrainingMethod,
+        train: MultimodalData,
+        run_dir: Path,
+        *,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        lr_step: int,
+        lr_gamma: float,
+        seed: int,
+        device: torch.device,
+        progress: bool = True,
+    ) -> None:
         self.task, self.method, self.train, self.run_dir = task, method, train, run_dir
         self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
         self.device, self.progress = device, progress
@@ -100,7 +114,10 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         self.epoch, self.batch_in_epoch, self.step = (
-            state["epoch"], state["batch_in_epoch"], state["step"])
+            state["epoch"],
+            state["batch_in_epoch"],
+            state["step"],
+        )
 
     def _order(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -120,23 +137,35 @@ class Trainer:
         finally:
             logger.close()
 
-    def _fit_epochs(self, logger, batches_per_epoch: int, stop_at_step: int | None,
-                    interrupt: _DeferredInterrupt) -> bool:
+    def _fit_epochs(
+        self,
+        logger,
+        batches_per_epoch: int,
+        stop_at_step: int | None,
+        interrupt: _DeferredInterrupt,
+    ) -> bool:
         while not self.finished:
             self.model.train()
-            batches = self.train.batches(self.batch_size, self._order(self.epoch),
-                                         start=self.batch_in_epoch)
-            bar = tqdm(batches, total=batches_per_epoch, initial=self.batch_in_epoch,
-                       desc=f"{self.method.name} epoch {self.epoch + 1}/{self.epochs}",
-                       disable=not self.progress, leave=False)
+            batches = self.train.batches(
+                self.batch_size, self._order(self.epoch), start=self.batch_in_epoch
+            )
+            bar = tqdm(
+                batches,
+                total=batches_per_epoch,
+                initial=self.batch_in_epoch,
+                desc=f"{self.method.name} epoch {self.epoch + 1}/{self.epochs}",
+                disable=not self.progress,
+                leave=False,
+            )
             for batch in bar:
                 if stop_at_step is not None and self.step >= stop_at_step:
                     self.save()
                     return False
                 if interrupt.requested:
                     self.save()
-                    log.warning("interrupted: checkpoint saved at step %d; rerun with --resume",
-                                self.step)
+                    log.warning(
+                        "interrupted: checkpoint saved at step %d; rerun with --resume", self.step
+                    )
                     raise KeyboardInterrupt
                 logs = self._train_step(batch.to(self.device))
                 logger.log(self.step, self.epoch, logs)
@@ -154,7 +183,8 @@ class Trainer:
         if not torch.isfinite(result.loss):
             raise FloatingPointError(
                 f"the {self.method.name} loss became {result.loss.item()} at step {self.step}; "
-                "lower --lr or check the inputs")
+                "lower --lr or check the inputs"
+            )
         self.optimizer.zero_grad()
         result.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -198,8 +228,9 @@ def run(config: TrainConfig, resume: bool = False, stop_at_step: int | None = No
     batch_size = config.batch_size or defaults["batch_size"]
     lr = config.lr if config.lr is not None else defaults["lr"]
     pretrain_epochs = config.pretrain_epochs or defaults["pretrain_epochs"]
-    rates = parse_missing_rates(config.missing_rates or defaults["missing_rates"],
-                                len(task.modalities))
+    rates = parse_missing_rates(
+        config.missing_rates or defaults["missing_rates"], len(task.modalities)
+    )
     device = torch.device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,8 +239,12 @@ def run(config: TrainConfig, resume: bool = False, stop_at_step: int | None = No
     train_full, test = task.load(Path(config.data_dir) if config.data_dir else None)
     masked = apply_missing_rates(train_full, rates, config.seed)
     _save_or_check_masks(out, masked, resume)
-    log.info("training split: %d samples, %d dropped (every modality missing); missing rates %s",
-             len(masked.data), masked.dropped, dict(zip(task.modalities, rates)))
+    log.info(
+        "training split: %d samples, %d dropped (every modality missing); missing rates %s",
+        len(masked.data),
+        masked.dropped,
+        dict(zip(task.modalities, rates)),
+    )
     train = masked.data
     methods = ["mce", "baseline"] if config.method == "compare" else [config.method]
 
@@ -219,28 +254,54 @@ def run(config: TrainConfig, resume: bool = False, stop_at_step: int | None = No
             upper = None
             if config.mce.use_b:
                 upper = upper_bound_table(
-                    task, train, epochs=pretrain_epochs, batch_size=batch_size, lr=lr,
-                    seed=config.seed, setting=_setting_key(rates),
+                    task,
+                    train,
+                    epochs=pretrain_epochs,
+                    batch_size=batch_size,
+                    lr=lr,
+                    seed=config.seed,
+                    setting=_setting_key(rates),
                     cache_dir=Path(config.cache_dir) if config.cache_dir else out / "upper_bounds",
-                    device=device, progress=config.progress)
-            method = MCEMethod(task, config.mce, presence_counts(train.present, len(task.modalities)),
-                               len(train), upper, config.seed)
+                    device=device,
+                    progress=config.progress,
+                )
+            method = MCEMethod(
+                task,
+                config.mce,
+                presence_counts(train.present, len(task.modalities)),
+                len(train),
+                upper,
+                config.seed,
+            )
         else:
             method = BaselineMethod(task)
-        trainer = Trainer(task, method, train, out / name, epochs=epochs, batch_size=batch_size,
-                          lr=lr, lr_step=defaults.get("lr_step", epochs),
-                          lr_gamma=defaults.get("lr_gamma", 1.0), seed=config.seed,
-                          device=device, progress=config.progress)
+        trainer = Trainer(
+            task,
+            method,
+            train,
+            out / name,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            lr_step=defaults.get("lr_step", epochs),
+            lr_gamma=defaults.get("lr_gamma", 1.0),
+            seed=config.seed,
+            device=device,
+            progress=config.progress,
+        )
         if resume and trainer.checkpoint_path.is_file():
             trainer.load()
             log.info("%s: resuming at epoch %d, step %d", name, trainer.epoch, trainer.step)
         if not trainer.fit(stop_at_step=stop_at_step):
             return {}
-        results[name] = evaluate_combinations(trainer.model, task, test, device=device,
-                                              progress=config.progress)
+        results[name] = evaluate_combinations(
+            trainer.model, task, test, device=device, progress=config.progress
+        )
     table = write_results(out, results, task.metric_name)
-    print(f"\n{task.name}: {task.metric_name} (%) on every modality combination of the test split "
-          f"({len(test)} samples)\n\n{table}\n\nresults in {out}/results.json and results.md")
+    print(
+        f"\n{task.name}: {task.metric_name} (%) on every modality combination of the test split "
+        f"({len(test)} samples)\n\n{table}\n\nresults in {out}/results.json and results.md"
+    )
     return results
 
 
@@ -251,8 +312,10 @@ def _check_config_matches(out: Path, config: TrainConfig, resume: bool) -> None:
     if resume and path.is_file():
         saved = json.loads(path.read_text())
         if saved != json.loads(json.dumps(current)):
-            raise ValueError(f"--resume with settings that differ from the run in {out} "
-                             f"(see {path}); use the same options or a new --out")
+            raise ValueError(
+                f"--resume with settings that differ from the run in {out} "
+                f"(see {path}); use the same options or a new --out"
+            )
     path.write_text(json.dumps(current, indent=2) + "\n")
 
 
@@ -261,7 +324,10 @@ def _save_or_check_masks(out: Path, masked, resume: bool) -> None:
     state = {"present": masked.data.present, "kept": masked.kept, "dropped": masked.dropped}
     if resume and path.is_file():
         saved = load_checkpoint(path)
-        if not (torch.equal(saved["present"], state["present"]) and torch.equal(saved["kept"], state["kept"])):
+        if not (
+            torch.equal(saved["present"], state["present"])
+            and torch.equal(saved["kept"], state["kept"])
+        ):
             raise ValueError(f"the missing-modality masks differ from those saved in {path}")
         return
     save_atomic(state, path)
@@ -275,40 +341,78 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data = parser.add_argument_group("data")
     data.add_argument("--task", default="digits", help=f"task: {', '.join(TASKS)}")
-    data.add_argument("--data-dir", default=None,
-                      help="data folder (required by tasks that read files; digits is bundled)")
-    data.add_argument("--missing-rates", default=None,
-                      help="missing rate per modality in [0, 1), comma-separated in the task's "
-                           f"modality order, or a 3-modality preset {', '.join(f'{k}={v}' for k, v in PRESETS.items())}; "
-                           "default: the task's")
+    data.add_argument(
+        "--data-dir",
+        default=None,
+        help="data folder (required by tasks that read files; digits is bundled)",
+    )
+    data.add_argument(
+        "--missing-rates",
+        default=None,
+        help="missing rate per modality in [0, 1), comma-separated in the task's modality "
+        f"order, or a 3-modality preset {_PRESET_HELP}; default: the task's",
+    )
     method = parser.add_argument_group("method")
-    method.add_argument("--method", choices=["mce", "baseline", "compare"], default="compare",
-                        help="compare trains MCE and the baseline the same way and reports both")
-    method.add_argument("--shapley", choices=["exact", "mc"], default="exact",
-                        help="exact Shapley values (Eq. 5) or Monte Carlo permutations")
-    method.add_argument("--mc-k", type=int, default=100, help="permutations per sample for --shapley mc")
+    method.add_argument(
+        "--method",
+        choices=["mce", "baseline", "compare"],
+        default="compare",
+        help="compare trains MCE and the baseline the same way and reports both",
+    )
+    method.add_argument(
+        "--shapley",
+        choices=["exact", "mc"],
+        default="exact",
+        help="exact Shapley values (Eq. 5) or Monte Carlo permutations",
+    )
+    method.add_argument(
+        "--mc-k", type=int, default=100, help="permutations per sample for --shapley mc"
+    )
     for term, equation in (("single", "9"), ("sub", "11"), ("aux", "13")):
-        method.add_argument(f"--lambda-{term}", type=float, default=1.0,
-                            help=f"weight of L_{term} (Eq. {equation})")
-        method.add_argument(f"--no-{term}", action="store_true", help=f"drop L_{term} (Table 2 ablation)")
-    method.add_argument("--no-a", action="store_true", help="drop factor A (A = 1; Table 2 ablation)")
-    method.add_argument("--no-b", action="store_true",
-                        help="drop factor B (B = 1, no Shapley values or unimodal pretraining)")
+        method.add_argument(
+            f"--lambda-{term}", type=float, default=1.0, help=f"weight of L_{term} (Eq. {equation})"
+        )
+        method.add_argument(
+            f"--no-{term}", action="store_true", help=f"drop L_{term} (Table 2 ablation)"
+        )
+    method.add_argument(
+        "--no-a", action="store_true", help="drop factor A (A = 1; Table 2 ablation)"
+    )
+    method.add_argument(
+        "--no-b",
+        action="store_true",
+        help="drop factor B (B = 1, no Shapley values or unimodal pretraining)",
+    )
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=None, help="epochs (default: the task's)")
-    optim.add_argument("--batch-size", type=int, default=None, help="batch size (default: the task's)")
-    optim.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the task's)")
-    optim.add_argument("--pretrain-epochs", type=int, default=None,
-                       help="epochs of each unimodal upper-bound model (default: the task's)")
+    optim.add_argument(
+        "--batch-size", type=int, default=None, help="batch size (default: the task's)"
+    )
+    optim.add_argument(
+        "--lr", type=float, default=None, help="Adam learning rate (default: the task's)"
+    )
+    optim.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=None,
+        help="epochs of each unimodal upper-bound model (default: the task's)",
+    )
     optim.add_argument("--seed", type=int, default=0, help="seed of masks, initialisation, order")
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    run_group.add_argument("--out", default="runs/default",
-                           help="run folder: config, masks, checkpoints, logs, results")
-    run_group.add_argument("--cache-dir", default=None,
-                           help="cache of unimodal upper-bound models (default: <out>/upper_bounds)")
-    run_group.add_argument("--resume", action="store_true",
-                           help="continue the run in --out from its last checkpoint")
+    run_group.add_argument(
+        "--out",
+        default="runs/default",
+        help="run folder: config, masks, checkpoints, logs, results",
+    )
+    run_group.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache of unimodal upper-bound models (default: <out>/upper_bounds)",
+    )
+    run_group.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     run_group.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -321,7 +425,9 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         parser.error(f"unknown task {args.task!r}; known tasks: {', '.join(TASKS)}")
     task = get_task(args.task)
     try:
-        parse_missing_rates(args.missing_rates or task.defaults["missing_rates"], len(task.modalities))
+        parse_missing_rates(
+            args.missing_rates or task.defaults["missing_rates"], len(task.modalities)
+        )
     except ValueError as error:
         parser.error(f"--missing-rates: {error}")
     if task.needs_data_dir and args.data_dir is None:
@@ -341,15 +447,33 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     if args.device != "cpu" and not args.device.startswith("cuda"):
         parser.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
     mce_config = MCEConfig(
-        shapley=args.shapley, mc_k=args.mc_k, lambda_single=args.lambda_single,
-        lambda_sub=args.lambda_sub, lambda_aux=args.lambda_aux, use_a=not args.no_a,
-        use_b=not args.no_b, use_single=not args.no_single, use_sub=not args.no_sub,
-        use_aux=not args.no_aux)
+        shapley=args.shapley,
+        mc_k=args.mc_k,
+        lambda_single=args.lambda_single,
+        lambda_sub=args.lambda_sub,
+        lambda_aux=args.lambda_aux,
+        use_a=not args.no_a,
+        use_b=not args.no_b,
+        use_single=not args.no_single,
+        use_sub=not args.no_sub,
+        use_aux=not args.no_aux,
+    )
     config = TrainConfig(
-        task=args.task, data_dir=args.data_dir, missing_rates=args.missing_rates,
-        method=args.method, mce=mce_config, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, pretrain_epochs=args.pretrain_epochs, seed=args.seed, device=args.device,
-        out=args.out, cache_dir=args.cache_dir, progress=not args.no_progress)
+        task=args.task,
+        data_dir=args.data_dir,
+        missing_rates=args.missing_rates,
+        method=args.method,
+        mce=mce_config,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        pretrain_epochs=args.pretrain_epochs,
+        seed=args.seed,
+        device=args.device,
+        out=args.out,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
     return config, args.resume
 
 

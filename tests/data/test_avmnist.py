@@ -18,7 +18,9 @@ from mce.tasks.avmnist import TASK
 
 def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
     codes = {np.dtype(np.uint8): 0x08}
-    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     payload = header + array.tobytes()
     with (gzip.open if compress else open)(path, "wb") as file:
         file.write(payload)

@@ -67,7 +67,9 @@ def test_wrong_device():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU present: mixed-device check not run")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU present: mixed-device check not run"
+)
 def test_mixed_devices():
     rows, v = _rows_v()
     with pytest.raises(ValueError, match="rows is on cpu but v is on cuda"):
@@ -103,7 +105,9 @@ def test_rows_that_do_not_fit_the_presence():
     rows = ops.exact_plan(PRESENT, 3)
     bad = rows.clone()
     bad[0, 1] = 0b100  # sample 0 has {0, 1} only
-    with pytest.raises(ValueError, match=r"rows\[0\] holds subset 4, which is empty or not a subset"):
+    with pytest.raises(
+        ValueError, match=r"rows\[0\] holds subset 4, which is empty or not a subset"
+    ):
         ops.shapley_from_rows(bad, v, PRESENT, 3)
     shuffled = rows.flip(0).contiguous()
     with pytest.raises(ValueError, match="grouped by sample in increasing order"):
@@ -122,8 +126,13 @@ def test_nan_utilities_and_factors():
     with pytest.raises(ValueError, match="v holds NaN"):
         ops.shapley_from_rows(rows, v, PRESENT, 3)
     with pytest.raises(ValueError, match="must be finite"):
-        ops.lce_factors(torch.tensor([1, 2, 3]), 5, PRESENT, torch.tensor([1.0, float("nan"), 0.0]),
-                        torch.zeros(3, 3))
+        ops.lce_factors(
+            torch.tensor([1, 2, 3]),
+            5,
+            PRESENT,
+            torch.tensor([1.0, float("nan"), 0.0]),
+            torch.zeros(3, 3),
+        )
 
 
 def test_modality_never_present_in_dataset():

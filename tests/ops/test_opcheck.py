@@ -28,7 +28,9 @@ def test_opcheck_shapley(device):
     torch.library.opcheck(torch.ops.mce.shapley_from_rows.default, (rows, v, present, 4, None))
     rows_mc, coef = ops.mc_plan(present, 4, 8, 3)
     v_mc = torch.rand(rows_mc.shape[0], device=device)
-    torch.library.opcheck(torch.ops.mce.shapley_from_rows.default, (rows_mc, v_mc, present, 4, coef))
+    torch.library.opcheck(
+        torch.ops.mce.shapley_from_rows.default, (rows_mc, v_mc, present, 4, coef)
+    )
 
 
 def test_opcheck_subset_gather(device):
@@ -41,6 +43,11 @@ def test_opcheck_subset_gather(device):
 
 def test_opcheck_lce(device):
     present, _, _ = _sample_inputs(device)
-    args = (torch.tensor([3, 4, 2, 9], device=device), 10, present,
-            torch.rand(4, device=device), torch.rand(3, 4, device=device))
+    args = (
+        torch.tensor([3, 4, 2, 9], device=device),
+        10,
+        present,
+        torch.rand(4, device=device),
+        torch.rand(3, 4, device=device),
+    )
     torch.library.opcheck(torch.ops.mce.lce_factors.default, args)

@@ -55,7 +55,9 @@ def test_mc_plan_matches_reference_bit_for_bit(device, seed, num_modalities, k):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU present: CPU/CUDA plan identity not checked")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU present: CPU/CUDA plan identity not checked"
+)
 def test_mc_plan_identical_on_cpu_and_cuda(seed):
     generator = torch.Generator().manual_seed(seed)
     present = random_present(generator, 129, 12)
@@ -71,8 +73,11 @@ def test_mc_plan_is_reproducible_and_seed_dependent(seed):
     again = ops.mc_plan(present, 6, 5, seed)
     other = ops.mc_plan(present, 6, 5, seed + 1)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
-    assert not (first[0].shape == other[0].shape and torch.equal(first[0], other[0])
-                and torch.equal(first[1], other[1]))
+    assert not (
+        first[0].shape == other[0].shape
+        and torch.equal(first[0], other[0])
+        and torch.equal(first[1], other[1])
+    )
 
 
 def test_mc_plan_rows_are_distinct_prefix_coalitions(seed):

@@ -29,8 +29,13 @@ def test_kernel_matches_reference(device, seed, method):
     plan = coalition_plan(present, num_modalities, method=method, k=23, seed=seed)
     v = torch.rand(plan.num_rows, generator=generator).to(device)
     phi = plan_shapley(plan, v)
-    expected = shapley_from_rows_reference(plan.rows.cpu(), v.cpu(), present.cpu(),
-                                           num_modalities, None if plan.coef is None else plan.coef.cpu())
+    expected = shapley_from_rows_reference(
+        plan.rows.cpu(),
+        v.cpu(),
+        present.cpu(),
+        num_modalities,
+        None if plan.coef is None else plan.coef.cpu(),
+    )
     torch.testing.assert_close(phi.cpu(), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -60,7 +65,6 @@ def test_efficiency_and_absent_modalities(seed, num_modalities):
 def test_symmetry(seed):
     # v depends on modalities 0 and 1 only through how many of them are in S: they are symmetric.
     generator = torch.Generator().manual_seed(seed)
-    num_modalities = 4
     present = torch.full((5,), 0b1111)
     by_count = torch.rand(5, 3, 4, generator=generator)  # [n, |S & {0,1}|, S >> 2]
     subsets = torch.arange(16)
@@ -102,7 +106,9 @@ def test_monte_carlo_error_shrinks_as_k_grows(seed):
     exact = shapley_values(present, table)
     errors = {}
     for k in (4, 64, 1024):
-        estimates = [shapley_values(present, table, method="mc", k=k, seed=seed + r) for r in range(4)]
+        estimates = [
+            shapley_values(present, table, method="mc", k=k, seed=seed + r) for r in range(4)
+        ]
         errors[k] = torch.stack([(e - exact).pow(2).mean() for e in estimates]).mean().item()
     assert errors[64] < errors[4] / 4
     assert errors[1024] < errors[64] / 4

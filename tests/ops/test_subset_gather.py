@@ -28,7 +28,9 @@ def test_forward_and_backward_match_reference(device, seed, dtype, features):
     grad_out = torch.randn(out.shape, generator=generator).to(device, dtype)
     (grad,) = torch.autograd.grad(out, h, grad_out)
     # The kernel sums in float32 and rounds once; the reference sums in float32 too.
-    (expected_grad,) = torch.autograd.grad(subset_gather_reference(h.float(), rows), h, grad_out.float())
+    (expected_grad,) = torch.autograd.grad(
+        subset_gather_reference(h.float(), rows), h, grad_out.float()
+    )
     tolerance = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
     torch.testing.assert_close(grad.float(), expected_grad.float(), rtol=tolerance, atol=tolerance)
 
@@ -48,10 +50,12 @@ def test_gradcheck_and_gradgradcheck(seed):
     h = torch.randn(4, 3, 2, generator=generator, requires_grad=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the kernels run in float32, not float64
-        assert torch.autograd.gradcheck(lambda x: ops.subset_gather(x, rows), (h,), eps=1e-2,
-                                        atol=1e-3, rtol=1e-3)
-        assert torch.autograd.gradgradcheck(lambda x: ops.subset_gather(x, rows), (h,),
-                                            eps=1e-2, atol=1e-3, rtol=1e-3)
+        assert torch.autograd.gradcheck(
+            lambda x: ops.subset_gather(x, rows), (h,), eps=1e-2, atol=1e-3, rtol=1e-3
+        )
+        assert torch.autograd.gradgradcheck(
+            lambda x: ops.subset_gather(x, rows), (h,), eps=1e-2, atol=1e-3, rtol=1e-3
+        )
 
 
 def test_backward_of_sample_without_rows_is_zero():

@@ -3,4 +3,11 @@
 from mce.data.dataset import Batch, MultimodalData
 from mce.data.masks import PRESETS, MaskedSplit, apply_missing_rates, draw_presence
 
-__all__ = ["Batch", "MultimodalData", "PRESETS", "MaskedSplit", "apply_missing_rates", "draw_presence"]
+__all__ = [
+    "Batch",
+    "MultimodalData",
+    "PRESETS",
+    "MaskedSplit",
+    "apply_missing_rates",
+    "draw_presence",
+]

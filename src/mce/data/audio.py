@@ -22,7 +22,11 @@ def read_wav(path: str | Path) -> tuple[Tensor, int]:
     path = Path(path)
     try:
         with wave.open(str(path), "rb") as handle:
-            channels, width, rate = handle.getnchannels(), handle.getsampwidth(), handle.getframerate()
+            channels, width, rate = (
+                handle.getnchannels(),
+                handle.getsampwidth(),
+                handle.getframerate(),
+            )
             frames = handle.readframes(handle.getnframes())
     except FileNotFoundError as error:
         raise ValueError(f"audio file {path} does not exist") from error
@@ -30,7 +34,9 @@ def read_wav(path: str | Path) -> tuple[Tensor, int]:
         raise ValueError(f"audio file {path} is not a readable PCM wav file: {error}") from error
     dtypes = {1: np.uint8, 2: np.int16, 4: np.int32}
     if width not in dtypes:
-        raise ValueError(f"audio file {path} has {8 * width}-bit samples; 8, 16 or 32-bit PCM expected")
+        raise ValueError(
+            f"audio file {path} has {8 * width}-bit samples; 8, 16 or 32-bit PCM expected"
+        )
     samples = np.frombuffer(frames, dtype=dtypes[width]).astype(np.float32)
     if width == 1:
         samples = samples - 128.0
@@ -101,7 +107,17 @@ def mfcc(
     n_fft = 1 << max(6, int(round(math.log2(rate * window_ms / 1000.0))))
     hop = max(1, math.ceil(waveform.shape[0] / frames))
     padded = torch.nn.functional.pad(waveform, (0, max(0, hop * frames - waveform.shape[0])))
-    spectrum = torch.stft(padded, n_fft, hop_length=hop, window=torch.hann_window(n_fft),
-                          center=True, return_complex=True).abs().pow(2)[:, :frames]
+    spectrum = (
+        torch.stft(
+            padded,
+            n_fft,
+            hop_length=hop,
+            window=torch.hann_window(n_fft),
+            center=True,
+            return_complex=True,
+        )
+        .abs()
+        .pow(2)[:, :frames]
+    )
     mel = _mel_filterbank(n_fft, rate, n_mels) @ spectrum
     return _dct_matrix(n_mfcc, n_mels) @ torch.log(mel + 1e-6)

@@ -52,8 +52,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(f"IDX file {path} holds {len(raw) - header} data bytes, its header "
-                         f"announces {expected} for shape {shape}")
+        raise ValueError(
+            f"IDX file {path} holds {len(raw) - header} data bytes, its header "
+            f"announces {expected} for shape {shape}"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
@@ -64,8 +66,9 @@ def _find(directory: Path, stem: str) -> Path:
     raise ValueError(f"MNIST file {stem}[.gz] not found in {directory}")
 
 
-def load_avmnist(data_dir: str | Path, num_pairs: int = 1500, seed: int = 0,
-                 n_mfcc: int = 20, frames: int = 20) -> MultimodalData:
+def load_avmnist(
+    data_dir: str | Path, num_pairs: int = 1500, seed: int = 0, n_mfcc: int = 20, frames: int = 20
+) -> MultimodalData:
     """Paired images [N, 1, 28, 28] in [0, 1] and MFCC maps [N, 1, n_mfcc, frames]."""
     data_dir = Path(data_dir)
     images = read_idx(_find(data_dir / "mnist", "train-images-idx3-ubyte"))
@@ -97,7 +100,9 @@ def load_avmnist(data_dir: str | Path, num_pairs: int = 1500, seed: int = 0,
     return MultimodalData(MODALITIES, {"image": image_tensor, "audio": audio}, target, present)
 
 
-def standardize_audio(train: MultimodalData, test: MultimodalData) -> tuple[MultimodalData, MultimodalData]:
+def standardize_audio(
+    train: MultimodalData, test: MultimodalData
+) -> tuple[MultimodalData, MultimodalData]:
     """Standardise MFCC coefficients with the training split's statistics."""
     mean = train.inputs["audio"].mean(dim=(0, 3), keepdim=True)
     std = train.inputs["audio"].std(dim=(0, 3), keepdim=True) + 1e-6

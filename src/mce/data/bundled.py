@@ -29,7 +29,9 @@ def load_bundled_digits() -> MultimodalData:
         with resources.as_file(path) as file, np.load(file) as archive:
             mfcc, labels = archive["mfcc"].astype(np.float32), archive["labels"]
     except (OSError, KeyError, ValueError) as error:
-        raise ValueError(f"the bundled audio file {path} is missing or corrupt; reinstall mce") from error
+        raise ValueError(
+            f"the bundled audio file {path} is missing or corrupt; reinstall mce"
+        ) from error
     if labels.shape[0] != digits.target.shape[0] or not np.array_equal(labels, digits.target):
         raise ValueError(f"the bundled audio file {path} does not match scikit-learn's digits")
     mfcc = (mfcc - mfcc.mean(axis=0)) / (mfcc.std(axis=0) + 1e-6)

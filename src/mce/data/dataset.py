@@ -20,8 +20,12 @@ class Batch:
     index: Tensor
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch({k: v.to(device) for k, v in self.inputs.items()}, self.target.to(device),
-                     self.present.to(device), self.index.to(device))
+        return Batch(
+            {k: v.to(device) for k, v in self.inputs.items()},
+            self.target.to(device),
+            self.present.to(device),
+            self.index.to(device),
+        )
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,9 @@ class MultimodalData:
             raise ValueError(f"inputs hold {sorted(self.inputs)}, expected {list(self.modalities)}")
         for name, tensor in self.inputs.items():
             if tensor.shape[0] != n:
-                raise ValueError(f"modality {name!r} has {tensor.shape[0]} samples, targets have {n}")
+                raise ValueError(
+                    f"modality {name!r} has {tensor.shape[0]} samples, targets have {n}"
+                )
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise ValueError(f"modality {name!r} holds NaN or infinite values")
         if self.present.shape != (n,):
@@ -53,24 +59,35 @@ class MultimodalData:
         return len(self.modalities)
 
     def subset(self, index: Tensor) -> MultimodalData:
-        return MultimodalData(self.modalities, {k: v[index] for k, v in self.inputs.items()},
-                              self.target[index], self.present[index])
+        return MultimodalData(
+            self.modalities,
+            {k: v[index] for k, v in self.inputs.items()},
+            self.target[index],
+            self.present[index],
+        )
 
     def with_presence(self, present: Tensor) -> MultimodalData:
         """The same samples with new presence masks; absent inputs are zeroed."""
         inputs = {}
         for m, name in enumerate(self.modalities):
             keep = ((present >> m) & 1).bool().view(-1, *([1] * (self.inputs[name].dim() - 1)))
-            inputs[name] = torch.where(keep, self.inputs[name], torch.zeros((), dtype=self.inputs[name].dtype))
+            inputs[name] = torch.where(
+                keep, self.inputs[name], torch.zeros((), dtype=self.inputs[name].dtype)
+            )
         return MultimodalData(self.modalities, inputs, self.target, present)
 
     def batch(self, index: Tensor) -> Batch:
-        return Batch({k: v[index] for k, v in self.inputs.items()}, self.target[index],
-                     self.present[index], index)
+        return Batch(
+            {k: v[index] for k, v in self.inputs.items()},
+            self.target[index],
+            self.present[index],
+            index,
+        )
 
-    def batches(self, batch_size: int, order: Sequence[int] | Tensor | None = None,
-                start: int = 0) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, order: Sequence[int] | Tensor | None = None, start: int = 0
+    ) -> Iterator[Batch]:
         """Batches in ``order`` (default: as stored), from batch number ``start``."""
         order = torch.arange(len(self)) if order is None else torch.as_tensor(order)
         for first in range(start * batch_size, len(self), batch_size):
-            yield self.batch(order[first:first + batch_size])
+            yield self.batch(order[first : first + batch_size])

@@ -35,8 +35,10 @@ def parse_missing_rates(text: str, num_modalities: int) -> tuple[float, ...]:
         try:
             rates = tuple(float(part) for part in text.split(","))
         except ValueError as error:
-            raise ValueError(f"missing rates {text!r} are not comma-separated numbers or a preset "
-                             f"({', '.join(PRESETS)})") from error
+            raise ValueError(
+                f"missing rates {text!r} are not comma-separated numbers or a preset "
+                f"({', '.join(PRESETS)})"
+            ) from error
     if len(rates) != num_modalities:
         raise ValueError(f"{len(rates)} missing rates given for {num_modalities} modalities")
     for rate in rates:

@@ -53,8 +53,15 @@ class MCEMethod:
 
     name = "mce"
 
-    def __init__(self, task: Task, config: MCEConfig, counts: Tensor, dataset_size: int,
-                 upper: Tensor | None, seed: int) -> None:
+    def __init__(
+        self,
+        task: Task,
+        config: MCEConfig,
+        counts: Tensor,
+        dataset_size: int,
+        upper: Tensor | None,
+        seed: int,
+    ) -> None:
         if config.use_b and upper is None:
             raise ValueError("factor B needs the unimodal upper bounds (upper)")
         self.task, self.config, self.counts = task, config, counts
@@ -64,8 +71,13 @@ class MCEMethod:
         cfg = self.config
         if not (cfg.use_sub or cfg.use_aux or cfg.use_b):
             return None, full_rows(present)
-        plan = coalition_plan(present, num_modalities, method=cfg.shapley, k=cfg.mc_k,
-                              seed=self.seed * 1_000_003 + step)
+        plan = coalition_plan(
+            present,
+            num_modalities,
+            method=cfg.shapley,
+            k=cfg.mc_k,
+            seed=self.seed * 1_000_003 + step,
+        )
         return plan, plan.rows
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
@@ -86,9 +98,12 @@ class MCEMethod:
         if cfg.use_b:
             phi = plan_shapley(plan, task.utility(outputs.detach(), row_target))
             presence = mask_to_presence(present, num_modalities).to(torch.float32)
-            upper = (self.upper[batch.index.to(self.upper.device)].to(presence.device) * presence).sum(0)
-            factors = lce_factors(self.counts.to(present.device), self.dataset_size, present,
-                                  upper.contiguous(), phi)
+            upper = (
+                self.upper[batch.index.to(self.upper.device)].to(presence.device) * presence
+            ).sum(0)
+            factors = lce_factors(
+                self.counts.to(present.device), self.dataset_size, present, upper.contiguous(), phi
+            )
             factor_b = factors.b
             factor_a = factors.a if cfg.use_a else ones
             for m, name in enumerate(model.modalities):
@@ -104,7 +119,9 @@ class MCEMethod:
         loss = l_task
         logs["l_task"] = l_task.item()
         if cfg.use_single:
-            l_single = single_loss(model.unimodal_outputs(h, present), batch.target, task.loss, weights)
+            l_single = single_loss(
+                model.unimodal_outputs(h, present), batch.target, task.loss, weights
+            )
             loss = loss + cfg.lambda_single * l_single
             logs["l_single"] = l_single.item()
         if cfg.use_sub:

@@ -16,11 +16,16 @@ class LeNet5(nn.Module):
         top, left = max(0, 28 - height) // 2, max(0, 28 - width) // 2
         self.padding = (left, max(0, 28 - width) - left, top, max(0, 28 - height) - top)
         self.features = nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 6, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
-                                  nn.Linear(120, dim), nn.ReLU())
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, dim), nn.ReLU()
+        )
 
     def forward(self, images: Tensor) -> Tensor:
         """images: Tensor[B, 1, H, W] -> Tensor[B, dim]."""
@@ -32,8 +37,14 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, in_features: int, dim: int, hidden: int = 128, dropout: float = 0.1) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, dim), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+            nn.ReLU(),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

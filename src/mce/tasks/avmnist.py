@@ -47,7 +47,14 @@ TASK = Task(
     load=load,
     build_model=build_model,
     # 1,050 training pairs / 128 = 9 steps per epoch: 2.5k iterations ~ 280 epochs.
-    defaults={"epochs": 280, "batch_size": 128, "lr": 1e-3, "missing_rates": "0.0,0.8",
-              "pretrain_epochs": 100, "lr_step": 200, "lr_gamma": 0.1},
+    defaults={
+        "epochs": 280,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "missing_rates": "0.0,0.8",
+        "pretrain_epochs": 100,
+        "lr_step": 200,
+        "lr_gamma": 0.1,
+    },
     needs_data_dir=True,
 )

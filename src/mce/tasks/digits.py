@@ -44,6 +44,13 @@ TASK = Task(
     modalities=MODALITIES,
     load=load,
     build_model=build_model,
-    defaults={"epochs": 30, "batch_size": 128, "lr": 1e-3, "missing_rates": "0.8,0.2",
-              "pretrain_epochs": 15, "lr_step": 20, "lr_gamma": 0.1},
+    defaults={
+        "epochs": 30,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "missing_rates": "0.8,0.2",
+        "pretrain_epochs": 15,
+        "lr_step": 20,
+        "lr_gamma": 0.1,
+    },
 )
