@@ -91,3 +91,10 @@ def test_monte_carlo_step_runs_on_sampled_rows(seed):
     result = MCEMethod(TASK, config, counts, 100, upper, seed).step(model, batch, 0)
     assert torch.isfinite(result.loss)
     assert result.logs["rows"] <= 4 * 2 * 13
+
+
+def test_official_modes_run(seed):
+    model, batch, upper, counts = _setup(seed)
+    config = MCEConfig(shapley="official", weighting="official")
+    logs = MCEMethod(TASK, config, counts, 100, upper, seed).step(model, batch, 0).logs
+    assert all(logs[f"B/{name}"] >= 0 for name in model.modalities)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mce.rce import aux_loss, per_subset_mean, single_loss, subset_loss
@@ -10,8 +11,20 @@ from mce.rce import aux_loss, per_subset_mean, single_loss, subset_loss
 def test_subset_loss_averages_per_subset_then_over_subsets():
     # Subset 1 on rows 0, 2 (losses 1, 3: mean 2); subset 3 on row 1 (loss 10).
     losses = torch.tensor([1.0, 10.0, 3.0])
-    subsets = torch.tensor([1, 3, 1])
-    assert subset_loss(losses, subsets).item() == (2.0 + 10.0) / 2
+    rows = torch.tensor([[0, 1], [0, 3], [1, 1]])
+    present = torch.tensor([3, 1])
+    assert subset_loss(losses, rows, present).item() == (2.0 + 10.0) / 2
+
+
+def test_official_weighting_is_per_sample_over_proper_subsets():
+    # Sample 0 = {0, 1}: 3 rows, proper subsets {0}, {1} with losses 1, 2; sample 1 = {0}: no
+    # proper subset. (1 / 3 + 2 / 3) / 2 samples.
+    losses = torch.tensor([1.0, 2.0, 50.0, 7.0])
+    rows = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 1]])
+    present = torch.tensor([3, 1])
+    assert subset_loss(losses, rows, present, "official").item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="weighting must be"):
+        subset_loss(losses, rows, present, "other")
 
 
 def test_aux_loss_hand_computed():

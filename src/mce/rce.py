@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from mce.shapley import mask_to_presence
 
-__all__ = ["per_subset_mean", "single_loss", "subset_loss", "aux_loss"]
+__all__ = ["Weighting", "average_rows", "per_subset_mean", "single_loss", "subset_loss", "aux_loss"]
+
+Weighting = Literal["paper", "official"]
 
 
 def per_subset_mean(values: Tensor, subsets: Tensor) -> Tensor:
@@ -24,12 +27,41 @@ def per_subset_mean(values: Tensor, subsets: Tensor) -> Tensor:
     return (sums / counts).mean()
 
 
-def subset_loss(row_losses: Tensor, subsets: Tensor) -> Tensor:
-    """L_sub (Eq. 11): task losses of every planned row, averaged per subset, then over subsets."""
-    return per_subset_mean(row_losses, subsets)
+def average_rows(
+    values: Tensor, rows: Tensor, present: Tensor, weighting: Weighting = "paper"
+) -> Tensor:
+    """Average per-row values over a plan's rows.
+
+    ``"paper"`` (Eqs. 11, 13): mean over the distinct subsets of the mean over their rows.
+    ``"official"`` (the authors' code, for comparison studies): rows with a proper subset of the
+    sample's present set only, each divided by the sample's number of rows (2^|A_n| - 1 for exact
+    plans), summed, divided by the number of samples.
+    """
+    if weighting == "paper":
+        return per_subset_mean(values, rows[:, 1])
+    if weighting != "official":
+        raise ValueError(f"weighting must be 'paper' or 'official', got {weighting!r}")
+    samples, subsets = rows[:, 0], rows[:, 1]
+    proper = (subsets != present[samples]).to(values.dtype)
+    rows_per_sample = torch.bincount(samples, minlength=present.shape[0]).to(values.dtype)
+    return (values * proper / rows_per_sample[samples]).sum() / present.shape[0]
 
 
-def aux_loss(tokens: Tensor, h: Tensor, rows: Tensor, present: Tensor, weights: Tensor) -> Tensor:
+def subset_loss(
+    row_losses: Tensor, rows: Tensor, present: Tensor, weighting: Weighting = "paper"
+) -> Tensor:
+    """L_sub (Eq. 11): task losses of the planned rows, averaged per subset, then over subsets."""
+    return average_rows(row_losses, rows, present, weighting)
+
+
+def aux_loss(
+    tokens: Tensor,
+    h: Tensor,
+    rows: Tensor,
+    present: Tensor,
+    weights: Tensor,
+    weighting: Weighting = "paper",
+) -> Tensor:
     """L_aux (Eq. 13): L1 error of the reconstructed tokens of each row's dropped modalities.
 
     For row (n, S) the dropped modalities are A_n \\ S; modality m's error
@@ -40,13 +72,14 @@ def aux_loss(tokens: Tensor, h: Tensor, rows: Tensor, present: Tensor, weights: 
     Args:
         tokens: Tensor[R, M, F] reconstruction outputs. h: Tensor[N, M, F] encoder features.
         rows: Tensor[R, 2]. present: Tensor[N] bitmasks. weights: Tensor[M].
+        weighting: "paper" (Eq. 13) or "official" (see :func:`average_rows`).
     """
     samples, subsets = rows[:, 0], rows[:, 1]
     num_modalities = h.shape[1]
     dropped = mask_to_presence(present[samples] & ~subsets, num_modalities).to(tokens.dtype)
     errors = (tokens - h[samples].detach()).abs().mean(dim=2)  # (R, M)
     per_row = (errors * dropped * weights[None, :]).sum(1) / dropped.sum(1).clamp(min=1.0)
-    return per_subset_mean(per_row, subsets)
+    return average_rows(per_row, rows, present, weighting)
 
 
 def single_loss(

@@ -25,6 +25,7 @@ __all__ = [
     "plan_shapley",
     "presence_to_mask",
     "mask_to_presence",
+    "official_batch_shapley",
     "shapley_values",
 ]
 
@@ -199,3 +200,41 @@ def shapley_values(
         shape = list(v.shape) if isinstance(v, Tensor) else type(v).__name__
         raise ValueError(f"utility(rows) must return a Tensor[{plan.num_rows}], got {shape}")
     return plan_shapley(plan, v)
+
+
+def official_batch_shapley(plan: CoalitionPlan, v: Tensor) -> Tensor:
+    """Batch Shapley values as the authors' code computes them, for comparison studies only.
+
+    This is not Eq. 5 and is not efficient: utilities are summed over the batch per subset first,
+    ``V(S) = sum of v over the rows with subset S`` (the samples where S is feasible); with L the
+    number of modalities present anywhere in the batch and ``w(s, L) = s! (L - s - 1)! / L!``,
+    ``phi_i = V({i}) / L + sum_{K containing i, |K| > 1} w(|K| - 1, L) (V(K) - V({i}))``.
+
+    Args:
+        plan: an exact plan. v: Tensor[R] per-row utilities.
+
+    Returns:
+        Tensor[M] float32 batch values (0 for modalities absent from the batch).
+    """
+    if plan.method != "exact":
+        raise ValueError("the authors' formula needs an exact plan (method='exact')")
+    num_modalities = plan.num_modalities
+    subsets, inverse = torch.unique(plan.subsets, return_inverse=True)
+    values = torch.zeros(subsets.shape[0], dtype=torch.float64, device=v.device)
+    values = values.index_add(0, inverse, v.detach().double())
+    anywhere = mask_to_presence(plan.present, num_modalities).any(0)  # (M,)
+    players = int(anywhere.sum())
+    bits = 1 << torch.arange(num_modalities, device=v.device)
+    singles = torch.zeros(num_modalities, dtype=torch.float64, device=v.device)
+    is_single = (subsets[:, None] == bits[None, :]).double()  # (U, M)
+    singles += (is_single * values[:, None]).sum(0)
+    sizes = ops.popcount(subsets).double()
+    weights = torch.exp(
+        torch.lgamma(sizes)
+        + torch.lgamma(players - sizes + 1)
+        - torch.lgamma(torch.tensor(players + 1.0))
+    )
+    member = mask_to_presence(subsets, num_modalities) & (sizes[:, None] > 1)
+    marginal = weights[:, None] * (values[:, None] - singles[None, :])
+    phi = (marginal * member).sum(0) + singles / max(players, 1)
+    return torch.where(anywhere, phi, 0.0).float()

@@ -361,9 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     method.add_argument(
         "--shapley",
-        choices=["exact", "mc"],
+        choices=["exact", "mc", "official"],
         default="exact",
-        help="exact Shapley values (Eq. 5) or Monte Carlo permutations",
+        help="exact Shapley values (Eq. 5), Monte Carlo permutations, or the authors' code's "
+        "batch formula (not Eq. 5; for comparison studies)",
     )
     method.add_argument(
         "--mc-k", type=int, default=100, help="permutations per sample for --shapley mc"
@@ -375,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
         method.add_argument(
             f"--no-{term}", action="store_true", help=f"drop L_{term} (Table 2 ablation)"
         )
+    method.add_argument(
+        "--weighting",
+        choices=["paper", "official"],
+        default="paper",
+        help="row averaging of L_sub and L_aux: per subset as Eqs. 11 and 13, or per sample as "
+        "the authors' code",
+    )
     method.add_argument(
         "--no-a", action="store_true", help="drop factor A (A = 1; Table 2 ablation)"
     )
@@ -457,6 +465,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         use_single=not args.no_single,
         use_sub=not args.no_sub,
         use_aux=not args.no_aux,
+        weighting=args.weighting,
     )
     config = TrainConfig(
         task=args.task,

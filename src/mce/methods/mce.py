@@ -17,8 +17,14 @@ from mce.data.dataset import Batch
 from mce.lce import dataset_factor, lce_factors
 from mce.methods.base import StepResult
 from mce.model import MultimodalModel, full_rows
-from mce.rce import aux_loss, single_loss, subset_loss
-from mce.shapley import coalition_plan, mask_to_presence, plan_shapley
+from mce.rce import Weighting, aux_loss, single_loss, subset_loss
+from mce.shapley import (
+    CoalitionPlan,
+    coalition_plan,
+    mask_to_presence,
+    official_batch_shapley,
+    plan_shapley,
+)
 from mce.tasks.base import Task
 
 
@@ -26,7 +32,8 @@ from mce.tasks.base import Task
 class MCEConfig:
     """MCE switches and weights; each Table 2 ablation is one combination of the use_* flags."""
 
-    shapley: Literal["exact", "mc"] = "exact"  # exact Eq. 5, or Monte Carlo with mc_k permutations
+    # exact Eq. 5; Monte Carlo with mc_k permutations; or the authors' code's formula (exact rows)
+    shapley: Literal["exact", "mc", "official"] = "exact"
     mc_k: int = 100  # permutations per sample for Monte Carlo
     lambda_single: float = 1.0  # weight of L_single (Eq. 9)
     lambda_sub: float = 1.0  # weight of L_sub (Eq. 11)
@@ -36,6 +43,7 @@ class MCEConfig:
     use_single: bool = True  # L_single term
     use_sub: bool = True  # L_sub term
     use_aux: bool = True  # L_aux term
+    weighting: Weighting = "paper"  # row averaging of L_sub, L_aux: Eqs. 11/13 or authors' code
 
 
 class MCEMethod:
@@ -74,11 +82,19 @@ class MCEMethod:
         plan = coalition_plan(
             present,
             num_modalities,
-            method=cfg.shapley,
+            method="mc" if cfg.shapley == "mc" else "exact",
             k=cfg.mc_k,
             seed=self.seed * 1_000_003 + step,
         )
         return plan, plan.rows
+
+    def _shapley(self, plan: CoalitionPlan, v: Tensor) -> Tensor:
+        """Per-sample Shapley values [N, M]; the authors' batch values sit in row 0."""
+        if self.config.shapley != "official":
+            return plan_shapley(plan, v)
+        phi = torch.zeros(plan.present.shape[0], plan.num_modalities, device=v.device)
+        phi[0] = official_batch_shapley(plan, v)
+        return phi
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
         cfg, task = self.config, self.task
@@ -96,7 +112,7 @@ class MCEMethod:
         ones = torch.ones(num_modalities, device=present.device)
         factor_a, factor_b = ones, ones
         if cfg.use_b:
-            phi = plan_shapley(plan, task.utility(outputs.detach(), row_target))
+            phi = self._shapley(plan, task.utility(outputs.detach(), row_target))
             presence = mask_to_presence(present, num_modalities).to(torch.float32)
             upper = (
                 self.upper[batch.index.to(self.upper.device)].to(presence.device) * presence
@@ -125,11 +141,11 @@ class MCEMethod:
             loss = loss + cfg.lambda_single * l_single
             logs["l_single"] = l_single.item()
         if cfg.use_sub:
-            l_sub = subset_loss(row_losses, subsets)
+            l_sub = subset_loss(row_losses, rows, present, cfg.weighting)
             loss = loss + cfg.lambda_sub * l_sub
             logs["l_sub"] = l_sub.item()
         if cfg.use_aux:
-            l_aux = aux_loss(tokens, h, rows, present, weights)
+            l_aux = aux_loss(tokens, h, rows, present, weights, cfg.weighting)
             loss = loss + cfg.lambda_aux * l_aux
             logs["l_aux"] = l_aux.item()
         logs["loss"] = loss.item()
