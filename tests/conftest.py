@@ -46,3 +46,11 @@ def _poisoned(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) 
 def poisoned_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Kernel outputs start as NaN / -777777, so an element a kernel forgets to write shows."""
     monkeypatch.setattr(ops, "_new_output", _poisoned)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unimodal upper-bound models are cached under a per-session temporary folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))

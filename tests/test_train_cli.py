@@ -52,6 +52,37 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert logged == (tmp_path / "straight" / "mce" / "log.csv").read_text().splitlines()
 
 
+def test_an_existing_run_is_not_overwritten(tmp_path):
+    config = TrainConfig(
+        method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False
+    )
+    run(config)
+    before = (tmp_path / "baseline" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError, match="already holds a run: pass --resume"):
+        run(config)
+    assert (tmp_path / "baseline" / "checkpoint.pt").read_bytes() == before
+
+
+def test_upper_bounds_are_cached_and_reused(tmp_path, caplog):
+    import logging
+
+    base = dict(
+        method="mce",
+        epochs=1,
+        batch_size=512,
+        pretrain_epochs=1,
+        progress=False,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with caplog.at_level(logging.INFO, logger="mce.pretrain"):
+        run(TrainConfig(out=str(tmp_path / "a"), **base))
+        assert "trained and cached" in caplog.text and "reusing" not in caplog.text
+        caplog.clear()
+        run(TrainConfig(out=str(tmp_path / "b"), **base))
+        assert "reusing" in caplog.text and "trained and cached" not in caplog.text
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
 def test_resume_with_different_settings_is_refused(tmp_path):
     run(TrainConfig(method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False))
     with pytest.raises(ValueError, match="differ from the run"):
@@ -74,6 +105,7 @@ def test_resume_with_different_settings_is_refused(tmp_path):
         (["--data-dir", "."], "uses bundled data and takes no --data-dir"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--shapley", "kernel"], "invalid choice"),
+        (["--resume"], "--resume needs --out"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from mce.checkpoint import load_checkpoint, save_atomic
 from mce.data.dataset import MultimodalData
 from mce.tasks.base import Task
 
-__all__ = ["unimodal_model", "upper_bound_table"]
+__all__ = ["data_fingerprint", "unimodal_model", "upper_bound_table"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,15 @@ def _train(
             optimizer.step()
 
 
+def data_fingerprint(data: MultimodalData) -> str:
+    """A short hash of a split's targets, presence and inputs (part of the cache key)."""
+    digest = hashlib.sha1()
+    for tensor in (data.target, data.present, *(data.inputs[name] for name in data.modalities)):
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 def upper_bound_table(
     task: Task,
     train: MultimodalData,
@@ -66,10 +76,11 @@ def upper_bound_table(
     (0 where m is absent). U_m of a batch is the sum of its column over the batch.
 
     Each unimodal model is trained on the training samples where its modality is present and
-    cached in ``cache_dir`` under the task, modality, missing-rate setting, seed and epochs;
-    a cached model is reused.
+    cached in ``cache_dir`` under the task, modality, missing-rate setting, seed, epochs and a
+    fingerprint of the training split; a cached model is reused.
     """
     table = torch.zeros(len(train), train.num_modalities)
+    fingerprint = data_fingerprint(train)
     for m, name in enumerate(train.modalities):
         index = torch.nonzero((train.present >> m) & 1).flatten()
         if index.numel() == 0:
@@ -77,7 +88,9 @@ def upper_bound_table(
         inputs, target = train.inputs[name][index].to(device), train.target[index].to(device)
         torch.manual_seed(seed + m)
         model = unimodal_model(task, name).to(device)
-        path = cache_dir / f"{task.name}-{name}-rates{setting}-seed{seed}-epochs{epochs}.pt"
+        path = cache_dir / (
+            f"{task.name}-{name}-rates{setting}-seed{seed}-epochs{epochs}-data{fingerprint}.pt"
+        )
         if path.is_file():
             model.load_state_dict(load_checkpoint(path)["model"])
             log.info("unimodal upper bound for %s: reusing %s", name, path)

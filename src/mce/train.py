@@ -8,9 +8,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +49,8 @@ class TrainConfig:
     pretrain_epochs: int | None = None  # epochs of each unimodal upper-bound model
     seed: int = 0
     device: str = "cpu"
-    out: str = "runs/default"
-    cache_dir: str | None = None  # unimodal models; None: <out>/upper_bounds
+    out: str | None = None  # run folder; None: runs/<task>-<method>-<date>-<time>
+    cache_dir: str | None = None  # unimodal models; None: $XDG_CACHE_HOME/mce (~/.cache/mce)
     progress: bool = True
 
 
@@ -232,7 +234,14 @@ def run(config: TrainConfig, resume: bool = False, stop_at_step: int | None = No
         config.missing_rates or defaults["missing_rates"], len(task.modalities)
     )
     device = torch.device(config.device)
+    if config.out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        config = dataclasses.replace(config, out=f"runs/{task.name}-{config.method}-{stamp}")
     out = Path(config.out)
+    if not resume and (out / "config.json").exists():
+        raise ValueError(
+            f"{out} already holds a run: pass --resume to continue it, or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     _check_config_matches(out, config, resume)
 
@@ -261,7 +270,7 @@ def run(config: TrainConfig, resume: bool = False, stop_at_step: int | None = No
                     lr=lr,
                     seed=config.seed,
                     setting=_setting_key(rates),
-                    cache_dir=Path(config.cache_dir) if config.cache_dir else out / "upper_bounds",
+                    cache_dir=Path(config.cache_dir) if config.cache_dir else _default_cache_dir(),
                     device=device,
                     progress=config.progress,
                 )
@@ -303,6 +312,11 @@ def run(config: TrainConfig, resume: bool = False, stop_at_step: int | None = No
         f"({len(test)} samples)\n\n{table}\n\nresults in {out}/results.json and results.md"
     )
     return results
+
+
+def _default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "mce" / "upper_bounds"
 
 
 def _check_config_matches(out: Path, config: TrainConfig, resume: bool) -> None:
@@ -410,13 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
     run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     run_group.add_argument(
         "--out",
-        default="runs/default",
-        help="run folder: config, masks, checkpoints, logs, results",
+        default=None,
+        help="run folder: config, masks, checkpoints, logs, results; an existing run is only "
+        "continued with --resume (default: runs/<task>-<method>-<date>-<time>)",
     )
     run_group.add_argument(
         "--cache-dir",
         default=None,
-        help="cache of unimodal upper-bound models (default: <out>/upper_bounds)",
+        help="cache of unimodal upper-bound models, keyed by task, modality, missing rates, "
+        "seed, epochs and training data (default: $XDG_CACHE_HOME/mce or ~/.cache/mce)",
     )
     run_group.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
@@ -450,6 +466,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.lr is not None and not args.lr > 0:
         parser.error(f"--lr must be positive, got {args.lr}")
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out, the run folder to continue")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} requested but no CUDA GPU is available")
     if args.device != "cpu" and not args.device.startswith("cuda"):
