@@ -21,9 +21,9 @@ PYBIND11_MODULE(_C, m) {
   const auto release = py::call_guard<py::gil_scoped_release>();
 
   m.def("exact_plan", [](std::uintptr_t present, std::uintptr_t row_offsets, int64_t num_samples,
-                         std::uintptr_t rows) {
+                         int64_t num_rows, std::uintptr_t rows) {
     mce::exact_plan_cpu(ptr<const int64_t>(present), ptr<const int64_t>(row_offsets), num_samples,
-                        ptr<int64_t>(rows));
+                        num_rows, ptr<int64_t>(rows));
   }, "Fill the rows of an exact coalition plan.", release);
 
   m.def("mc_plan_prepare", [](std::uintptr_t present, std::uintptr_t scratch_offsets,

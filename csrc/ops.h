@@ -9,7 +9,7 @@ namespace mce {
 
 // rows[row_offsets[n] : row_offsets[n + 1]] = every non-empty subset of present[n].
 void exact_plan_cpu(const int64_t* present, const int64_t* row_offsets, int64_t num_samples,
-                    int64_t* rows);
+                    int64_t num_rows, int64_t* rows);
 
 // Generates and sorts the K * |A_n| prefix entries of every sample into
 // scratch[scratch_offsets[n] : scratch_offsets[n + 1]] and writes distinct[n], the number of

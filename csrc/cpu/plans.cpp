@@ -7,7 +7,9 @@
 namespace mce {
 
 void exact_plan_cpu(const int64_t* present, const int64_t* row_offsets, int64_t num_samples,
-                    int64_t* rows) {
+                    int64_t num_rows, int64_t* rows) {
+  require(row_offsets[num_samples] == num_rows, "exact_plan: row_offsets end at ",
+          row_offsets[num_samples], ", expected ", num_rows, " rows");
   for (int64_t n = 0; n < num_samples; ++n) {
     const uint32_t mask = static_cast<uint32_t>(present[n]);
     const int64_t expected = (int64_t{1} << popcount32(mask)) - 1;

@@ -13,7 +13,6 @@ in increasing sample order, as the plans produce them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import torch
 from torch import Tensor
@@ -156,8 +155,15 @@ def _new_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _stream(tensor: Tensor) -> int:
-    return torch.cuda.current_stream(tensor.device).cuda_stream
+def _launch(kernel: str, device: torch.device, *args: int) -> None:
+    """Run ``kernel`` of the CPU extension, or of the CUDA extension on the current stream of
+    ``device`` (the CUDA twins take the same arguments plus the stream)."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            stream = torch.cuda.current_stream(device).cuda_stream
+            getattr(_ext.cuda_kernels(), kernel)(*args, stream)
+    else:
+        getattr(_ext.cpu_kernels(), kernel)(*args)
 
 
 def _ptr(tensor: Tensor | None) -> int:
@@ -174,26 +180,18 @@ def exact_plan_size(present: Tensor) -> int:
     return int(((1 << popcount(present)) - 1).sum())
 
 
-@torch.library.custom_op("mce::exact_plan", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("mce::exact_plan", mutates_args=(), device_types=("cpu", "cuda"))
 def _exact_plan_op(present: Tensor, row_offsets: Tensor, num_rows: int) -> Tensor:
     rows = _new_output((num_rows, 2), torch.int64, present.device)
-    _ext.cpu_kernels().exact_plan(
-        present.data_ptr(), row_offsets.data_ptr(), present.shape[0], rows.data_ptr()
-    )
-    return rows
-
-
-@_exact_plan_op.register_kernel("cuda")
-def _exact_plan_cuda(present: Tensor, row_offsets: Tensor, num_rows: int) -> Tensor:
-    rows = _new_output((num_rows, 2), torch.int64, present.device)
-    with torch.cuda.device(present.device):
-        _ext.cuda_kernels().exact_plan(
+    if num_rows:
+        _launch(
+            "exact_plan",
+            present.device,
             present.data_ptr(),
             row_offsets.data_ptr(),
             present.shape[0],
             num_rows,
             rows.data_ptr(),
-            _stream(present),
         )
     return rows
 
@@ -239,39 +237,37 @@ def exact_plan(present: Tensor, num_modalities: int, max_rows: int = DEFAULT_MAX
 
 
 def _mc_plan_impl(present: Tensor, num_modalities: int, k: int, seed: int) -> tuple[Tensor, Tensor]:
-    on_cuda = present.device.type == "cuda"
-    kernels = _ext.cuda_kernels() if on_cuda else _ext.cpu_kernels()
-    extra = (_stream(present),) if on_cuda else ()
+    device = present.device
     scratch_offsets = _exclusive_cumsum(popcount(present) * k)
-    scratch = _new_output((int(scratch_offsets[-1]),), torch.int64, present.device)
-    distinct = _new_output(present.shape, torch.int64, present.device)
-    unsigned_seed = seed & 0xFFFFFFFFFFFFFFFF
-    with torch.cuda.device(present.device) if on_cuda else nullcontext():
-        kernels.mc_plan_prepare(
-            present.data_ptr(),
-            scratch_offsets.data_ptr(),
-            present.shape[0],
-            k,
-            unsigned_seed,
-            scratch.data_ptr(),
-            distinct.data_ptr(),
-            *extra,
-        )
-        row_offsets = _exclusive_cumsum(distinct)
-        num_rows = int(row_offsets[-1])
-        rows = _new_output((num_rows, 2), torch.int64, present.device)
-        coef = _new_output((num_rows, num_modalities), torch.float32, present.device)
-        kernels.mc_plan_emit(
-            scratch.data_ptr(),
-            scratch_offsets.data_ptr(),
-            row_offsets.data_ptr(),
-            present.shape[0],
-            k,
-            num_modalities,
-            rows.data_ptr(),
-            coef.data_ptr(),
-            *extra,
-        )
+    scratch = _new_output((int(scratch_offsets[-1]),), torch.int64, device)
+    distinct = _new_output(present.shape, torch.int64, device)
+    _launch(
+        "mc_plan_prepare",
+        device,
+        present.data_ptr(),
+        scratch_offsets.data_ptr(),
+        present.shape[0],
+        k,
+        seed & 0xFFFFFFFFFFFFFFFF,
+        scratch.data_ptr(),
+        distinct.data_ptr(),
+    )
+    row_offsets = _exclusive_cumsum(distinct)
+    num_rows = int(row_offsets[-1])
+    rows = _new_output((num_rows, 2), torch.int64, device)
+    coef = _new_output((num_rows, num_modalities), torch.float32, device)
+    _launch(
+        "mc_plan_emit",
+        device,
+        scratch.data_ptr(),
+        scratch_offsets.data_ptr(),
+        row_offsets.data_ptr(),
+        present.shape[0],
+        k,
+        num_modalities,
+        rows.data_ptr(),
+        coef.data_ptr(),
+    )
     return rows, coef
 
 
@@ -326,9 +322,12 @@ def mc_plan(present: Tensor, num_modalities: int, k: int, seed: int) -> tuple[Te
 def _shapley_op(
     rows: Tensor, v: Tensor, present: Tensor, num_modalities: int, coef: Tensor | None
 ) -> Tensor:
-    # The CPU kernel checks rows and v itself as it reads them.
+    # The CPU kernel checks rows and v itself as it reads them and needs no row offsets; the CUDA
+    # kernel (one block per sample) needs them, and its inputs are checked here first.
     phi = _new_output((present.shape[0], num_modalities), torch.float32, v.device)
-    _ext.cpu_kernels().shapley_from_rows(
+    _launch(
+        "shapley_from_rows",
+        v.device,
         rows.data_ptr(),
         v.data_ptr(),
         _ptr(coef),
@@ -350,18 +349,18 @@ def _shapley_cuda(
         raise ValueError("v holds NaN or infinite utilities")
     phi = _new_output((present.shape[0], num_modalities), torch.float32, v.device)
     offsets = _row_offsets(rows, present.shape[0])
-    with torch.cuda.device(v.device):
-        _ext.cuda_kernels().shapley_from_rows(
-            rows.data_ptr(),
-            v.data_ptr(),
-            _ptr(coef),
-            present.data_ptr(),
-            offsets.data_ptr(),
-            present.shape[0],
-            num_modalities,
-            phi.data_ptr(),
-            _stream(v),
-        )
+    _launch(
+        "shapley_from_rows",
+        v.device,
+        rows.data_ptr(),
+        v.data_ptr(),
+        _ptr(coef),
+        present.data_ptr(),
+        offsets.data_ptr(),
+        present.shape[0],
+        num_modalities,
+        phi.data_ptr(),
+    )
     return phi
 
 
@@ -430,7 +429,9 @@ def shapley_from_rows(
 def _gather_kernel_call(h: Tensor, rows: Tensor) -> Tensor:
     num_modalities, features = h.shape[1], h.shape[2]
     out = _new_output((rows.shape[0], num_modalities, features), h.dtype, h.device)
-    args = (
+    _launch(
+        "subset_gather",
+        h.device,
         h.data_ptr(),
         rows.data_ptr(),
         rows.shape[0],
@@ -439,11 +440,6 @@ def _gather_kernel_call(h: Tensor, rows: Tensor) -> Tensor:
         _FLOAT_DTYPES[h.dtype],
         out.data_ptr(),
     )
-    if h.device.type == "cuda":
-        with torch.cuda.device(h.device):
-            _ext.cuda_kernels().subset_gather(*args, _stream(h))
-    else:
-        _ext.cpu_kernels().subset_gather(*args)
     return out
 
 
@@ -452,7 +448,9 @@ def _gather_backward_kernel_call(grad: Tensor, rows: Tensor, num_samples: int) -
     grad = grad.contiguous()
     grad_h = _new_output((num_samples, num_modalities, features), grad.dtype, grad.device)
     offsets = _row_offsets(rows, num_samples)
-    args = (
+    _launch(
+        "subset_gather_backward",
+        grad.device,
         grad.data_ptr(),
         rows.data_ptr(),
         offsets.data_ptr(),
@@ -462,11 +460,6 @@ def _gather_backward_kernel_call(grad: Tensor, rows: Tensor, num_samples: int) -
         _FLOAT_DTYPES[grad.dtype],
         grad_h.data_ptr(),
     )
-    if grad.device.type == "cuda":
-        with torch.cuda.device(grad.device):
-            _ext.cuda_kernels().subset_gather_backward(*args, _stream(grad))
-    else:
-        _ext.cpu_kernels().subset_gather_backward(*args)
     return grad_h
 
 
@@ -559,13 +552,15 @@ def subset_gather(h: Tensor, rows: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("mce::lce_factors", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("mce::lce_factors", mutates_args=(), device_types=("cpu", "cuda"))
 def _lce_op(
     dataset_counts: Tensor, dataset_size: int, batch_present: Tensor, upper: Tensor, phi: Tensor
 ) -> tuple[Tensor, Tensor]:
     factor_a = _new_output(upper.shape, upper.dtype, upper.device)
     factor_b = _new_output(upper.shape, upper.dtype, upper.device)
-    _ext.cpu_kernels().lce_factors(
+    _launch(
+        "lce_factors",
+        upper.device,
         dataset_counts.data_ptr(),
         dataset_size,
         batch_present.data_ptr(),
@@ -576,28 +571,6 @@ def _lce_op(
         factor_a.data_ptr(),
         factor_b.data_ptr(),
     )
-    return factor_a, factor_b
-
-
-@_lce_op.register_kernel("cuda")
-def _lce_cuda(
-    dataset_counts: Tensor, dataset_size: int, batch_present: Tensor, upper: Tensor, phi: Tensor
-) -> tuple[Tensor, Tensor]:
-    factor_a = _new_output(upper.shape, upper.dtype, upper.device)
-    factor_b = _new_output(upper.shape, upper.dtype, upper.device)
-    with torch.cuda.device(upper.device):
-        _ext.cuda_kernels().lce_factors(
-            dataset_counts.data_ptr(),
-            dataset_size,
-            batch_present.data_ptr(),
-            batch_present.shape[0],
-            upper.data_ptr(),
-            phi.data_ptr(),
-            upper.shape[0],
-            factor_a.data_ptr(),
-            factor_b.data_ptr(),
-            _stream(upper),
-        )
     return factor_a, factor_b
 
 

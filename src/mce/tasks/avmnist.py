@@ -6,15 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from mce.data.avmnist import MODALITIES, load_avmnist, standardize_audio
 from mce.data.dataset import MultimodalData
 from mce.model import MultimodalModel
-from mce.nn import ConcatFusion, LeNet5, ReconstructionTransformer
 from mce.tasks.base import Task
+from mce.tasks.digits import image_audio_classifier
 
-DIM = 64
 N_MFCC, FRAMES = 20, 20
 TRAIN_FRACTION = 0.7
 
@@ -29,16 +27,7 @@ def load(data_dir: Path | None) -> tuple[MultimodalData, MultimodalData]:
 
 
 def build_model() -> MultimodalModel:
-    fusion = ConcatFusion(len(MODALITIES), DIM)
-    return MultimodalModel(
-        MODALITIES,
-        encoders={"image": LeNet5(DIM), "audio": LeNet5(DIM, in_size=(N_MFCC, FRAMES))},
-        heads={name: nn.Linear(DIM, 10) for name in MODALITIES},
-        fusion=fusion,
-        decoder=nn.Sequential(nn.Linear(fusion.out_dim, DIM), nn.ReLU(), nn.Linear(DIM, 10)),
-        reconstruction=ReconstructionTransformer(len(MODALITIES), DIM, heads=4, ff_dim=128),
-        dim=DIM,
-    )
+    return image_audio_classifier((28, 28), (N_MFCC, FRAMES))
 
 
 TASK = Task(

@@ -25,18 +25,28 @@ def load(data_dir: Path | None) -> tuple[MultimodalData, MultimodalData]:
     return data.subset(order[:cut]), data.subset(order[cut:])
 
 
-def build_model() -> MultimodalModel:
-    num_modalities = len(MODALITIES)
-    fusion = ConcatFusion(num_modalities, DIM)
+def image_audio_classifier(
+    image_size: tuple[int, int], audio_size: tuple[int, int], dim: int = DIM
+) -> MultimodalModel:
+    """The AudioVisionMNIST architecture (Section 4.2): LeNet-5 on the image and on the MFCC
+    map, the reconstruction Transformer, concatenation fusion, a two-layer FC decoder."""
+    fusion = ConcatFusion(len(MODALITIES), dim)
     return MultimodalModel(
         MODALITIES,
-        encoders={"image": LeNet5(DIM, in_size=(8, 8)), "audio": LeNet5(DIM, in_size=(13, 16))},
-        heads={name: nn.Linear(DIM, 10) for name in MODALITIES},
+        encoders={
+            "image": LeNet5(dim, in_size=image_size),
+            "audio": LeNet5(dim, in_size=audio_size),
+        },
+        heads={name: nn.Linear(dim, 10) for name in MODALITIES},
         fusion=fusion,
-        decoder=nn.Sequential(nn.Linear(fusion.out_dim, DIM), nn.ReLU(), nn.Linear(DIM, 10)),
-        reconstruction=ReconstructionTransformer(num_modalities, DIM, heads=4, ff_dim=128),
-        dim=DIM,
+        decoder=nn.Sequential(nn.Linear(fusion.out_dim, dim), nn.ReLU(), nn.Linear(dim, 10)),
+        reconstruction=ReconstructionTransformer(len(MODALITIES), dim, heads=4, ff_dim=128),
+        dim=dim,
     )
+
+
+def build_model() -> MultimodalModel:
+    return image_audio_classifier((8, 8), (13, 16))
 
 
 TASK = Task(
