@@ -169,3 +169,16 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatc
     assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (1, 2, 7)
     monkeypatch.setattr(BaselineMethod, "step", original_step)
     assert run(interrupted, resume=True) == expected
+
+
+def test_a_diverging_loss_stops_with_a_clear_error(tmp_path, monkeypatch, capsys):
+    from mce.methods import BaselineMethod, StepResult
+
+    def nan_step(self, model, batch, step):
+        loss = model(batch.inputs, batch.present).sum() * float("nan")
+        return StepResult(loss, {"loss": float("nan")})
+
+    monkeypatch.setattr(BaselineMethod, "step", nan_step)
+    code = main(["--method", "baseline", "--epochs", "1", "--out", str(tmp_path), "--no-progress"])
+    assert code == 1
+    assert "loss became nan at step 0" in capsys.readouterr().err
