@@ -182,3 +182,12 @@ def test_a_diverging_loss_stops_with_a_clear_error(tmp_path, monkeypatch, capsys
     code = main(["--method", "baseline", "--epochs", "1", "--out", str(tmp_path), "--no-progress"])
     assert code == 1
     assert "loss became nan at step 0" in capsys.readouterr().err
+
+
+def test_cli_monte_carlo_and_ablation_runs(tmp_path):
+    argv = ["--method", "mce", "--shapley", "mc", "--mc-k", "3", "--no-aux", "--no-a"]
+    assert main(argv + FAST + ["--out", str(tmp_path)]) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["mce"]["shapley"] == "mc" and config["mce"]["use_aux"] is False
+    header = (tmp_path / "mce" / "log.csv").read_text().splitlines()[0]
+    assert "l_aux" not in header and "l_sub" in header
