@@ -24,7 +24,10 @@ def _setup(seed: int, num_samples: int = 13):
         "audio": torch.randn(num_samples, 1, 13, 16, generator=generator),
     }
     target = torch.randint(0, 10, (num_samples,), generator=generator)
-    upper = torch.rand(num_samples, 2, generator=generator).round() * torch.stack(
+    # Utilities of the frozen unimodal models on a 100-sample training split; the batch is its
+    # first samples.
+    upper = torch.zeros(100, 2)
+    upper[:num_samples] = torch.rand(num_samples, 2, generator=generator).round() * torch.stack(
         [(present >> m) & 1 for m in range(2)], 1
     )
     batch = Batch(inputs, target, present, torch.arange(num_samples))
@@ -98,3 +101,13 @@ def test_official_modes_run(seed):
     config = MCEConfig(shapley="official", weighting="official")
     logs = MCEMethod(TASK, config, counts, 100, upper, seed).step(model, batch, 0).logs
     assert all(logs[f"B/{name}"] >= 0 for name in model.modalities)
+
+
+def test_bad_upper_bounds_are_refused(seed):
+    _, _, upper, counts = _setup(seed)
+    with pytest.raises(ValueError, match=r"upper must have shape \[N_train, M\] = \[100, 2\]"):
+        MCEMethod(TASK, MCEConfig(), counts, 100, upper[:13], seed)
+    with pytest.raises(ValueError, match="utilities in \\[0, 1\\]"):
+        MCEMethod(TASK, MCEConfig(), counts, 100, torch.full((100, 2), float("nan")), seed)
+    with pytest.raises(ValueError, match="factor B needs the unimodal upper bounds"):
+        MCEMethod(TASK, MCEConfig(), counts, 100, None, seed)

@@ -72,6 +72,17 @@ class MCEMethod:
     ) -> None:
         if config.use_b and upper is None:
             raise ValueError("factor B needs the unimodal upper bounds (upper)")
+        if upper is not None:
+            expected = (dataset_size, counts.shape[0])
+            if tuple(upper.shape) != expected:
+                shape = list(upper.shape)
+                raise ValueError(
+                    f"upper must have shape [N_train, M] = {list(expected)}, got {shape}"
+                )
+            if not bool(((upper >= 0) & (upper <= 1)).all()):
+                raise ValueError(
+                    "upper must hold per-sample utilities in [0, 1] (found NaN or out of range)"
+                )
         self.task, self.config, self.counts = task, config, counts
         self.dataset_size, self.upper, self.seed = dataset_size, upper, seed
 
