@@ -22,16 +22,14 @@ MCE_HD void exact_rows_of_sample(int64_t n, uint32_t present, int64_t* rows) {
   }
 }
 
-// Returns the j-th (0-based) entry of sample n's Fisher-Yates draws for permutation k.
-MCE_HD uint32_t permutation_draw(uint64_t seed, int64_t n, uint32_t k, uint32_t t) {
+// Block b of sample n's random words for permutation k: four 32-bit draws, t = 4 b .. 4 b + 3.
+MCE_HD Philox4x32 permutation_block(uint64_t seed, int64_t n, uint32_t k, uint32_t block) {
   Philox4x32 counter;
   counter.v[0] = k;
-  counter.v[1] = t >> 2;
+  counter.v[1] = block;
   counter.v[2] = static_cast<uint32_t>(n);
   counter.v[3] = static_cast<uint32_t>(static_cast<uint64_t>(n) >> 32);
-  const Philox4x32 out =
-      philox4x32_10(counter, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  return out.v[t & 3u];
+  return philox4x32_10(counter, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
 // Writes, for K random permutations of the modalities in `present`, one entry per prefix
@@ -49,9 +47,11 @@ MCE_HD void mc_prefix_entries(uint32_t present, int64_t n, uint32_t num_permutat
       members[i] = lowest_bit_index(rest);
       rest &= rest - 1u;
     }
+    Philox4x32 words{};
     for (int i = a - 1; i >= 1; --i) {
       const uint32_t t = static_cast<uint32_t>(a - 1 - i);
-      const int j = static_cast<int>(bounded_draw(permutation_draw(seed, n, k, t), i + 1));
+      if ((t & 3u) == 0) words = permutation_block(seed, n, k, t >> 2);
+      const int j = static_cast<int>(bounded_draw(words.v[t & 3u], i + 1));
       const int held = members[i];
       members[i] = members[j];
       members[j] = held;
