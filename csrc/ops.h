@@ -11,9 +11,10 @@ namespace mce {
 void exact_plan_cpu(const int64_t* present, const int64_t* row_offsets, int64_t num_samples,
                     int64_t num_rows, int64_t* rows);
 
-// Generates and sorts the K * |A_n| prefix entries of every sample into
-// scratch[scratch_offsets[n] : scratch_offsets[n + 1]] and writes distinct[n], the number of
-// distinct coalitions (rows) of sample n.
+// Generates the K * |A_n| prefix entries of every sample into
+// scratch[scratch_offsets[n] : scratch_offsets[n + 1]], groups them by coalition (scratch holds
+// 2 * scratch_offsets[N] entries: the second half is sorting space) and writes distinct[n], the
+// number of distinct coalitions (rows) of sample n.
 void mc_plan_prepare_cpu(const int64_t* present, const int64_t* scratch_offsets,
                          int64_t num_samples, int64_t num_permutations, uint64_t seed,
                          uint64_t* scratch, int64_t* distinct);

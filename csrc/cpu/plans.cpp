@@ -22,15 +22,14 @@ void exact_plan_cpu(const int64_t* present, const int64_t* row_offsets, int64_t 
 void mc_plan_prepare_cpu(const int64_t* present, const int64_t* scratch_offsets,
                          int64_t num_samples, int64_t num_permutations, uint64_t seed,
                          uint64_t* scratch, int64_t* distinct) {
+  uint64_t* buffers = scratch + scratch_offsets[num_samples];
   for (int64_t n = 0; n < num_samples; ++n) {
     const uint32_t mask = static_cast<uint32_t>(present[n]);
     const int64_t count = scratch_offsets[n + 1] - scratch_offsets[n];
     require(count == num_permutations * popcount32(mask), "mc_plan: scratch of sample ", n,
             " holds ", count, " entries, expected ", num_permutations * popcount32(mask));
-    uint64_t* entries = scratch + scratch_offsets[n];
-    mc_prefix_entries(mask, n, static_cast<uint32_t>(num_permutations), seed, entries);
-    heapsort_u64(entries, count);
-    distinct[n] = count_distinct_coalitions(entries, count);
+    distinct[n] = mc_prepare_sample(mask, n, static_cast<uint32_t>(num_permutations), seed,
+                                    scratch + scratch_offsets[n], buffers + scratch_offsets[n]);
   }
 }
 

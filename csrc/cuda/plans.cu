@@ -29,11 +29,9 @@ __global__ void mc_prepare_kernel(const int64_t* present, const int64_t* scratch
                                   uint64_t* scratch, int64_t* distinct) {
   for (int64_t n = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; n < num_samples;
        n += int64_t{blockDim.x} * gridDim.x) {
-    uint64_t* entries = scratch + scratch_offsets[n];
-    const int64_t count = scratch_offsets[n + 1] - scratch_offsets[n];
-    mc_prefix_entries(static_cast<uint32_t>(present[n]), n, num_permutations, seed, entries);
-    heapsort_u64(entries, count);
-    distinct[n] = count_distinct_coalitions(entries, count);
+    distinct[n] = mc_prepare_sample(static_cast<uint32_t>(present[n]), n, num_permutations, seed,
+                                    scratch + scratch_offsets[n],
+                                    scratch + scratch_offsets[num_samples] + scratch_offsets[n]);
   }
 }
 

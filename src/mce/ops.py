@@ -239,7 +239,7 @@ def exact_plan(present: Tensor, num_modalities: int, max_rows: int = DEFAULT_MAX
 def _mc_plan_impl(present: Tensor, num_modalities: int, k: int, seed: int) -> tuple[Tensor, Tensor]:
     device = present.device
     scratch_offsets = _exclusive_cumsum(popcount(present) * k)
-    scratch = _new_output((int(scratch_offsets[-1]),), torch.int64, device)
+    scratch = _new_output((2 * int(scratch_offsets[-1]),), torch.int64, device)  # + sort space
     distinct = _new_output(present.shape, torch.int64, device)
     _launch(
         "mc_plan_prepare",

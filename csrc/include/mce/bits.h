@@ -37,6 +37,15 @@ MCE_HD uint32_t deposit_bits(uint32_t k, uint32_t mask) {
   return out;
 }
 
+// Number of bits needed to hold x (0 for 0): one more than the index of the highest set bit.
+MCE_HD int bit_width32(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return 32 - __clz(static_cast<int>(x));
+#else
+  return x == 0 ? 0 : 32 - __builtin_clz(x);
+#endif
+}
+
 // Index of the lowest set bit; undefined for 0.
 MCE_HD int lowest_bit_index(uint32_t x) {
 #if defined(__CUDA_ARCH__)

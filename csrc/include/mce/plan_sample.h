@@ -66,29 +66,36 @@ MCE_HD void mc_prefix_entries(uint32_t present, int64_t n, uint32_t num_permutat
   }
 }
 
-// In-place ascending heapsort (no recursion, no allocation: usable in a device thread).
-MCE_HD void heapsort_u64(uint64_t* values, int64_t count) {
-  auto sift_down = [values](int64_t root, int64_t end) {
-    while (2 * root + 1 < end) {
-      int64_t child = 2 * root + 1;
-      if (child + 1 < end && values[child] < values[child + 1]) ++child;
-      if (values[root] >= values[child]) return;
-      const uint64_t held = values[root];
-      values[root] = values[child];
-      values[child] = held;
-      root = child;
+// Groups entries by coalition: an LSD radix sort over the 8-bit digits of the coalition (bits
+// 16 .. 46 of an entry), stable, with `buffer` (as long as `entries`) as scratch; passes whose
+// digit is the same for every entry are skipped. The order inside a coalition is irrelevant to
+// the plan (its coefficients are counts), so every device gets the same rows.
+MCE_HD void sort_by_coalition(uint64_t* entries, uint64_t* buffer, int64_t count, uint32_t present) {
+  uint64_t* source = entries;
+  uint64_t* target = buffer;
+  const int width = bit_width32(present);
+  for (int shift = 16; shift < 16 + width; shift += 8) {
+    int64_t histogram[256];
+    for (int d = 0; d < 256; ++d) histogram[d] = 0;
+    for (int64_t e = 0; e < count; ++e) ++histogram[(source[e] >> shift) & 255u];
+    if (histogram[(source[0] >> shift) & 255u] == count) continue;  // one digit value: no-op
+    int64_t start = 0;
+    for (int d = 0; d < 256; ++d) {
+      const int64_t size = histogram[d];
+      histogram[d] = start;
+      start += size;
     }
-  };
-  for (int64_t start = count / 2 - 1; start >= 0; --start) sift_down(start, count);
-  for (int64_t end = count - 1; end > 0; --end) {
-    const uint64_t held = values[0];
-    values[0] = values[end];
-    values[end] = held;
-    sift_down(0, end);
+    for (int64_t e = 0; e < count; ++e) target[histogram[(source[e] >> shift) & 255u]++] = source[e];
+    uint64_t* held = source;
+    source = target;
+    target = held;
+  }
+  if (source != entries) {
+    for (int64_t e = 0; e < count; ++e) entries[e] = source[e];
   }
 }
 
-// Number of distinct coalitions among sorted entries.
+// Number of distinct coalitions among entries grouped by coalition.
 MCE_HD int64_t count_distinct_coalitions(const uint64_t* sorted, int64_t count) {
   int64_t distinct = 0;
   for (int64_t e = 0; e < count; ++e) {
@@ -97,7 +104,18 @@ MCE_HD int64_t count_distinct_coalitions(const uint64_t* sorted, int64_t count) 
   return distinct;
 }
 
-// Turns sorted entries into rows (n, S) and coefficients coef[r, m] = (times m joined S minus
+// Writes sample n's prefix entries into entries[0, K |A_n|), groups them by coalition (buffer:
+// scratch of the same length) and returns the number of distinct coalitions (rows).
+MCE_HD int64_t mc_prepare_sample(uint32_t present, int64_t n, uint32_t num_permutations,
+                                 uint64_t seed, uint64_t* entries, uint64_t* buffer) {
+  const int64_t count = static_cast<int64_t>(num_permutations) * popcount32(present);
+  if (count == 0) return 0;
+  mc_prefix_entries(present, n, num_permutations, seed, entries);
+  sort_by_coalition(entries, buffer, count, present);
+  return count_distinct_coalitions(entries, count);
+}
+
+// Turns entries grouped by coalition (increasing) into rows (n, S) and coefficients coef[r, m] = (times m joined S minus
 // times m was the next to join S) / K, so that phi[n, m] = sum_r coef[r, m] * v[r].
 MCE_HD void mc_rows_of_sample(const uint64_t* sorted, int64_t count, int64_t n,
                               uint32_t num_permutations, int num_modalities, int64_t* rows,
