@@ -137,11 +137,11 @@ def _row_offsets(rows: Tensor, num_samples: int) -> Tensor:
 
 
 def popcount(masks: Tensor) -> Tensor:
-    """Number of set bits of each int64 mask (bits 0..62)."""
-    counts = torch.zeros_like(masks)
-    for bit in range(MAX_MODALITIES):
-        counts += (masks >> bit) & 1
-    return counts
+    """Number of set bits of each int64 mask in [0, 2^32) (branch-free SWAR count)."""
+    x = masks - ((masks >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    return ((x * 0x01010101) >> 24) & 0xFF
 
 
 def _exclusive_cumsum(counts: Tensor) -> Tensor:

@@ -108,3 +108,11 @@ def test_mc_plan_of_one_modality_is_the_singleton():
     rows, coef = ops.mc_plan(torch.tensor([0b100]), 3, 10, seed=0)
     assert rows.tolist() == [[0, 4]]
     assert coef.tolist() == [[0.0, 0.0, 1.0]]
+
+
+def test_popcount_matches_python(seed):
+    generator = torch.Generator().manual_seed(seed)
+    masks = torch.randint(0, 2**32, (5000,), generator=generator, dtype=torch.int64)
+    masks[:3] = torch.tensor([0, 2**32 - 1, 2**31 - 1])
+    expected = torch.tensor([bin(m).count("1") for m in masks.tolist()])
+    assert torch.equal(ops.popcount(masks), expected)
