@@ -11,13 +11,23 @@ namespace {
 
 constexpr int kNibbles = (kMaxModalities + 3) / 4;
 
-// Exact weights (Eq. 5) for one sample's rows [first, last). With t_S = w(|S|-1, a) v(S) +
-// w(|S|, a) v(S) and L = sum_S w(|S|, a) v(S) (w(a, a) = 0):
+// Checks row r of sample n as it is read: a non-empty subset of the sample's present set and a
+// finite utility.
+inline void check_row(const int64_t* rows, const float* v, int64_t r, int64_t n, uint32_t mask) {
+  const int64_t subset = rows[2 * r + 1];
+  require(subset > 0 && (subset & ~static_cast<int64_t>(mask)) == 0, "rows[", r,
+          "] holds subset ", subset, ", which is empty or not a subset of present[", n, "] = ",
+          mask);
+  require(std::isfinite(v[r]), "v holds NaN or infinite utilities (v[", r, "])");
+}
+
+// Exact weights (Eq. 5) for the rows of sample n starting at `first`; returns one past its last
+// row. With t_S = w(|S|-1, a) v(S) + w(|S|, a) v(S) and L = sum_S w(|S|, a) v(S) (w(a, a) = 0):
 //   phi_m = sum_{S containing m} t_S - L.
 // The sums over S containing m are read off per-nibble histograms of t: each row adds t to one
 // bucket per 4 modalities, so a row costs O(M / 4) adds instead of O(M) branches.
-void exact_sample(const int64_t* rows, const float* v, int64_t first, int64_t last, uint32_t mask,
-                  int num_modalities, double* totals) {
+int64_t exact_sample(const int64_t* rows, const float* v, int64_t first, int64_t num_rows,
+                     int64_t n, uint32_t mask, int num_modalities, double* totals) {
   double weights[kMaxModalities + 2];
   const int a = popcount32(mask);
   fill_shapley_weights(a, weights);
@@ -25,7 +35,9 @@ void exact_sample(const int64_t* rows, const float* v, int64_t first, int64_t la
   const int nibbles = (num_modalities + 3) / 4;
   double histogram[kNibbles][16] = {};
   double left_total = 0.0;
-  for (int64_t r = first; r < last; ++r) {
+  int64_t r = first;
+  for (; r < num_rows && rows[2 * r] == n; ++r) {
+    check_row(rows, v, r, n, mask);
     const uint32_t subset = static_cast<uint32_t>(rows[2 * r + 1]);
     const int size = popcount32(subset);
     const double value = v[r];
@@ -42,11 +54,17 @@ void exact_sample(const int64_t* rows, const float* v, int64_t first, int64_t la
     }
     totals[m] = with_m - left_total;
   }
+  return r;
 }
 
-void monte_carlo_sample(const float* v, const float* coef, int64_t first, int64_t last,
-                        uint32_t mask, int num_modalities, double* totals) {
-  for (int64_t r = first; r < last; ++r) {
+// Monte Carlo coefficients for the rows of sample n starting at `first`; returns one past its
+// last row.
+int64_t monte_carlo_sample(const int64_t* rows, const float* v, const float* coef, int64_t first,
+                           int64_t num_rows, int64_t n, uint32_t mask, int num_modalities,
+                           double* totals) {
+  int64_t r = first;
+  for (; r < num_rows && rows[2 * r] == n; ++r) {
+    check_row(rows, v, r, n, mask);
     const double value = v[r];
     const float* row_coef = coef + r * num_modalities;
     for (uint32_t rest = mask; rest != 0; rest &= rest - 1u) {
@@ -54,6 +72,7 @@ void monte_carlo_sample(const float* v, const float* coef, int64_t first, int64_
       totals[m] += static_cast<double>(row_coef[m]) * value;
     }
   }
+  return r;
 }
 
 }  // namespace
@@ -72,20 +91,11 @@ void shapley_from_rows_cpu(const int64_t* rows, const float* v, const float* coe
     require(n > previous_sample, "rows must be grouped by sample in increasing order; rows[",
             first, "] names sample ", n, " after sample ", previous_sample);
     const uint32_t mask = static_cast<uint32_t>(present[n]);
-    int64_t last = first;
-    for (; last < num_rows && rows[2 * last] == n; ++last) {
-      const int64_t subset = rows[2 * last + 1];
-      require(subset > 0 && (subset & ~static_cast<int64_t>(mask)) == 0, "rows[", last,
-              "] holds subset ", subset, ", which is empty or not a subset of present[", n,
-              "] = ", mask);
-      require(std::isfinite(v[last]), "v holds NaN or infinite utilities (v[", last, "])");
-    }
     for (int m = 0; m < num_modalities; ++m) totals[m] = 0.0;
-    if (coef == nullptr) {
-      exact_sample(rows, v, first, last, mask, num_modalities, totals);
-    } else {
-      monte_carlo_sample(v, coef, first, last, mask, num_modalities, totals);
-    }
+    const int64_t last =
+        coef == nullptr
+            ? exact_sample(rows, v, first, num_rows, n, mask, num_modalities, totals)
+            : monte_carlo_sample(rows, v, coef, first, num_rows, n, mask, num_modalities, totals);
     for (int m = 0; m < num_modalities; ++m) {
       phi[n * num_modalities + m] = static_cast<float>(totals[m]);
     }
