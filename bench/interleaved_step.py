@@ -1,0 +1,68 @@
+"""The training-step ratio of bench_step.py, measured interleaved to cancel machine drift.
+
+pytest-benchmark times each variant in its own block of rounds, so a noisy machine can move one
+variant and not the others; here the baseline, MCE exact and MCE Monte Carlo steps alternate.
+Run: ``python bench/interleaved_step.py [rounds]`` (one torch thread, CPU).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # bench_step lives beside this script
+
+import bench_step  # noqa: E402
+
+from mce.lce import presence_counts  # noqa: E402
+from mce.methods import BaselineMethod, MCEConfig, MCEMethod  # noqa: E402
+
+
+def make_step(variant: str):
+    torch.manual_seed(0)
+    model = bench_step.build_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    batch, upper = bench_step._batch("cpu")
+    if variant == "baseline":
+        method = BaselineMethod(bench_step.TASK)
+    else:
+        config = MCEConfig(shapley=variant, mc_k=100, lambda_sub=2.0)
+        counts = presence_counts(batch.present, 3)
+        method = MCEMethod(bench_step.TASK, config, counts, bench_step.BATCH, upper, seed=0)
+    counter = iter(range(10**9))
+
+    def step() -> None:
+        result = method.step(model, batch, next(counter))
+        optimizer.zero_grad()
+        result.loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main(rounds: int) -> None:
+    torch.set_num_threads(1)
+    steps = {variant: make_step(variant) for variant in ("baseline", "exact", "mc")}
+    times: dict[str, list[float]] = {variant: [] for variant in steps}
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(rounds):
+        for variant, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[variant].append(time.perf_counter() - start)
+    base = statistics.median(times["baseline"])
+    for variant, values in times.items():
+        median = statistics.median(values)
+        print(
+            f"{variant:8s} median {median * 1e3:7.1f} ms  min {min(values) * 1e3:7.1f} ms  "
+            f"ratio {median / base:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 25)
