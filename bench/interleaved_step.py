@@ -10,16 +10,12 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 
+import bench_step  # beside this script: python puts the script's folder first on the path
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # bench_step lives beside this script
-
-import bench_step  # noqa: E402
-
-from mce.lce import presence_counts  # noqa: E402
-from mce.methods import BaselineMethod, MCEConfig, MCEMethod  # noqa: E402
+from mce.lce import presence_counts
+from mce.methods import BaselineMethod, MCEConfig, MCEMethod
 
 
 def make_step(variant: str):
