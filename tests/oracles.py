@@ -28,3 +28,11 @@ def random_game(
 def table_lookup(table: torch.Tensor):
     """utility(rows) reading v_n(S) from a table."""
     return lambda rows: table[rows[:, 0], rows[:, 1]]
+
+
+def random_digit_inputs(generator: torch.Generator, num_samples: int) -> dict[str, torch.Tensor]:
+    """Inputs shaped like the bundled digits task: 8x8 images and 13x16 MFCC maps."""
+    return {
+        "image": torch.rand(num_samples, 1, 8, 8, generator=generator),
+        "audio": torch.randn(num_samples, 1, 13, 16, generator=generator),
+    }

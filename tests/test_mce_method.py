@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from oracles import random_present
+from oracles import random_digit_inputs, random_present
 
 from mce.data.dataset import Batch
 from mce.lce import presence_counts
@@ -19,10 +19,7 @@ from mce.tasks.digits import TASK
 def _setup(seed: int, num_samples: int = 13):
     generator = torch.Generator().manual_seed(seed)
     present = random_present(generator, num_samples, 2)
-    inputs = {
-        "image": torch.rand(num_samples, 1, 8, 8, generator=generator),
-        "audio": torch.randn(num_samples, 1, 13, 16, generator=generator),
-    }
+    inputs = random_digit_inputs(generator, num_samples)
     target = torch.randint(0, 10, (num_samples,), generator=generator)
     # Utilities of the frozen unimodal models on a 100-sample training split; the batch is its
     # first samples.

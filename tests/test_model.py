@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from oracles import random_present
+from oracles import random_digit_inputs, random_present
 
 from mce.model import full_rows
 from mce.shapley import coalition_plan
@@ -13,10 +13,7 @@ from mce.tasks.digits import build_model
 def _batch(seed: int, num_samples: int = 9):
     generator = torch.Generator().manual_seed(seed)
     present = random_present(generator, num_samples, 2)
-    inputs = {
-        "image": torch.rand(num_samples, 1, 8, 8, generator=generator),
-        "audio": torch.randn(num_samples, 1, 13, 16, generator=generator),
-    }
+    inputs = random_digit_inputs(generator, num_samples)
     return inputs, present
 
 

@@ -80,6 +80,11 @@ def _check_num_modalities(num_modalities: int) -> None:
         raise ValueError(f"num_modalities must be in [1, {MAX_MODALITIES}], got {num_modalities}")
 
 
+def _first(flags: Tensor) -> int:
+    """Index of the first True in a 1-D boolean tensor (callers know there is one)."""
+    return int(torch.nonzero(flags)[0, 0])
+
+
 def _check_present_values(present: Tensor, num_modalities: int) -> None:
     """Every sample has at least one modality and no bit at or above num_modalities."""
     if present.numel() == 0:
@@ -88,13 +93,13 @@ def _check_present_values(present: Tensor, num_modalities: int) -> None:
     out_of_range = (present < 0) | (present >= (1 << num_modalities))
     flags = torch.stack([empty.any(), out_of_range.any()]).tolist()
     if flags[0]:
-        first = int(torch.nonzero(empty)[0, 0])
+        first = _first(empty)
         raise ValueError(
             f"present[{first}] is 0: sample {first} has no modality present; drop samples with "
             "every modality missing before planning"
         )
     if flags[1]:
-        first = int(torch.nonzero(out_of_range)[0, 0])
+        first = _first(out_of_range)
         raise ValueError(
             f"present[{first}] = {int(present[first])} sets bits outside the "
             f"{num_modalities} modalities (valid masks are 1 .. {(1 << num_modalities) - 1})"
@@ -109,7 +114,7 @@ def _check_rows_values(rows: Tensor, present: Tensor) -> None:
     num_samples = present.shape[0]
     bad_sample = (samples < 0) | (samples >= num_samples)
     if bool(bad_sample.any()):
-        first = int(torch.nonzero(bad_sample)[0, 0])
+        first = _first(bad_sample)
         raise ValueError(
             f"rows[{first}] names sample {int(samples[first])}, outside [0, {num_samples})"
         )
@@ -117,13 +122,13 @@ def _check_rows_values(rows: Tensor, present: Tensor) -> None:
     not_subset = (subsets <= 0) | ((subsets & ~present[samples]) != 0)
     flags = torch.stack([unsorted.any(), not_subset.any()]).tolist()
     if flags[0]:
-        first = int(torch.nonzero(unsorted)[0, 0]) + 1
+        first = _first(unsorted) + 1
         raise ValueError(
             f"rows must be grouped by sample in increasing order; rows[{first}] names sample "
             f"{int(samples[first])} after sample {int(samples[first - 1])}"
         )
     if flags[1]:
-        first = int(torch.nonzero(not_subset)[0, 0])
+        first = _first(not_subset)
         raise ValueError(
             f"rows[{first}] holds subset {int(subsets[first])}, which is empty or not a subset "
             f"of present[{int(samples[first])}] = {int(present[samples[first]])}"
@@ -537,7 +542,7 @@ def subset_gather(h: Tensor, rows: Tensor) -> Tensor:
         bad = (samples < 0) | (samples >= num_samples) | (subsets <= 0)
         bad |= subsets >= (1 << num_modalities)
         if bool(bad.any()):
-            first = int(torch.nonzero(bad)[0, 0])
+            first = _first(bad)
             raise ValueError(
                 f"rows[{first}] = ({int(samples[first])}, {int(subsets[first])}) is not a sample "
                 f"in [0, {num_samples}) with a non-empty subset of the {num_modalities} modalities"
@@ -626,7 +631,7 @@ def lce_factors(
         raise ValueError(f"dataset_size must be a positive int, got {dataset_size!r}")
     never = dataset_counts <= 0
     if bool(never.any()):
-        first = int(torch.nonzero(never)[0, 0])
+        first = _first(never)
         raise ValueError(
             f"modality {first} is never present in the data set "
             f"(count {int(dataset_counts[first])}); its factor A is undefined"

@@ -66,6 +66,12 @@ class MultimodalData:
             self.present[index],
         )
 
+    def random_split(self, fraction: float, seed: int) -> tuple[MultimodalData, MultimodalData]:
+        """A seeded random split: the first ``fraction`` of a permutation, then the rest."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        cut = int(len(self) * fraction)
+        return self.subset(order[:cut]), self.subset(order[cut:])
+
     def with_presence(self, present: Tensor) -> MultimodalData:
         """The same samples with new presence masks; absent inputs are zeroed."""
         inputs = {}

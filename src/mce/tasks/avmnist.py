@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from mce.data.avmnist import MODALITIES, load_avmnist, standardize_audio
 from mce.data.dataset import MultimodalData
 from mce.model import MultimodalModel
@@ -20,10 +18,10 @@ TRAIN_FRACTION = 0.7
 def load(data_dir: Path | None) -> tuple[MultimodalData, MultimodalData]:
     if data_dir is None:
         raise ValueError("the avmnist task needs --data-dir")
-    data = load_avmnist(data_dir, n_mfcc=N_MFCC, frames=FRAMES)
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
-    cut = int(len(data) * TRAIN_FRACTION)
-    return standardize_audio(data.subset(order[:cut]), data.subset(order[cut:]))
+    train, test = load_avmnist(data_dir, n_mfcc=N_MFCC, frames=FRAMES).random_split(
+        TRAIN_FRACTION, seed=0
+    )
+    return standardize_audio(train, test)
 
 
 def build_model() -> MultimodalModel:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from mce.data.bundled import MODALITIES, load_bundled_digits
@@ -19,10 +18,7 @@ TRAIN_FRACTION = 0.7  # as AudioVisionMNIST (Section 4.1)
 
 
 def load(data_dir: Path | None) -> tuple[MultimodalData, MultimodalData]:
-    data = load_bundled_digits()
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    cut = int(len(data) * TRAIN_FRACTION)
-    return data.subset(order[:cut]), data.subset(order[cut:])
+    return load_bundled_digits().random_split(TRAIN_FRACTION, SPLIT_SEED)
 
 
 def image_audio_classifier(
