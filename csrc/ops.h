@@ -1,5 +1,6 @@
 // Kernel entry points. Every function takes raw pointers to contiguous buffers and sizes; the
-// CUDA twins take the CUDA stream to launch on. Shapes are documented in mce/ops.py.
+// CUDA twins take the same arguments plus the CUDA stream to launch on. Shapes are documented
+// in src/mce/ops/. Inputs are validated in Python; the kernels assert what they rely on.
 #pragma once
 #include <cstdint>
 
@@ -24,12 +25,22 @@ void mc_plan_emit_cpu(const uint64_t* scratch, const int64_t* scratch_offsets,
                       const int64_t* row_offsets, int64_t num_samples, int64_t num_permutations,
                       int num_modalities, int64_t* rows, float* coef);
 
-// phi [N, M] from rows [R, 2] grouped by sample and utilities v [R]; coef [R, M] for Monte
-// Carlo plans, nullptr for exact weights. Checks the rows and v as it reads them (the CUDA twin
-// relies on the caller's checks and takes precomputed row_offsets [N + 1] instead).
+// row_offsets [N + 1]: row_offsets[n] = first row r with rows[r, 0] >= n (a lower bound by
+// binary search over the sample column, so the offsets are non-decreasing and in [0, R] whatever
+// the rows hold); for rows grouped by sample, sample n's rows are [row_offsets[n], [n + 1]).
+void row_offsets_cpu(const int64_t* rows, int64_t num_rows, int64_t num_samples,
+                     int64_t* row_offsets);
+
+// phi [N, M] from rows [R, 2] grouped by sample, row_offsets [N + 1] from row_offsets_*, and
+// utilities v [R]; coef [R, M] for Monte Carlo plans, nullptr for exact weights. Each row is
+// checked in the pass that reads it: row_offsets[0] = 0, row_offsets[N] = R, every row of
+// sample n's range names n, holds a non-empty subset of present[n] and a finite utility. The
+// caller fills *first_bad_row with R; the kernel lowers it to the index of a row breaking this
+// (one it finds first). A bad row is never used; phi is then unspecified and the caller raises.
 void shapley_from_rows_cpu(const int64_t* rows, const float* v, const float* coef,
-                           const int64_t* present, int64_t num_rows, int64_t num_samples,
-                           int num_modalities, float* phi);
+                           const int64_t* present, const int64_t* row_offsets, int64_t num_rows,
+                           int64_t num_samples, int num_modalities, float* phi,
+                           int64_t* first_bad_row);
 
 // X [R, M, F] = h [N, M, F] gathered at rows' samples, zeroed outside rows' subsets.
 void subset_gather_cpu(const void* h, const int64_t* rows, int64_t num_rows, int num_modalities,
@@ -56,9 +67,12 @@ void mc_plan_prepare_cuda(const int64_t* present, const int64_t* scratch_offsets
 void mc_plan_emit_cuda(const uint64_t* scratch, const int64_t* scratch_offsets,
                        const int64_t* row_offsets, int64_t num_samples, int64_t num_permutations,
                        int num_modalities, int64_t* rows, float* coef, void* stream);
+void row_offsets_cuda(const int64_t* rows, int64_t num_rows, int64_t num_samples,
+                      int64_t* row_offsets, void* stream);
 void shapley_from_rows_cuda(const int64_t* rows, const float* v, const float* coef,
-                            const int64_t* present, const int64_t* row_offsets,
-                            int64_t num_samples, int num_modalities, float* phi, void* stream);
+                            const int64_t* present, const int64_t* row_offsets, int64_t num_rows,
+                            int64_t num_samples, int num_modalities, float* phi,
+                            int64_t* first_bad_row, void* stream);
 void subset_gather_cuda(const void* h, const int64_t* rows, int64_t num_rows, int num_modalities,
                         int64_t features, int dtype, void* out, void* stream);
 void subset_gather_backward_cuda(const void* grad_out, const int64_t* rows,

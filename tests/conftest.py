@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mce
-from mce import ops
+from mce.ops import _checks
 
 CUDA_PRESENT = torch.cuda.is_available() and mce.has_cuda_kernels()
 CUDA_SKIP_REASON = "no CUDA GPU present (or mce built without CUDA kernels): CUDA test not run"
@@ -45,7 +45,7 @@ def _poisoned(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) 
 @pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Kernel outputs start as NaN / -777777, so an element a kernel forgets to write shows."""
-    monkeypatch.setattr(ops, "_new_output", _poisoned)
+    monkeypatch.setattr(_checks, "new_output", _poisoned)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,7 @@
-"""One MCE training step: Shapley values and B against the oracle; ablation switches."""
+"""One MCE training step: Shapley values and B against the oracle; ablation switches.
+
+The digits task supplies the model, loss and utility; the method sees only MethodInputs.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ from oracles import random_digit_inputs, random_present
 
 from mce.data.dataset import Batch
 from mce.lce import presence_counts
-from mce.methods import MCEConfig, MCEMethod
+from mce.methods import MCEConfig, MCEMethod, MethodInputs
+from mce.methods.official import official_batch_shapley
 from mce.model import full_rows
 from mce.reference import shapley_brute_force
+from mce.shapley import coalition_plan
 from mce.tasks.digits import TASK
 
 
@@ -34,9 +39,13 @@ def _setup(seed: int, num_samples: int = 13):
     return model, batch, upper, counts
 
 
+def _inputs(counts, upper, seed: int, dataset_size: int = 100) -> MethodInputs:
+    return MethodInputs(TASK.loss, TASK.utility, counts, dataset_size, seed, upper)
+
+
 def test_step_shapley_and_b_equal_the_oracle(seed):
     model, batch, upper, counts = _setup(seed)
-    method = MCEMethod(TASK, MCEConfig(), counts, 100, upper, seed)
+    method = MCEMethod(_inputs(counts, upper, seed), MCEConfig())
     logs = method.step(model, batch, step=0).logs
     # Oracle: predict from every subset of every sample one at a time, Eq. 5 by brute force.
     with torch.no_grad():
@@ -62,8 +71,8 @@ def test_ablation_switch_removes_exactly_its_term(seed, term):
     model, batch, upper, counts = _setup(seed)
     full = MCEConfig(lambda_single=0.7, lambda_sub=1.3, lambda_aux=2.0)
     without = dataclasses.replace(full, **{f"use_{term}": False})
-    result = MCEMethod(TASK, full, counts, 100, upper, seed).step(model, batch, 0)
-    ablated = MCEMethod(TASK, without, counts, 100, upper, seed).step(model, batch, 0)
+    result = MCEMethod(_inputs(counts, upper, seed), full).step(model, batch, 0)
+    ablated = MCEMethod(_inputs(counts, upper, seed), without).step(model, batch, 0)
     assert f"l_{term}" not in ablated.logs
     expected = result.loss - getattr(full, f"lambda_{term}") * result.logs[f"l_{term}"]
     torch.testing.assert_close(ablated.loss, expected, rtol=1e-5, atol=1e-5)
@@ -72,14 +81,14 @@ def test_ablation_switch_removes_exactly_its_term(seed, term):
 def test_without_a_and_b_factors_are_one(seed):
     model, batch, upper, counts = _setup(seed)
     config = MCEConfig(use_a=False, use_b=False)
-    logs = MCEMethod(TASK, config, counts, 100, None, seed).step(model, batch, 0).logs
+    logs = MCEMethod(_inputs(counts, None, seed), config).step(model, batch, 0).logs
     assert all(logs[f"A/{name}"] == 1.0 for name in model.modalities)
     assert not any(key.startswith("B/") for key in logs)
 
 
 def test_factor_a_follows_presence_counts(seed):
     model, batch, upper, counts = _setup(seed)
-    logs = MCEMethod(TASK, MCEConfig(), counts, 100, upper, seed).step(model, batch, 0).logs
+    logs = MCEMethod(_inputs(counts, upper, seed), MCEConfig()).step(model, batch, 0).logs
     raw = torch.tensor([100 / 40, 100 / 90])
     assert logs["A/image"] == pytest.approx(float(raw[0] / raw.mean()))
     assert presence_counts(torch.tensor([1, 3, 2]), 2).tolist() == [2, 2]
@@ -88,7 +97,7 @@ def test_factor_a_follows_presence_counts(seed):
 def test_monte_carlo_step_runs_on_sampled_rows(seed):
     model, batch, upper, counts = _setup(seed)
     config = MCEConfig(shapley="mc", mc_k=4)
-    result = MCEMethod(TASK, config, counts, 100, upper, seed).step(model, batch, 0)
+    result = MCEMethod(_inputs(counts, upper, seed), config).step(model, batch, 0)
     assert torch.isfinite(result.loss)
     assert result.logs["rows"] <= 4 * 2 * 13
 
@@ -96,15 +105,27 @@ def test_monte_carlo_step_runs_on_sampled_rows(seed):
 def test_official_modes_run(seed):
     model, batch, upper, counts = _setup(seed)
     config = MCEConfig(shapley="official", weighting="official")
-    logs = MCEMethod(TASK, config, counts, 100, upper, seed).step(model, batch, 0).logs
+    logs = MCEMethod(_inputs(counts, upper, seed), config).step(model, batch, 0).logs
     assert all(logs[f"B/{name}"] >= 0 for name in model.modalities)
+    # phi and B come from the authors' batch formula on the exact plan's rows.
+    plan = coalition_plan(batch.present, 2)
+    with torch.no_grad():
+        h = model.encode(batch.inputs, batch.present)
+        _, outputs = model.forward_rows(h, plan.rows)
+    v = TASK.utility(outputs, batch.target[plan.samples])
+    phi = official_batch_shapley(plan, v)
+    for m, name in enumerate(model.modalities):
+        present_m = int(((batch.present >> m) & 1).sum())
+        assert logs[f"phi/{name}"] == pytest.approx(float(phi[m]), abs=1e-5)
+        expected_b = max(float(upper[:, m].sum() - phi[m]), 0.0) / present_m
+        assert logs[f"B/{name}"] == pytest.approx(expected_b, abs=1e-5)
 
 
 def test_bad_upper_bounds_are_refused(seed):
     _, _, upper, counts = _setup(seed)
     with pytest.raises(ValueError, match=r"upper must have shape \[N_train, M\] = \[100, 2\]"):
-        MCEMethod(TASK, MCEConfig(), counts, 100, upper[:13], seed)
+        MCEMethod(_inputs(counts, upper[:13], seed), MCEConfig())
     with pytest.raises(ValueError, match="utilities in \\[0, 1\\]"):
-        MCEMethod(TASK, MCEConfig(), counts, 100, torch.full((100, 2), float("nan")), seed)
+        MCEMethod(_inputs(counts, torch.full((100, 2), float("nan")), seed), MCEConfig())
     with pytest.raises(ValueError, match="factor B needs the unimodal upper bounds"):
-        MCEMethod(TASK, MCEConfig(), counts, 100, None, seed)
+        MCEMethod(_inputs(counts, None, seed), MCEConfig())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mce.rce import aux_loss, per_subset_mean, single_loss, subset_loss
+from mce.rce import aux_loss, average_rows, per_subset_mean, single_loss, subset_loss
 
 
 def test_subset_loss_averages_per_subset_then_over_subsets():
@@ -16,15 +16,14 @@ def test_subset_loss_averages_per_subset_then_over_subsets():
     assert subset_loss(losses, rows, present).item() == (2.0 + 10.0) / 2
 
 
-def test_official_weighting_is_per_sample_over_proper_subsets():
-    # Sample 0 = {0, 1}: 3 rows, proper subsets {0}, {1} with losses 1, 2; sample 1 = {0}: no
-    # proper subset. (1 / 3 + 2 / 3) / 2 samples.
-    losses = torch.tensor([1.0, 2.0, 50.0, 7.0])
-    rows = torch.tensor([[0, 1], [0, 2], [0, 3], [1, 1]])
+def test_subset_loss_takes_any_row_averaging():
+    # The averaging is a callable (values, rows, present) -> scalar; the default is Eq. 11's.
+    losses = torch.tensor([1.0, 10.0, 3.0])
+    rows = torch.tensor([[0, 1], [0, 3], [1, 1]])
     present = torch.tensor([3, 1])
-    assert subset_loss(losses, rows, present, "official").item() == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="weighting must be"):
-        subset_loss(losses, rows, present, "other")
+    assert subset_loss(losses, rows, present, average_rows) == subset_loss(losses, rows, present)
+    plain_mean = subset_loss(losses, rows, present, lambda values, rows, present: values.mean())
+    assert plain_mean.item() == pytest.approx(14.0 / 3)
 
 
 def test_aux_loss_hand_computed():

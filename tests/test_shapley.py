@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from oracles import random_game, random_present, table_lookup
 
 from mce.shapley import (
     coalition_plan,
     mask_to_presence,
-    official_batch_shapley,
     presence_to_mask,
     shapley_values,
 )
@@ -49,24 +47,3 @@ def test_plan_properties():
     assert plan.method == "mc" and plan.coef is not None
     assert plan.num_rows == plan.rows.shape[0]
     assert torch.equal(plan.samples, plan.rows[:, 0])
-
-
-def test_official_formula_hand_computed():
-    # V({0}) = 3, V({1}) = 1, V({0, 1}) = 2, L = 2, w(1, 2) = 1/2:
-    # phi_0 = 3/2 + (2 - 3)/2 = 1, phi_1 = 1/2 + (2 - 1)/2 = 1.
-    plan = coalition_plan(torch.tensor([3, 3, 1]), 2)
-    v = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
-    assert official_batch_shapley(plan, v).tolist() == [1.0, 1.0]
-
-
-def test_official_formula_differs_from_eq5_and_needs_exact_plans(seed):
-    generator = torch.Generator().manual_seed(seed)
-    present = random_present(generator, 30, 3, probability=0.9)
-    table = random_game(generator, present, 3)
-    plan = coalition_plan(present, 3)
-    official = official_batch_shapley(plan, table_lookup(table)(plan.rows))
-    eq5 = shapley_values(present, table).sum(0)
-    assert official.shape == (3,)
-    assert not torch.allclose(official, eq5, atol=1e-3)  # continuous random games: never equal
-    with pytest.raises(ValueError, match="exact plan"):
-        official_batch_shapley(coalition_plan(present, 3, method="mc", k=4), torch.zeros(1))

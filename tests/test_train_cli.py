@@ -17,7 +17,7 @@ def test_cli_trains_both_methods_and_prints_the_table(tmp_path, capsys):
     assert main(FAST + ["--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| combination | mce (accuracy) | baseline (accuracy) |" in printed
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text())["scores"]
     assert set(results) == {"mce", "baseline"}
     assert set(results["mce"]) == {"image", "audio", "image+audio", "average"}
     averages = [results["mce"][c] for c in ("image", "audio", "image+audio")]
@@ -33,8 +33,8 @@ def test_cli_trains_both_methods_and_prints_the_table(tmp_path, capsys):
 
 def test_resume_equals_uninterrupted(tmp_path):
     base = dict(method="mce", epochs=2, batch_size=256, pretrain_epochs=1, seed=5, progress=False)
-    straight = TrainConfig(out=str(tmp_path / "straight"), **base)
-    resumed = TrainConfig(out=str(tmp_path / "resumed"), **base)
+    straight = TrainConfig.for_task(out=str(tmp_path / "straight"), **base)
+    resumed = TrainConfig.for_task(out=str(tmp_path / "resumed"), **base)
     expected = run(straight)
     # 1,055 training samples / 256 = 5 steps per epoch: stop inside epoch 0, then inside epoch 1.
     assert run(resumed, stop_at_step=3) == {}
@@ -53,7 +53,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_an_existing_run_is_not_overwritten(tmp_path):
-    config = TrainConfig(
+    config = TrainConfig.for_task(
         method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False
     )
     run(config)
@@ -75,19 +75,23 @@ def test_upper_bounds_are_cached_and_reused(tmp_path, caplog):
         cache_dir=str(tmp_path / "cache"),
     )
     with caplog.at_level(logging.INFO, logger="mce.pretrain"):
-        run(TrainConfig(out=str(tmp_path / "a"), **base))
+        run(TrainConfig.for_task(out=str(tmp_path / "a"), **base))
         assert "trained and cached" in caplog.text and "reusing" not in caplog.text
         caplog.clear()
-        run(TrainConfig(out=str(tmp_path / "b"), **base))
+        run(TrainConfig.for_task(out=str(tmp_path / "b"), **base))
         assert "reusing" in caplog.text and "trained and cached" not in caplog.text
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
 def test_resume_with_different_settings_is_refused(tmp_path):
-    run(TrainConfig(method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False))
+    run(
+        TrainConfig.for_task(
+            method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False
+        )
+    )
     with pytest.raises(ValueError, match="differ from the run"):
         run(
-            TrainConfig(
+            TrainConfig.for_task(
                 method="baseline", epochs=1, batch_size=256, out=str(tmp_path), progress=False
             ),
             resume=True,
@@ -106,6 +110,9 @@ def test_resume_with_different_settings_is_refused(tmp_path):
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--shapley", "kernel"], "invalid choice"),
         (["--resume"], "--resume needs --out"),
+        (["--shapley", "mc", "--weighting", "official"], "weighting"),
+        (["--lr", "-1"], "--lr must be positive"),
+        (["--optimizer", "rmsprop"], "invalid choice"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
@@ -144,14 +151,14 @@ def test_help_explains_every_option(capsys):
         assert option in text
 
 
-def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch):
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch, caplog):
     import os
     import signal
 
     from mce.methods import BaselineMethod
 
     base = dict(method="baseline", epochs=2, batch_size=256, seed=2, progress=False)
-    expected = run(TrainConfig(out=str(tmp_path / "straight"), **base))
+    expected = run(TrainConfig.for_task(out=str(tmp_path / "straight"), **base))
 
     original_step = BaselineMethod.step
 
@@ -162,9 +169,10 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatc
         return result
 
     monkeypatch.setattr(BaselineMethod, "step", step_then_ctrl_c)
-    interrupted = TrainConfig(out=str(tmp_path / "interrupted"), **base)
+    interrupted = TrainConfig.for_task(out=str(tmp_path / "interrupted"), **base)
     with pytest.raises(KeyboardInterrupt):
         run(interrupted)
+    assert f"--out {tmp_path / 'interrupted'} --resume" in caplog.text
     state = load_checkpoint(tmp_path / "interrupted" / "baseline" / "checkpoint.pt")
     assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (1, 2, 7)
     monkeypatch.setattr(BaselineMethod, "step", original_step)
@@ -187,7 +195,7 @@ def test_a_diverging_loss_stops_with_a_clear_error(tmp_path, monkeypatch, capsys
 def test_cli_monte_carlo_and_ablation_runs(tmp_path):
     argv = ["--method", "mce", "--shapley", "mc", "--mc-k", "3", "--no-aux", "--no-a"]
     assert main(argv + FAST + ["--out", str(tmp_path)]) == 0
-    config = json.loads((tmp_path / "config.json").read_text())
+    config = json.loads((tmp_path / "config.json").read_text())["config"]
     assert config["mce"]["shapley"] == "mc" and config["mce"]["use_aux"] is False
     header = (tmp_path / "mce" / "log.csv").read_text().splitlines()[0]
     assert "l_aux" not in header and "l_sub" in header

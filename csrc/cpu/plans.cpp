@@ -19,6 +19,13 @@ void exact_plan_cpu(const int64_t* present, const int64_t* row_offsets, int64_t 
   }
 }
 
+void row_offsets_cpu(const int64_t* rows, int64_t num_rows, int64_t num_samples,
+                     int64_t* row_offsets) {
+  for (int64_t n = 0; n <= num_samples; ++n) {
+    row_offsets[n] = lower_bound_of_sample(rows, num_rows, n);
+  }
+}
+
 void mc_plan_prepare_cpu(const int64_t* present, const int64_t* scratch_offsets,
                          int64_t num_samples, int64_t num_permutations, uint64_t seed,
                          uint64_t* scratch, int64_t* distinct) {

@@ -48,6 +48,15 @@ __global__ void mc_emit_kernel(const uint64_t* scratch, const int64_t* scratch_o
   }
 }
 
+// One thread per boundary n = 0 .. N: the same binary search as the CPU twin.
+__global__ void row_offsets_kernel(const int64_t* rows, int64_t num_rows, int64_t num_samples,
+                                   int64_t* row_offsets) {
+  for (int64_t n = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; n <= num_samples;
+       n += int64_t{blockDim.x} * gridDim.x) {
+    row_offsets[n] = lower_bound_of_sample(rows, num_rows, n);
+  }
+}
+
 constexpr int kSampleThreads = 64;  // per-sample kernels hold large local arrays
 
 }  // namespace
@@ -58,6 +67,13 @@ void exact_plan_cuda(const int64_t* present, const int64_t* row_offsets, int64_t
   exact_plan_kernel<<<grid_for(num_rows), kThreads, 0, as_stream(stream)>>>(
       present, row_offsets, num_samples, num_rows, rows);
   check_launch("exact_plan_kernel");
+}
+
+void row_offsets_cuda(const int64_t* rows, int64_t num_rows, int64_t num_samples,
+                      int64_t* row_offsets, void* stream) {
+  row_offsets_kernel<<<grid_for(num_samples + 1), kThreads, 0, as_stream(stream)>>>(
+      rows, num_rows, num_samples, row_offsets);
+  check_launch("row_offsets_kernel");
 }
 
 void mc_plan_prepare_cuda(const int64_t* present, const int64_t* scratch_offsets,

@@ -2,10 +2,13 @@
 
 Kernel ops live in :mod:`mce.ops`; Shapley values in :mod:`mce.shapley`; LCE factors in
 :mod:`mce.lce`; RCE losses in :mod:`mce.rce`; the model contract in :mod:`mce.model`; training
-in :mod:`mce.train` (``python -m mce.train``).
+in :mod:`mce.train` (``python -m mce.train``); your own data through :class:`Task`,
+:class:`MultimodalData` and :func:`run` (see ``examples/own_data.py``).
 """
 
 from mce._ext import has_cpu_kernels, has_cuda_kernels
+from mce.config import HyperParameters, TrainConfig
+from mce.data.dataset import MultimodalData
 from mce.lce import LCEFactors, dataset_factor, lce_factors, presence_counts
 from mce.model import MultimodalModel
 from mce.ops import exact_plan, mc_plan, shapley_from_rows, subset_gather
@@ -17,6 +20,8 @@ from mce.shapley import (
     presence_to_mask,
     shapley_values,
 )
+from mce.tasks.base import Task
+from mce.train import run
 
 __version__ = "0.1.0"
 
@@ -44,4 +49,10 @@ __all__ = [
     "presence_counts",
     # model
     "MultimodalModel",
+    # training on built-in or your own data
+    "Task",
+    "MultimodalData",
+    "HyperParameters",
+    "TrainConfig",
+    "run",
 ]

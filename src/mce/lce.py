@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from mce import ops
+from mce.bits import presence_matrix
 from mce.typing import Phi, PresentMask
 
 __all__ = ["LCEFactors", "presence_counts", "dataset_factor", "lce_factors"]
@@ -32,8 +33,7 @@ class LCEFactors:
 
 def presence_counts(present: PresentMask, num_modalities: int) -> Tensor:
     """Tensor[M] int64: samples with modality m present."""
-    bits = 1 << torch.arange(num_modalities, device=present.device, dtype=torch.int64)
-    return ((present[:, None] & bits) != 0).sum(dim=0)
+    return presence_matrix(present, num_modalities).sum(dim=0)
 
 
 def dataset_factor(counts: Tensor, dataset_size: int) -> Tensor:

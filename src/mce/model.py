@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from mce.bits import presence_matrix, samples_with_modality
 from mce.ops import subset_gather
-from mce.shapley import mask_to_presence
 
 __all__ = ["MultimodalModel", "full_rows", "combination_rows"]
 
@@ -80,7 +80,7 @@ class MultimodalModel(nn.Module):
         num_samples = present.shape[0]
         columns = []
         for m, name in enumerate(self.modalities):
-            index = torch.nonzero((present >> m) & 1).flatten()
+            index = samples_with_modality(present, m)
             column = torch.zeros(num_samples, self.dim, device=present.device)
             if index.numel():
                 column = column.index_copy(0, index, self.encoders[name](inputs[name][index]))
@@ -91,7 +91,7 @@ class MultimodalModel(nn.Module):
         """Tokens [R, M, dim] after reconstruction and outputs [R, ...] for rows (n, S)."""
         tokens = subset_gather(h.contiguous(), rows)
         if self.reconstruction is not None:
-            kept = mask_to_presence(rows[:, 1], self.num_modalities)
+            kept = presence_matrix(rows[:, 1], self.num_modalities)
             tokens = self.reconstruction(tokens, kept)
         return tokens, self.decoder(self.fusion(tokens))
 
@@ -104,7 +104,7 @@ class MultimodalModel(nn.Module):
         """m -> (indices of samples with m present, head outputs on them)."""
         outputs = {}
         for m, name in enumerate(self.modalities):
-            index = torch.nonzero((present >> m) & 1).flatten()
+            index = samples_with_modality(present, m)
             if index.numel():
                 outputs[m] = (index, self.heads[name](h[index, m]))
         return outputs

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mce.bits import samples_with_modality
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.data.dataset import MultimodalData
 from mce.tasks.base import Task
@@ -82,7 +83,7 @@ def upper_bound_table(
     table = torch.zeros(len(train), train.num_modalities)
     fingerprint = data_fingerprint(train)
     for m, name in enumerate(train.modalities):
-        index = torch.nonzero((train.present >> m) & 1).flatten()
+        index = samples_with_modality(train.present, m)
         if index.numel() == 0:
             raise ValueError(f"modality {name!r} is absent from every training sample")
         inputs, target = train.inputs[name][index].to(device), train.target[index].to(device)

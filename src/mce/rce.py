@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from mce.shapley import mask_to_presence
+from mce.bits import presence_matrix
 
-__all__ = ["Weighting", "average_rows", "per_subset_mean", "single_loss", "subset_loss", "aux_loss"]
+__all__ = [
+    "RowAverage",
+    "average_rows",
+    "per_subset_mean",
+    "single_loss",
+    "subset_loss",
+    "aux_loss",
+]
 
-Weighting = Literal["paper", "official"]
+RowAverage = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""(values Tensor[R], rows Tensor[R, 2], present Tensor[N]) -> scalar: how L_sub and L_aux
+average per-row values over a plan's rows. :func:`average_rows` is the paper's; the authors'
+code's lives in :mod:`mce.methods.official`."""
 
 
 def per_subset_mean(values: Tensor, subsets: Tensor) -> Tensor:
@@ -27,31 +36,30 @@ def per_subset_mean(values: Tensor, subsets: Tensor) -> Tensor:
     return (sums / counts).mean()
 
 
-def average_rows(
-    values: Tensor, rows: Tensor, present: Tensor, weighting: Weighting = "paper"
-) -> Tensor:
-    """Average per-row values over a plan's rows.
+def average_rows(values: Tensor, rows: Tensor, present: Tensor) -> Tensor:
+    """Average per-row values over a plan's rows as Eqs. 11 and 13 do (a :data:`RowAverage`).
 
-    ``"paper"`` (Eqs. 11, 13): mean over the distinct subsets of the mean over their rows.
-    ``"official"`` (the authors' code, for comparison studies): rows with a proper subset of the
-    sample's present set only, each divided by the sample's number of rows (2^|A_n| - 1 for exact
-    plans), summed, divided by the number of samples.
+    Args:
+        values: Tensor[R] one value per row. rows: Tensor[R, 2] (sample, subset).
+        present: Tensor[N] presence bitmasks (unused by the paper's averaging; part of the
+            :data:`RowAverage` contract).
+
+    Returns:
+        Scalar: the mean over the distinct subsets of the mean over their rows.
     """
-    if weighting == "paper":
-        return per_subset_mean(values, rows[:, 1])
-    if weighting != "official":
-        raise ValueError(f"weighting must be 'paper' or 'official', got {weighting!r}")
-    samples, subsets = rows[:, 0], rows[:, 1]
-    proper = (subsets != present[samples]).to(values.dtype)
-    rows_per_sample = torch.bincount(samples, minlength=present.shape[0]).to(values.dtype)
-    return (values * proper / rows_per_sample[samples]).sum() / present.shape[0]
+    return per_subset_mean(values, rows[:, 1])
 
 
 def subset_loss(
-    row_losses: Tensor, rows: Tensor, present: Tensor, weighting: Weighting = "paper"
+    row_losses: Tensor, rows: Tensor, present: Tensor, average: RowAverage = average_rows
 ) -> Tensor:
-    """L_sub (Eq. 11): task losses of the planned rows, averaged per subset, then over subsets."""
-    return average_rows(row_losses, rows, present, weighting)
+    """L_sub (Eq. 11): task losses of the planned rows, averaged per subset, then over subsets.
+
+    Args:
+        row_losses: Tensor[R] task loss of each row. rows: Tensor[R, 2]. present: Tensor[N].
+        average: the row averaging; default :func:`average_rows` (Eq. 11).
+    """
+    return average(row_losses, rows, present)
 
 
 def aux_loss(
@@ -60,7 +68,7 @@ def aux_loss(
     rows: Tensor,
     present: Tensor,
     weights: Tensor,
-    weighting: Weighting = "paper",
+    average: RowAverage = average_rows,
 ) -> Tensor:
     """L_aux (Eq. 13): L1 error of the reconstructed tokens of each row's dropped modalities.
 
@@ -72,14 +80,14 @@ def aux_loss(
     Args:
         tokens: Tensor[R, M, F] reconstruction outputs. h: Tensor[N, M, F] encoder features.
         rows: Tensor[R, 2]. present: Tensor[N] bitmasks. weights: Tensor[M].
-        weighting: "paper" (Eq. 13) or "official" (see :func:`average_rows`).
+        average: the row averaging; default :func:`average_rows` (Eq. 13).
     """
     samples, subsets = rows[:, 0], rows[:, 1]
     num_modalities = h.shape[1]
-    dropped = mask_to_presence(present[samples] & ~subsets, num_modalities).to(tokens.dtype)
+    dropped = presence_matrix(present[samples] & ~subsets, num_modalities).to(tokens.dtype)
     errors = (tokens - h[samples].detach()).abs().mean(dim=2)  # (R, M)
     per_row = (errors * dropped * weights[None, :]).sum(1) / dropped.sum(1).clamp(min=1.0)
-    return average_rows(per_row, rows, present, weighting)
+    return average(per_row, rows, present)
 
 
 def single_loss(

@@ -8,22 +8,22 @@ arguments as :mod:`mce.ops` and do no validation.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from mce.ops import popcount
+from mce.bits import popcount, presence_matrix
 
 __all__ = [
     "exact_plan_reference",
+    "lce_factors_reference",
     "mc_plan_reference",
     "philox4x32_10",
-    "shapley_from_rows_reference",
     "shapley_brute_force",
+    "shapley_from_rows_reference",
+    "shapley_weight",
     "subset_gather_reference",
-    "lce_factors_reference",
 ]
 
 _MASK32 = 0xFFFFFFFF
@@ -144,9 +144,14 @@ def mc_plan_reference(
     return rows, counts / k
 
 
-def _shapley_weight(s: Tensor, a: Tensor) -> Tensor:
-    """w(s, a) = s! (a - s - 1)! / a! in float64."""
-    s, a = s.double(), a.double()
+def shapley_weight(s: Tensor | int, a: Tensor | int) -> Tensor:
+    """Exact Shapley weight ``w(s, a) = s! (a - s - 1)! / a!`` (Eq. 5), float64, broadcasting.
+
+    The weight of a coalition of s players out of a (0 <= s < a); the Python twin of
+    ``csrc/include/mce/shapley_weights.h`` and the one place Python writes it.
+    """
+    s = torch.as_tensor(s, dtype=torch.float64)
+    a = torch.as_tensor(a, dtype=torch.float64, device=s.device)
     return torch.exp(torch.lgamma(s + 1) + torch.lgamma(a - s) - torch.lgamma(a + 1))
 
 
@@ -156,14 +161,13 @@ def shapley_from_rows_reference(
     """phi[n, m] = sum_r coef[r, m] v[r], with Eq. 5 weights when coef is None."""
     samples, subsets = rows[:, 0], rows[:, 1]
     sample_present = present[samples]
-    bits = 1 << torch.arange(num_modalities, device=rows.device)
-    in_subset = (subsets[:, None] & bits) != 0
-    in_present = (sample_present[:, None] & bits) != 0
+    in_subset = presence_matrix(subsets, num_modalities)
+    in_present = presence_matrix(sample_present, num_modalities)
     if coef is None:
         a = popcount(sample_present)[:, None]
         s = popcount(subsets)[:, None]
-        joined = _shapley_weight(s - 1, a)
-        left_out = torch.where(s < a, _shapley_weight(s.clamp(max=a - 1), a), 0.0)
+        joined = shapley_weight(s - 1, a)
+        left_out = torch.where(s < a, shapley_weight(s.clamp(max=a - 1), a), 0.0)
         coef = torch.where(in_subset, joined, torch.where(in_present, -left_out, 0.0))
     coef = torch.where(in_present, coef.double(), 0.0)
     phi = torch.zeros((present.shape[0], num_modalities), dtype=torch.float64, device=v.device)
@@ -187,10 +191,10 @@ def shapley_brute_force(
             return 0.0 if not subset else utility(n, sum(1 << m for m in subset))
 
         row = [0.0] * num_modalities
+        weights = shapley_weight(torch.arange(a), a).tolist()
         for m in members:
             others = [x for x in members if x != m]
-            for size in range(a):
-                weight = math.factorial(size) * math.factorial(a - size - 1) / math.factorial(a)
+            for size, weight in enumerate(weights):
                 for subset in itertools.combinations(others, size):
                     with_m = tuple(sorted(subset + (m,)))
                     row[m] += weight * (value(with_m) - value(subset))
@@ -200,9 +204,7 @@ def shapley_brute_force(
 
 def subset_gather_reference(h: Tensor, rows: Tensor) -> Tensor:
     """X[r, m] = h[n_r, m] if m in S_r else 0 (differentiable through torch indexing)."""
-    num_modalities = h.shape[1]
-    bits = 1 << torch.arange(num_modalities, device=h.device)
-    keep = (rows[:, 1:2] & bits) != 0  # [R, M]
+    keep = presence_matrix(rows[:, 1], h.shape[1])  # [R, M]
     gathered = h[rows[:, 0]]
     return torch.where(keep[:, :, None], gathered, torch.zeros((), dtype=h.dtype, device=h.device))
 
@@ -214,8 +216,7 @@ def lce_factors_reference(
     num_modalities = dataset_counts.shape[0]
     raw_a = dataset_size / dataset_counts.double()
     factor_a = raw_a / raw_a.mean()
-    bits = 1 << torch.arange(num_modalities, device=batch_present.device)
-    batch_counts = ((batch_present[:, None] & bits) != 0).sum(0).double()
+    batch_counts = presence_matrix(batch_present, num_modalities).sum(0).double()
     gap = (upper.double() - phi.double().sum(0)).clamp(min=0)
     factor_b = torch.where(batch_counts > 0, gap / batch_counts.clamp(min=1), 0.0)
     return factor_a.float(), factor_b.float()

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from mce import ops
+from mce.bits import MAX_MODALITIES, presence_matrix, present_masks
 from mce.typing import Coef, Phi, PresentMask, Rows
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "plan_shapley",
     "presence_to_mask",
     "mask_to_presence",
-    "official_batch_shapley",
     "shapley_values",
 ]
 
@@ -67,12 +67,15 @@ class CoalitionPlan:
 
 
 def presence_to_mask(presence: Tensor) -> PresentMask:
-    """Tensor[N, M] of booleans (or 0/1) -> Tensor[N] int64 bitmasks (M <= 31)."""
+    """Tensor[N, M] of booleans (or 0/1) -> Tensor[N] int64 bitmasks (M <= 31), checked.
+
+    The validating face of :func:`mce.bits.present_masks`.
+    """
     if presence.dim() != 2:
         raise ValueError(f"presence must have shape [N, M], got {list(presence.shape)}")
-    if presence.shape[1] > ops.MAX_MODALITIES:
+    if presence.shape[1] > MAX_MODALITIES:
         raise ValueError(
-            f"at most {ops.MAX_MODALITIES} modalities are supported, got {presence.shape[1]}"
+            f"at most {MAX_MODALITIES} modalities are supported, got {presence.shape[1]}"
         )
     if presence.dtype != torch.bool:
         if presence.is_floating_point() and not bool(torch.isfinite(presence).all()):
@@ -80,14 +83,12 @@ def presence_to_mask(presence: Tensor) -> PresentMask:
         if not bool(((presence == 0) | (presence == 1)).all()):
             raise ValueError("presence must hold only 0/1 (or booleans)")
         presence = presence != 0
-    bits = 1 << torch.arange(presence.shape[1], device=presence.device, dtype=torch.int64)
-    return (presence.to(torch.int64) * bits).sum(dim=1)
+    return present_masks(presence)
 
 
 def mask_to_presence(present: PresentMask, num_modalities: int) -> Tensor:
-    """Tensor[N] int64 bitmasks -> Tensor[N, M] booleans."""
-    bits = 1 << torch.arange(num_modalities, device=present.device, dtype=torch.int64)
-    return (present[:, None] & bits) != 0
+    """Tensor[N] int64 bitmasks -> Tensor[N, M] booleans (:func:`mce.bits.presence_matrix`)."""
+    return presence_matrix(present, num_modalities)
 
 
 def coalition_plan(
@@ -148,11 +149,28 @@ def _table_utility(table: Tensor, present: PresentMask) -> tuple[int, UtilityFn]
     num_modalities = columns.bit_length() - 1
     if columns < 2 or columns != 1 << num_modalities:
         raise ValueError(f"a utility table needs 2^M columns (one per subset), got {columns}")
-    if not bool(torch.isfinite(table).all()):
-        raise ValueError("the utility table holds NaN or infinite values")
-    if bool((table[:, 0] != 0).any()):
+    # Only what is read is checked: column 0 here, the plan's entries as they are looked up
+    # (checking all N 2^M entries would cost ten times the Shapley values themselves).
+    empty = table[:, 0]
+    if not bool(torch.isfinite(empty).all()):
+        n = int(torch.nonzero(~torch.isfinite(empty))[0, 0])
+        raise ValueError(f"the utility table holds NaN or infinite values (table[{n}, 0])")
+    if bool((empty != 0).any()):
         raise ValueError("the utility of the empty subset (column 0) must be 0")
-    return num_modalities, lambda rows: table[rows[:, 0], rows[:, 1]]
+
+    def lookup(rows: Rows) -> Tensor:
+        values = table[rows[:, 0], rows[:, 1]]
+        # One fused reduction: the sum is finite when every value is (or it overflowed).
+        if not bool(torch.isfinite(values.sum())):
+            bad = ~torch.isfinite(values)
+            if bool(bad.any()):
+                n, subset = rows[int(torch.nonzero(bad)[0, 0])].tolist()
+                raise ValueError(
+                    f"the utility table holds NaN or infinite values (table[{n}, {subset}])"
+                )
+        return values
+
+    return num_modalities, lookup
 
 
 def shapley_values(
@@ -200,41 +218,3 @@ def shapley_values(
         shape = list(v.shape) if isinstance(v, Tensor) else type(v).__name__
         raise ValueError(f"utility(rows) must return a Tensor[{plan.num_rows}], got {shape}")
     return plan_shapley(plan, v)
-
-
-def official_batch_shapley(plan: CoalitionPlan, v: Tensor) -> Tensor:
-    """Batch Shapley values as the authors' code computes them, for comparison studies only.
-
-    This is not Eq. 5 and is not efficient: utilities are summed over the batch per subset first,
-    ``V(S) = sum of v over the rows with subset S`` (the samples where S is feasible); with L the
-    number of modalities present anywhere in the batch and ``w(s, L) = s! (L - s - 1)! / L!``,
-    ``phi_i = V({i}) / L + sum_{K containing i, |K| > 1} w(|K| - 1, L) (V(K) - V({i}))``.
-
-    Args:
-        plan: an exact plan. v: Tensor[R] per-row utilities.
-
-    Returns:
-        Tensor[M] float32 batch values (0 for modalities absent from the batch).
-    """
-    if plan.method != "exact":
-        raise ValueError("the authors' formula needs an exact plan (method='exact')")
-    num_modalities = plan.num_modalities
-    subsets, inverse = torch.unique(plan.subsets, return_inverse=True)
-    values = torch.zeros(subsets.shape[0], dtype=torch.float64, device=v.device)
-    values = values.index_add(0, inverse, v.detach().double())
-    anywhere = mask_to_presence(plan.present, num_modalities).any(0)  # (M,)
-    players = int(anywhere.sum())
-    bits = 1 << torch.arange(num_modalities, device=v.device)
-    singles = torch.zeros(num_modalities, dtype=torch.float64, device=v.device)
-    is_single = (subsets[:, None] == bits[None, :]).double()  # (U, M)
-    singles += (is_single * values[:, None]).sum(0)
-    sizes = ops.popcount(subsets).double()
-    weights = torch.exp(
-        torch.lgamma(sizes)
-        + torch.lgamma(players - sizes + 1)
-        - torch.lgamma(torch.tensor(players + 1.0))
-    )
-    member = mask_to_presence(subsets, num_modalities) & (sizes[:, None] > 1)
-    marginal = weights[:, None] * (values[:, None] - singles[None, :])
-    phi = (marginal * member).sum(0) + singles / max(players, 1)
-    return torch.where(anywhere, phi, 0.0).float()

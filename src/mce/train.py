@@ -6,294 +6,111 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from mce.checkpoint import load_checkpoint, save_atomic
+from mce.config import HPARAM_NAMES, HyperParameters, TrainConfig
 from mce.data.dataset import MultimodalData
 from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates
-from mce.evaluate import evaluate_combinations, write_results
+from mce.evaluate import evaluate_combinations
 from mce.lce import presence_counts
-from mce.methods import BaselineMethod, MCEConfig, MCEMethod, TrainingMethod
+from mce.methods import METHODS, MCEConfig, MethodInputs, get_method
 from mce.pretrain import upper_bound_table
+from mce.records import CONFIG, RunRecord, write_config
 from mce.tasks import TASKS, Task, get_task
+from mce.trainer import Trainer
+
+__all__ = ["TrainConfig", "HyperParameters", "run", "main", "build_parser", "parse_config"]
 
 log = logging.getLogger("mce.train")
 
-CHECKPOINT = "checkpoint.pt"
+COMPARE = ("mce", "baseline")  # what --method compare trains
 _PRESET_HELP = ", ".join(f"{k}={v}" for k, v in PRESETS.items())
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on; saved as config.json in the run folder."""
-
-    task: str = "digits"  # task name (see mce.tasks.TASKS)
-    data_dir: str | None = None  # data folder of tasks that read files
-    missing_rates: str | None = None  # preset a-f or comma-separated rates; None: task default
-    method: str = "compare"  # mce, baseline, or compare (both, same data, seed and schedule)
-    mce: MCEConfig = MCEConfig()  # MCE switches and lambdas
-    epochs: int | None = None  # None: task default
-    batch_size: int | None = None
-    lr: float | None = None
-    pretrain_epochs: int | None = None  # epochs of each unimodal upper-bound model
-    seed: int = 0
-    device: str = "cpu"
-    out: str | None = None  # run folder; None: runs/<task>-<method>-<date>-<time>
-    cache_dir: str | None = None  # unimodal models; None: $XDG_CACHE_HOME/mce (~/.cache/mce)
-    progress: bool = True
-
-
-class Trainer:
-    """Runs one method to completion with atomic per-epoch checkpoints and exact resume.
-
-    The data order of epoch e is a permutation seeded by (seed, e); the checkpoint holds the
-    model, optimizer, scheduler, global RNG state and position (epoch, batch, step), so an
-    interrupted run resumed from its checkpoint reproduces the uninterrupted run exactly (CPU).
-    """
-
-    def __init__(
-        self,
-        task: Task,
-        method: TrainingMethod,
-        train: MultimodalData,
-        run_dir: Path,
-        *,
-        epochs: int,
-        batch_size: int,
-        lr: float,
-        lr_step: int,
-        lr_gamma: float,
-        seed: int,
-        device: torch.device,
-        progress: bool = True,
-    ) -> None:
-        self.task, self.method, self.train, self.run_dir = task, method, train, run_dir
-        self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
-        self.device, self.progress = device, progress
-        torch.manual_seed(seed)
-        self.model = task.build_model().to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, lr_step, lr_gamma)
-        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / CHECKPOINT
-
-    @property
-    def finished(self) -> bool:
-        return self.epoch >= self.epochs
-
-    def state(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "step": self.step,
-        }
-
-    def save(self) -> None:
-        save_atomic(self.state(), self.checkpoint_path)
-
-    def load(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        self.epoch, self.batch_in_epoch, self.step = (
-            state["epoch"],
-            state["batch_in_epoch"],
-            state["step"],
-        )
-
-    def _order(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(len(self.train), generator=generator)
-
-    def fit(self, stop_at_step: int | None = None) -> bool:
-        """Train until the last epoch (True) or until ``stop_at_step`` / Ctrl-C (False); both
-        leave a checkpoint to resume from."""
-        from mce.loggers import RunLogger
-
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        logger = RunLogger(self.run_dir, resume_step=self.step)
-        batches_per_epoch = -(-len(self.train) // self.batch_size)
-        try:
-            with _DeferredInterrupt() as interrupt:
-                return self._fit_epochs(logger, batches_per_epoch, stop_at_step, interrupt)
-        finally:
-            logger.close()
-
-    def _fit_epochs(
-        self,
-        logger,
-        batches_per_epoch: int,
-        stop_at_step: int | None,
-        interrupt: _DeferredInterrupt,
-    ) -> bool:
-        while not self.finished:
-            self.model.train()
-            batches = self.train.batches(
-                self.batch_size, self._order(self.epoch), start=self.batch_in_epoch
-            )
-            bar = tqdm(
-                batches,
-                total=batches_per_epoch,
-                initial=self.batch_in_epoch,
-                desc=f"{self.method.name} epoch {self.epoch + 1}/{self.epochs}",
-                disable=not self.progress,
-                leave=False,
-            )
-            for batch in bar:
-                if stop_at_step is not None and self.step >= stop_at_step:
-                    self.save()
-                    return False
-                if interrupt.requested:
-                    self.save()
-                    log.warning(
-                        "interrupted: checkpoint saved at step %d; rerun with --resume", self.step
-                    )
-                    raise KeyboardInterrupt
-                logs = self._train_step(batch.to(self.device))
-                logger.log(self.step, self.epoch, logs)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}")
-                self.step += 1
-                self.batch_in_epoch += 1
-            self.epoch += 1
-            self.batch_in_epoch = 0
-            self.scheduler.step()
-            self.save()
-        return True
-
-    def _train_step(self, batch) -> dict[str, float]:
-        result = self.method.step(self.model, batch, self.step)
-        if not torch.isfinite(result.loss):
-            raise FloatingPointError(
-                f"the {self.method.name} loss became {result.loss.item()} at step {self.step}; "
-                "lower --lr or check the inputs"
-            )
-        self.optimizer.zero_grad()
-        result.loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        result.logs["lr"] = self.optimizer.param_groups[0]["lr"]
-        return result.logs
-
-
-class _DeferredInterrupt:
-    """Turns Ctrl-C into a request honoured between training steps, so the checkpoint written on
-    interrupt never holds a half-applied step. A second Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _setting_key(rates: tuple[float, ...]) -> str:
     return "-".join(f"{r:g}" for r in rates)
 
 
-def run(config: TrainConfig, resume: bool = False, stop_at_step: int | None = None) -> dict:
-    """Train and evaluate as configured; returns {method: {combination: score}}."""
-    task = get_task(config.task)
-    defaults = task.defaults
-    epochs = config.epochs if config.epochs is not None else defaults["epochs"]
-    batch_size = config.batch_size or defaults["batch_size"]
-    lr = config.lr if config.lr is not None else defaults["lr"]
-    pretrain_epochs = config.pretrain_epochs or defaults["pretrain_epochs"]
-    rates = parse_missing_rates(
-        config.missing_rates or defaults["missing_rates"], len(task.modalities)
-    )
+def run(
+    config: TrainConfig,
+    resume: bool = False,
+    stop_at_step: int | None = None,
+    *,
+    task: Task | None = None,
+) -> dict[str, dict[str, float]]:
+    """Train and evaluate as configured.
+
+    Args:
+        config: the run's configuration (build it with :meth:`TrainConfig.for_task`).
+        resume: continue the run in ``config.out`` from its checkpoints.
+        stop_at_step: stop (with a checkpoint) once a method reaches this step.
+        task: a ``Task`` object to use instead of looking ``config.task`` up by name.
+
+    Returns:
+        {method: {combination or "average": score in %}}, as in ``results.json``; empty when
+        stopped early.
+    """
+    task = task if task is not None else get_task(config.task)
+    hparams = config.hparams
+    rates = hparams.rates_for(task.modalities)
     device = torch.device(config.device)
     if config.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config = dataclasses.replace(config, out=f"runs/{task.name}-{config.method}-{stamp}")
     out = Path(config.out)
-    if not resume and (out / "config.json").exists():
+    if resume and not (out / CONFIG).is_file():
+        raise ValueError(f"{out} holds no run to resume (no {CONFIG}); start it without --resume")
+    if not resume and (out / CONFIG).exists():
         raise ValueError(
             f"{out} already holds a run: pass --resume to continue it, or choose another --out"
         )
     out.mkdir(parents=True, exist_ok=True)
-    _check_config_matches(out, config, resume)
+    write_config(out, config, resume)
 
     train_full, test = task.load(Path(config.data_dir) if config.data_dir else None)
     masked = apply_missing_rates(train_full, rates, config.seed)
     _save_or_check_masks(out, masked, resume)
+    train = masked.data
+    actual = _actual_missing_rates(train)
     log.info(
-        "training split: %d samples, %d dropped (every modality missing); missing rates %s",
-        len(masked.data),
+        "training split: %d samples, %d dropped (every modality missing); missing rates "
+        "stated %s, actual %s",
+        len(train),
         masked.dropped,
         dict(zip(task.modalities, rates)),
+        {name: round(rate, 4) for name, rate in actual.items()},
     )
-    train = masked.data
-    methods = ["mce", "baseline"] if config.method == "compare" else [config.method]
-
-    results = {}
-    for name in methods:
-        if name == "mce":
-            upper = None
-            if config.mce.use_b:
-                upper = upper_bound_table(
-                    task,
-                    train,
-                    epochs=pretrain_epochs,
-                    batch_size=batch_size,
-                    lr=lr,
-                    seed=config.seed,
-                    setting=_setting_key(rates),
-                    cache_dir=Path(config.cache_dir) if config.cache_dir else _default_cache_dir(),
-                    device=device,
-                    progress=config.progress,
-                )
-            method = MCEMethod(
-                task,
-                config.mce,
-                presence_counts(train.present, len(task.modalities)),
-                len(train),
-                upper,
-                config.seed,
-            )
-        else:
-            method = BaselineMethod(task)
+    record = RunRecord(
+        task=task.name,
+        metric=task.metric_name,
+        config=config,
+        modalities=task.modalities,
+        test_samples=len(test),
+        missing_rates={
+            "stated": dict(zip(task.modalities, rates)),
+            "actual": actual,
+            "training_samples": len(train),
+            "dropped_samples": masked.dropped,
+        },
+    )
+    for name in COMPARE if config.method == "compare" else (config.method,):
+        timing: dict[str, float] = {}
+        started = time.perf_counter()
+        method = _build_method(name, task, train, config, rates, device)
+        timing["setup"] = time.perf_counter() - started
         trainer = Trainer(
-            task,
+            task.build_model,
             method,
             train,
             out / name,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            lr_step=defaults.get("lr_step", epochs),
-            lr_gamma=defaults.get("lr_gamma", 1.0),
+            hparams,
             seed=config.seed,
             device=device,
             progress=config.progress,
@@ -301,36 +118,68 @@ def run(config: TrainConfig, resume: bool = False, stop_at_step: int | None = No
         if resume and trainer.checkpoint_path.is_file():
             trainer.load()
             log.info("%s: resuming at epoch %d, step %d", name, trainer.epoch, trainer.step)
+        started = time.perf_counter()
         if not trainer.fit(stop_at_step=stop_at_step):
             return {}
-        results[name] = evaluate_combinations(
-            trainer.model, task, test, device=device, progress=config.progress
+        timing["train"] = time.perf_counter() - started
+        started = time.perf_counter()
+        scores = evaluate_combinations(
+            trainer.model, task.utility, test, device=device, progress=config.progress
         )
-    table = write_results(out, results, task.metric_name)
-    print(
-        f"\n{task.name}: {task.metric_name} (%) on every modality combination of the test split "
-        f"({len(test)} samples)\n\n{table}\n\nresults in {out}/results.json and results.md"
+        timing["evaluate"] = time.perf_counter() - started
+        record.scores[name] = {combo: 100.0 * score for combo, score in scores.items()}
+        record.timing_s[name] = {step: round(seconds, 3) for step, seconds in timing.items()}
+    record.write(out)
+    print(f"\n{record.markdown()}\nresults in {out}/results.json and results.md")
+    return record.scores
+
+
+def _build_method(
+    name: str,
+    task: Task,
+    train: MultimodalData,
+    config: TrainConfig,
+    rates: tuple[float, ...],
+    device: torch.device,
+):
+    spec = get_method(name)
+    options = getattr(config, spec.name, None) if spec.options is not None else None
+    upper = None
+    if spec.needs_upper_bounds(options):
+        upper = upper_bound_table(
+            task,
+            train,
+            epochs=config.hparams.pretrain_epochs,
+            batch_size=config.hparams.batch_size,
+            lr=config.hparams.lr,
+            seed=config.seed,
+            setting=_setting_key(rates),
+            cache_dir=Path(config.cache_dir) if config.cache_dir else _default_cache_dir(),
+            device=device,
+            progress=config.progress,
+        )
+    inputs = MethodInputs(
+        loss=task.loss,
+        utility=task.utility,
+        counts=presence_counts(train.present, len(task.modalities)),
+        dataset_size=len(train),
+        seed=config.seed,
+        upper=upper,
     )
-    return results
+    return spec.build(inputs, options)
+
+
+def _actual_missing_rates(train: MultimodalData) -> dict[str, float]:
+    """Fraction of the training samples (after masking) that miss each modality."""
+    counts = presence_counts(train.present, train.num_modalities)
+    return {
+        name: 1.0 - float(counts[m]) / len(train) for m, name in enumerate(train.modalities)
+    }
 
 
 def _default_cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "mce" / "upper_bounds"
-
-
-def _check_config_matches(out: Path, config: TrainConfig, resume: bool) -> None:
-    path = out / "config.json"
-    current = dataclasses.asdict(config)
-    current.pop("progress")
-    if resume and path.is_file():
-        saved = json.loads(path.read_text())
-        if saved != json.loads(json.dumps(current)):
-            raise ValueError(
-                f"--resume with settings that differ from the run in {out} "
-                f"(see {path}); use the same options or a new --out"
-            )
-    path.write_text(json.dumps(current, indent=2) + "\n")
 
 
 def _save_or_check_masks(out: Path, masked, resume: bool) -> None:
@@ -347,81 +196,72 @@ def _save_or_check_masks(out: Path, masked, resume: bool) -> None:
     save_atomic(state, path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m mce.train",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _task_values(name: str) -> str:
+    """'digits: 30, avmnist: 280' for a hyper-parameter, from each built-in recipe."""
+    values = []
+    for task in TASKS:
+        value = getattr(get_task(task).hparams, name)
+        if isinstance(value, tuple):
+            value = ",".join(f"{v:g}" for v in value) or "none"
+        values.append(f"{task}: {value}")
+    return "; ".join(values)
+
+
+def _add_hparam_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "hyper-parameters", "default: the task's own value (shown for each built-in task)"
     )
+    for spec in dataclasses.fields(HyperParameters):
+        flag = f"--{spec.name.replace('_', '-')}"
+        help_text = f"{spec.metadata['help']} ({_task_values(spec.name)})"
+        if spec.name == "missing_rates":
+            group.add_argument(
+                flag,
+                default=None,
+                help=f"{help_text}: rates in [0, 1), comma-separated, or a 3-modality preset "
+                f"{_PRESET_HELP}",
+            )
+            continue
+        kind = {int: int, float: float}.get(type(spec.default), str)
+        choices = spec.metadata.get("choices")
+        group.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mce.train", description=__doc__)
     data = parser.add_argument_group("data")
-    data.add_argument("--task", default="digits", help=f"task: {', '.join(TASKS)}")
+    data.add_argument(
+        "--task",
+        default="digits",
+        help=f"task: {', '.join(TASKS)}, or package.module:ATTRIBUTE naming your own "
+        "mce.tasks.Task (default: digits, bundled)",
+    )
     data.add_argument(
         "--data-dir",
         default=None,
         help="data folder (required by tasks that read files; digits is bundled)",
     )
-    data.add_argument(
-        "--missing-rates",
-        default=None,
-        help="missing rate per modality in [0, 1), comma-separated in the task's modality "
-        f"order, or a 3-modality preset {_PRESET_HELP}; default: the task's",
-    )
     method = parser.add_argument_group("method")
     method.add_argument(
         "--method",
-        choices=["mce", "baseline", "compare"],
+        choices=[*METHODS, "compare"],
         default="compare",
-        help="compare trains MCE and the baseline the same way and reports both",
+        help="; ".join(f"{name}: {spec.summary}" for name, spec in METHODS.items())
+        + "; compare: mce and baseline trained the same way, reported side by side "
+        "(default: compare)",
     )
-    method.add_argument(
-        "--shapley",
-        choices=["exact", "mc", "official"],
-        default="exact",
-        help="exact Shapley values (Eq. 5), Monte Carlo permutations, or the authors' code's "
-        "batch formula (not Eq. 5; for comparison studies)",
-    )
-    method.add_argument(
-        "--mc-k", type=int, default=100, help="permutations per sample for --shapley mc"
-    )
-    for term, equation in (("single", "9"), ("sub", "11"), ("aux", "13")):
-        method.add_argument(
-            f"--lambda-{term}", type=float, default=1.0, help=f"weight of L_{term} (Eq. {equation})"
-        )
-        method.add_argument(
-            f"--no-{term}", action="store_true", help=f"drop L_{term} (Table 2 ablation)"
-        )
-    method.add_argument(
-        "--weighting",
-        choices=["paper", "official"],
-        default="paper",
-        help="row averaging of L_sub and L_aux: per subset as Eqs. 11 and 13, or per sample as "
-        "the authors' code",
-    )
-    method.add_argument(
-        "--no-a", action="store_true", help="drop factor A (A = 1; Table 2 ablation)"
-    )
-    method.add_argument(
-        "--no-b",
-        action="store_true",
-        help="drop factor B (B = 1, no Shapley values or unimodal pretraining)",
-    )
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=None, help="epochs (default: the task's)")
-    optim.add_argument(
-        "--batch-size", type=int, default=None, help="batch size (default: the task's)"
-    )
-    optim.add_argument(
-        "--lr", type=float, default=None, help="Adam learning rate (default: the task's)"
-    )
-    optim.add_argument(
-        "--pretrain-epochs",
-        type=int,
-        default=None,
-        help="epochs of each unimodal upper-bound model (default: the task's)",
-    )
-    optim.add_argument("--seed", type=int, default=0, help="seed of masks, initialisation, order")
+    _add_mce_options(method)
+    _add_hparam_options(parser)
     run_group = parser.add_argument_group("run")
-    run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run_group.add_argument(
+        "--seed", type=int, default=0, help="seed of masks, initialisation, order (default: 0)"
+    )
+    run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run_group.add_argument(
         "--out",
         default=None,
@@ -441,38 +281,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
-    """Parse and validate; bad arguments exit with status 2 and a message naming the problem."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.task not in TASKS:
-        parser.error(f"unknown task {args.task!r}; known tasks: {', '.join(TASKS)}")
-    task = get_task(args.task)
-    try:
-        parse_missing_rates(
-            args.missing_rates or task.defaults["missing_rates"], len(task.modalities)
+def _add_mce_options(group: argparse._ArgumentGroup) -> None:
+    defaults = MCEConfig()
+    group.add_argument(
+        "--shapley",
+        choices=["exact", "mc", "official"],
+        default=defaults.shapley,
+        help="exact Shapley values (Eq. 5), Monte Carlo permutations, or the authors' code's "
+        "batch formula (not Eq. 5; for comparison studies) (default: exact)",
+    )
+    group.add_argument(
+        "--mc-k",
+        type=int,
+        default=defaults.mc_k,
+        help=f"permutations per sample for --shapley mc (default: {defaults.mc_k})",
+    )
+    for term, equation in (("single", "9"), ("sub", "11"), ("aux", "13")):
+        default = getattr(defaults, f"lambda_{term}")
+        group.add_argument(
+            f"--lambda-{term}",
+            type=float,
+            default=default,
+            help=f"weight of L_{term} (Eq. {equation}) (default: {default:g})",
         )
-    except ValueError as error:
-        parser.error(f"--missing-rates: {error}")
-    if task.needs_data_dir and args.data_dir is None:
-        parser.error(f"--data-dir is required by task {args.task!r}")
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        parser.error(f"--data-dir {args.data_dir} is not a directory")
-    if args.data_dir is not None and not task.needs_data_dir:
-        parser.error(f"task {args.task!r} uses bundled data and takes no --data-dir")
-    for name in ("epochs", "batch_size", "pretrain_epochs", "mc_k"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.lr is not None and not args.lr > 0:
-        parser.error(f"--lr must be positive, got {args.lr}")
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out, the run folder to continue")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device} requested but no CUDA GPU is available")
-    if args.device != "cpu" and not args.device.startswith("cuda"):
-        parser.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
-    mce_config = MCEConfig(
+        group.add_argument(
+            f"--no-{term}", action="store_true", help=f"drop L_{term} (Table 2 ablation)"
+        )
+    group.add_argument(
+        "--weighting",
+        choices=["paper", "official"],
+        default=defaults.weighting,
+        help="row averaging of L_sub and L_aux: per subset as Eqs. 11 and 13, or per sample as "
+        "the authors' code (default: paper)",
+    )
+    group.add_argument("--no-a", action="store_true", help="drop factor A (A = 1; Table 2 ablation)")
+    group.add_argument(
+        "--no-b",
+        action="store_true",
+        help="drop factor B (B = 1, no Shapley values or unimodal pretraining)",
+    )
+
+
+def _mce_config(args: argparse.Namespace) -> MCEConfig:
+    return MCEConfig(
         shapley=args.shapley,
         mc_k=args.mc_k,
         lambda_single=args.lambda_single,
@@ -485,16 +336,64 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         use_aux=not args.no_aux,
         weighting=args.weighting,
     )
+
+
+def _hparam_overrides(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, task: Task
+) -> dict:
+    overrides = {name: getattr(args, name) for name in HPARAM_NAMES}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    if "missing_rates" in overrides:
+        try:
+            overrides["missing_rates"] = parse_missing_rates(
+                overrides["missing_rates"], len(task.modalities)
+            )
+        except ValueError as error:
+            parser.error(f"--missing-rates: {error}")
+    return overrides
+
+
+def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+    """Parse and validate; bad arguments exit with status 2 and a message naming the problem."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        task = get_task(args.task)
+    except ValueError as error:
+        parser.error(str(error))
+    if task.needs_data_dir and args.data_dir is None:
+        parser.error(f"--data-dir is required by task {args.task!r}")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        parser.error(f"--data-dir {args.data_dir} is not a directory")
+    if args.data_dir is not None and not task.needs_data_dir:
+        parser.error(f"task {args.task!r} uses bundled data and takes no --data-dir")
+    if args.mc_k < 1:
+        parser.error(f"--mc-k must be at least 1, got {args.mc_k}")
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out, the run folder to continue")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} requested but no CUDA GPU is available")
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        parser.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    try:
+        hparams = dataclasses.replace(task.hparams, **_hparam_overrides(parser, args, task))
+        hparams.rates_for(task.modalities)
+    except ValueError as error:
+        message = str(error)
+        name = message.split(" ", 1)[0]
+        if name in HPARAM_NAMES:  # "epochs must be ..." -> "--epochs must be ..."
+            message = f"--{name.replace('_', '-')}{message[len(name):]}"
+        parser.error(message)
+    try:
+        mce_config = _mce_config(args)
+    except ValueError as error:
+        parser.error(str(error))
     config = TrainConfig(
         task=args.task,
-        data_dir=args.data_dir,
-        missing_rates=args.missing_rates,
+        hparams=hparams,
         method=args.method,
         mce=mce_config,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        pretrain_epochs=args.pretrain_epochs,
+        data_dir=args.data_dir,
         seed=args.seed,
         device=args.device,
         out=args.out,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 import struct
 import wave
 
@@ -103,6 +104,14 @@ def test_wav_errors_and_features(tmp_path):
         read_wav(corrupt)
     with pytest.raises(ValueError, match="does not exist"):
         read_wav(tmp_path / "nothing.wav")
+
+
+def test_truncated_wav_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "3_x_0.wav"
+    write_wav(path, 3)  # 2,400 16-bit frames after a 44-byte header
+    path.write_bytes(path.read_bytes()[: 44 + 1000])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} is truncated.* 2400 frames"):
+        read_wav(path)
 
 
 def test_resample_keeps_a_low_tone():

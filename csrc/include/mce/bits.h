@@ -55,4 +55,15 @@ MCE_HD int lowest_bit_index(uint32_t x) {
 #endif
 }
 
+// First row r of rows [R, 2] with rows[r, 0] >= n (R if none), by binary search over the sample
+// column. For any rows, not only sorted ones, the result is non-decreasing in n and in [0, R].
+MCE_HD int64_t lower_bound_of_sample(const int64_t* rows, int64_t num_rows, int64_t n) {
+  int64_t low = 0, high = num_rows;
+  while (low < high) {
+    const int64_t mid = low + (high - low) / 2;
+    if (rows[2 * mid] < n) low = mid + 1; else high = mid;
+  }
+  return low;
+}
+
 }  // namespace mce

@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["read_wav", "resample", "mfcc"]
+__all__ = ["mfcc", "read_wav", "resample"]
 
 
 def read_wav(path: str | Path) -> tuple[Tensor, int]:
     """Mono float32 waveform in [-1, 1] and its sample rate, from an 8/16/32-bit PCM wav file.
 
     Raises:
-        ValueError: naming the file when it is missing, corrupt or not PCM.
+        ValueError: naming the file when it is missing, corrupt, truncated or not PCM.
     """
     path = Path(path)
     try:
@@ -27,11 +27,18 @@ def read_wav(path: str | Path) -> tuple[Tensor, int]:
                 handle.getsampwidth(),
                 handle.getframerate(),
             )
-            frames = handle.readframes(handle.getnframes())
+            announced = handle.getnframes()
+            frames = handle.readframes(announced)
     except FileNotFoundError as error:
         raise ValueError(f"audio file {path} does not exist") from error
     except (wave.Error, EOFError) as error:
         raise ValueError(f"audio file {path} is not a readable PCM wav file: {error}") from error
+    if len(frames) < announced * channels * width:
+        held = len(frames) // (channels * width)
+        raise ValueError(
+            f"audio file {path} is truncated: its header announces {announced} frames, "
+            f"it holds {held}"
+        )
     dtypes = {1: np.uint8, 2: np.int16, 4: np.int32}
     if width not in dtypes:
         raise ValueError(
@@ -104,7 +111,7 @@ def mfcc(
     Hann-windowed STFT with ``frames`` hops covering the clip, HTK mel filterbank, log energy,
     orthonormal DCT-II.
     """
-    n_fft = 1 << max(6, int(round(math.log2(rate * window_ms / 1000.0))))
+    n_fft = 1 << max(6, round(math.log2(rate * window_ms / 1000.0)))
     hop = max(1, math.ceil(waveform.shape[0] / frames))
     padded = torch.nn.functional.pad(waveform, (0, max(0, hop * frames - waveform.shape[0])))
     spectrum = (

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from mce.bits import has_modality
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,84 @@ class MultimodalData:
         if self.present.shape != (n,):
             raise ValueError(f"present must have shape [{n}], got {list(self.present.shape)}")
 
+    @classmethod
+    def from_arrays(
+        cls,
+        inputs: Mapping[str, Any],
+        target: Any,
+        presence: Any | None = None,
+    ) -> MultimodalData:
+        """A data set from NumPy arrays or tensors, e.g. your own features.
+
+        Args:
+            inputs: modality name -> array [N, ...]; the order of the mapping fixes the
+                modality order (bit m of the presence masks). Floating arrays become float32.
+            target: array [N] of class indices (or [N, ...] targets of another task).
+            presence: bool/0-1 array [N, M]: which modalities each sample has (default: all).
+                Inputs of absent modalities are replaced by zeros, so they may hold NaN.
+
+        Raises:
+            ValueError: naming the modality and sample of a NaN or infinite present input, a
+                sample with no modality, or arrays of mismatched lengths.
+
+        Example:
+            >>> data = MultimodalData.from_arrays(
+            ...     {"image": np.zeros((4, 8)), "audio": np.ones((4, 3))},
+            ...     np.array([0, 1, 0, 1]),
+            ...     presence=np.array([[1, 1], [1, 0], [0, 1], [1, 1]]),
+            ... )
+            >>> data.present.tolist()
+            [3, 1, 2, 3]
+        """
+        from mce import bits
+
+        modalities = tuple(inputs)
+        tensors = {}
+        for name, array in inputs.items():
+            tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, Tensor) else array)
+            tensors[name] = tensor.float() if tensor.is_floating_point() else tensor
+        target = torch.as_tensor(np.asarray(target) if not isinstance(target, Tensor) else target)
+        if not target.is_floating_point():
+            target = target.long()
+        num_samples = target.shape[0]
+        for name, tensor in tensors.items():
+            if tensor.dim() == 0 or tensor.shape[0] != num_samples:
+                raise ValueError(
+                    f"modality {name!r} has shape {list(tensor.shape)}; expected {num_samples} "
+                    "samples (the length of target) in its first dimension"
+                )
+        if presence is None:
+            matrix = torch.ones(num_samples, len(modalities), dtype=torch.bool)
+        else:
+            matrix = torch.as_tensor(np.asarray(presence))
+            if tuple(matrix.shape) != (num_samples, len(modalities)):
+                raise ValueError(
+                    f"presence must have shape [N, M] = [{num_samples}, {len(modalities)}], "
+                    f"got {list(matrix.shape)}"
+                )
+        if not bool(((matrix == 0) | (matrix == 1)).all()):
+            raise ValueError("presence must hold only booleans or 0/1")
+        matrix = matrix.bool()
+        present = bits.present_masks(matrix)
+        empty = torch.nonzero(present == 0).flatten()
+        if empty.numel():
+            raise ValueError(
+                f"sample {int(empty[0])} has no modality present ({empty.numel()} such samples); "
+                "drop them first"
+            )
+        for m, name in enumerate(modalities):
+            tensor, has = tensors[name], matrix[:, m]
+            if tensor.is_floating_point():
+                bad = has & ~torch.isfinite(tensor.reshape(num_samples, -1)).all(dim=1)
+                if bool(bad.any()):
+                    first = int(torch.nonzero(bad)[0, 0])
+                    raise ValueError(
+                        f"modality {name!r} of sample {first} holds NaN or infinite values but "
+                        "is marked present (mark it absent in presence, or fix the input)"
+                    )
+                tensors[name] = torch.nan_to_num(tensor, nan=0.0, posinf=0.0, neginf=0.0)
+        return cls(modalities, tensors, target, present).with_presence(present)
+
     def __len__(self) -> int:
         return self.target.shape[0]
 
@@ -76,7 +158,7 @@ class MultimodalData:
         """The same samples with new presence masks; absent inputs are zeroed."""
         inputs = {}
         for m, name in enumerate(self.modalities):
-            keep = ((present >> m) & 1).bool().view(-1, *([1] * (self.inputs[name].dim() - 1)))
+            keep = has_modality(present, m).view(-1, *([1] * (self.inputs[name].dim() - 1)))
             inputs[name] = torch.where(
                 keep, self.inputs[name], torch.zeros((), dtype=self.inputs[name].dtype)
             )

@@ -1,7 +1,43 @@
-"""Training objectives. Each turns a batch into a loss and per-step logs (see base.py)."""
+"""Training objectives. Each turns a batch into a loss and per-step logs (see base.py).
 
-from mce.methods.base import StepResult, TrainingMethod
+A method receives a :class:`MethodInputs` (per-sample loss and utility callables, presence
+counts, dataset size, seed, optional unimodal upper-bound table), never a task, and is found by
+name: ``get_method(name).build(inputs, options)``. New methods register a :class:`MethodSpec`
+with :func:`register_method`; the trainer needs no change. The authors' code's formulas for
+comparison studies live in :mod:`mce.methods.official`.
+"""
+
+from mce.methods.base import (
+    LossFn,
+    MethodInputs,
+    MethodSpec,
+    StepResult,
+    TrainingMethod,
+    UtilityFn,
+)
+from mce.methods.baseline import SPEC as BASELINE_SPEC
 from mce.methods.baseline import BaselineMethod
+from mce.methods.mce import SPEC as MCE_SPEC
 from mce.methods.mce import MCEConfig, MCEMethod
+from mce.methods.registry import METHODS, get_method, register_method
 
-__all__ = ["StepResult", "TrainingMethod", "BaselineMethod", "MCEConfig", "MCEMethod"]
+register_method(MCE_SPEC)
+register_method(BASELINE_SPEC)
+
+__all__ = [
+    # contract
+    "LossFn",
+    "UtilityFn",
+    "MethodInputs",
+    "StepResult",
+    "TrainingMethod",
+    "MethodSpec",
+    # registry
+    "METHODS",
+    "register_method",
+    "get_method",
+    # methods
+    "BaselineMethod",
+    "MCEConfig",
+    "MCEMethod",
+]

@@ -1,14 +1,75 @@
-"""The contract every training method implements."""
+"""The contract every training method implements, and what the trainer hands a method.
+
+A method sees callables and tensors only (:class:`MethodInputs`), never a task's recipe, and is
+found by name through a :class:`MethodSpec` in the registry of :mod:`mce.methods`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+import torch
 from torch import Tensor
 
 from mce.data.dataset import Batch
 from mce.model import MultimodalModel
+
+__all__ = ["LossFn", "UtilityFn", "MethodInputs", "StepResult", "TrainingMethod", "MethodSpec"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+"""(outputs, target) -> per-sample loss, Tensor[B]."""
+UtilityFn = Callable[[Tensor, Tensor], Tensor]
+"""(outputs, target) -> per-sample utility in [0, 1], Tensor[B]."""
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What the trainer hands a method; nothing about the task's recipe.
+
+    Attributes:
+        loss: (outputs, target) -> per-sample loss Tensor[B].
+        utility: (outputs, target) -> per-sample utility in [0, 1], Tensor[B].
+        counts: Tensor[M] int64 presence counts of the training split (factor A, Eq. 3).
+        dataset_size: samples in the training split.
+        seed: run seed (Monte Carlo plans use seed and step).
+        upper: Tensor[N_train, M] utility of the frozen unimodal model of m on each training
+            sample (0 where m is absent), when the method needs it (factor B, Eq. 8).
+
+    Raises:
+        ValueError: counts is not Tensor[M] int64, dataset_size is not a positive int, or upper
+            is not Tensor[dataset_size, M] of values in [0, 1].
+    """
+
+    loss: LossFn
+    utility: UtilityFn
+    counts: Tensor
+    dataset_size: int
+    seed: int
+    upper: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.counts.dim() != 1 or self.counts.dtype != torch.int64:
+            raise ValueError(
+                f"counts must be Tensor[M] int64, got {self.counts.dtype} "
+                f"of shape {list(self.counts.shape)}"
+            )
+        size = self.dataset_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"dataset_size must be a positive int, got {size!r}")
+        if self.upper is None:
+            return
+        expected = (size, self.counts.shape[0])
+        if tuple(self.upper.shape) != expected:
+            raise ValueError(
+                f"upper must have shape [N_train, M] = {list(expected)}, "
+                f"got {list(self.upper.shape)}"
+            )
+        if not bool(((self.upper >= 0) & (self.upper <= 1)).all()):
+            raise ValueError(
+                "upper must hold per-sample utilities in [0, 1] (found NaN or out of range)"
+            )
 
 
 @dataclass
@@ -25,3 +86,23 @@ class TrainingMethod(Protocol):
     name: str
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How the trainer finds, configures and builds a method by name.
+
+    Attributes:
+        name: the registry key (``--method NAME``).
+        summary: one line for ``--help``.
+        options: the dataclass of the method's options (e.g. ``MCEConfig``), or None.
+        build: (inputs, options instance or None) -> the method; None means default options.
+        needs_upper_bounds: (options instance or None) -> whether ``inputs.upper`` is required,
+            so the trainer pretrains the unimodal models only when it is.
+    """
+
+    name: str
+    summary: str
+    options: type | None
+    build: Callable[[MethodInputs, Any], TrainingMethod]
+    needs_upper_bounds: Callable[[Any], bool]

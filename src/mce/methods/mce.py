@@ -3,37 +3,63 @@
 One coalition plan per batch feeds one batched forward; from it come L_task (the rows with
 every present modality), L_sub (all rows), the detached utilities for the Shapley values and
 factor B, and L_aux (the reconstructed tokens of the dropped modalities).
+
+``shapley`` and ``weighting`` pick, once, from the tables below, a contribution function (plan,
+utilities -> the phi that factor B reads) and a row averaging (L_sub, L_aux); the step has no
+branch on them. Their ``"official"`` values are the authors' code's formulas, kept in
+:mod:`mce.methods.official` for comparison studies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
 from mce.data.dataset import Batch
 from mce.lce import dataset_factor, lce_factors
-from mce.methods.base import StepResult
+from mce.methods.base import MethodInputs, MethodSpec, StepResult
+from mce.methods.official import official_average_rows, official_contributions
 from mce.model import MultimodalModel, full_rows
-from mce.rce import Weighting, aux_loss, single_loss, subset_loss
-from mce.shapley import (
-    CoalitionPlan,
-    coalition_plan,
-    mask_to_presence,
-    official_batch_shapley,
-    plan_shapley,
-)
-from mce.tasks.base import Task
+from mce.rce import RowAverage, aux_loss, average_rows, single_loss, subset_loss
+from mce.shapley import CoalitionPlan, coalition_plan, mask_to_presence, plan_shapley
+from mce.typing import Phi, Rows
+
+__all__ = ["ShapleyMode", "Weighting", "Contribution", "MCEConfig", "MCEMethod", "SPEC"]
+
+ShapleyMode = Literal["exact", "mc", "official"]
+Weighting = Literal["paper", "official"]
+Contribution = Callable[[CoalitionPlan, Tensor], Phi]
+"""(plan, v Tensor[R] row utilities) -> Tensor[N_b, M] whose column sums are phi_m of Eq. 8."""
+
+# What each option value runs: (plan method, contribution to factor B) and the row averaging.
+# The "official" entries are the authors' code's formulas (mce.methods.official).
+_SHAPLEY: dict[str, tuple[Literal["exact", "mc"], Contribution]] = {
+    "exact": ("exact", plan_shapley),  # Eq. 5 on every subset
+    "mc": ("mc", plan_shapley),  # Eq. 5 estimated from K permutations per sample
+    "official": ("exact", official_contributions),  # the authors' batch formula, every subset
+}
+_WEIGHTING: dict[str, RowAverage] = {
+    "paper": average_rows,  # Eqs. 11, 13: per subset, then over subsets
+    "official": official_average_rows,  # the authors' per-sample weighting of proper subsets
+}
 
 
 @dataclass(frozen=True)
 class MCEConfig:
-    """MCE switches and weights; each Table 2 ablation is one combination of the use_* flags."""
+    """MCE switches and weights; each Table 2 ablation is one combination of the use_* flags.
+
+    Raises:
+        ValueError: an unknown ``shapley`` or ``weighting``, a non-positive ``mc_k``, or
+            ``weighting="official"`` with ``shapley="mc"`` (the authors' weighting divides by
+            the 2^|A_n| - 1 rows of an exact plan).
+    """
 
     # exact Eq. 5; Monte Carlo with mc_k permutations; or the authors' code's formula (exact rows)
-    shapley: Literal["exact", "mc", "official"] = "exact"
+    shapley: ShapleyMode = "exact"
     mc_k: int = 100  # permutations per sample for Monte Carlo
     lambda_single: float = 1.0  # weight of L_single (Eq. 9)
     lambda_sub: float = 1.0  # weight of L_sub (Eq. 11)
@@ -45,92 +71,87 @@ class MCEConfig:
     use_aux: bool = True  # L_aux term
     weighting: Weighting = "paper"  # row averaging of L_sub, L_aux: Eqs. 11/13 or authors' code
 
+    def __post_init__(self) -> None:
+        if self.shapley not in _SHAPLEY:
+            raise ValueError(
+                f"shapley must be one of {get_args(ShapleyMode)}, got {self.shapley!r}"
+            )
+        if self.weighting not in _WEIGHTING:
+            raise ValueError(
+                f"weighting must be one of {get_args(Weighting)}, got {self.weighting!r}"
+            )
+        if self.shapley == "mc" and self.mc_k < 1:
+            raise ValueError(f"mc_k must be a positive int, got {self.mc_k!r}")
+        if self.shapley == "mc" and self.weighting == "official":
+            raise ValueError(
+                "weighting='official' (the authors' code) needs exact plans, "
+                "use it with shapley='exact' or 'official', not 'mc'"
+            )
+
 
 class MCEMethod:
     """The MCE objective.
 
     Args:
-        task: the task (loss, utility).
-        config: switches and weights.
-        counts: Tensor[M] presence counts of the training split (factor A).
-        dataset_size: samples of the training split.
-        upper: Tensor[N_train, M] utility of the frozen unimodal model of m on each training
-            sample (0 where m is absent); U_m of a batch is the sum over its samples.
-        seed: run seed (Monte Carlo plans use seed and step).
+        inputs: per-sample loss and utility, presence counts (factor A), dataset size, seed, and
+            ``upper`` (Tensor[N_train, M], factor B: U_m of a batch is the sum over its samples).
+        config: switches and weights; default :class:`MCEConfig`.
+
+    Raises:
+        ValueError: ``config.use_b`` without ``inputs.upper``.
+
+    Example:
+        >>> inputs = MethodInputs(loss, utility, counts, len(train), seed=0, upper=upper)
+        >>> result = MCEMethod(inputs, MCEConfig(lambda_sub=2.0)).step(model, batch, step=0)
     """
 
     name = "mce"
 
-    def __init__(
-        self,
-        task: Task,
-        config: MCEConfig,
-        counts: Tensor,
-        dataset_size: int,
-        upper: Tensor | None,
-        seed: int,
-    ) -> None:
-        if config.use_b and upper is None:
+    def __init__(self, inputs: MethodInputs, config: MCEConfig | None = None) -> None:
+        config = MCEConfig() if config is None else config
+        if config.use_b and inputs.upper is None:
             raise ValueError("factor B needs the unimodal upper bounds (upper)")
-        if upper is not None:
-            expected = (dataset_size, counts.shape[0])
-            if tuple(upper.shape) != expected:
-                shape = list(upper.shape)
-                raise ValueError(
-                    f"upper must have shape [N_train, M] = {list(expected)}, got {shape}"
-                )
-            if not bool(((upper >= 0) & (upper <= 1)).all()):
-                raise ValueError(
-                    "upper must hold per-sample utilities in [0, 1] (found NaN or out of range)"
-                )
-        self.task, self.config, self.counts = task, config, counts
-        self.dataset_size, self.upper, self.seed = dataset_size, upper, seed
+        self.inputs, self.config = inputs, config
+        self.plan_method, self.contributions = _SHAPLEY[config.shapley]
+        self.average = _WEIGHTING[config.weighting]
 
-    def _plan_rows(self, present: Tensor, num_modalities: int, step: int):
+    def _plan_rows(
+        self, present: Tensor, num_modalities: int, step: int
+    ) -> tuple[CoalitionPlan | None, Rows]:
         cfg = self.config
         if not (cfg.use_sub or cfg.use_aux or cfg.use_b):
             return None, full_rows(present)
         plan = coalition_plan(
             present,
             num_modalities,
-            method="mc" if cfg.shapley == "mc" else "exact",
+            method=self.plan_method,
             k=cfg.mc_k,
-            seed=self.seed * 1_000_003 + step,
+            seed=self.inputs.seed * 1_000_003 + step,
         )
         return plan, plan.rows
 
-    def _shapley(self, plan: CoalitionPlan, v: Tensor) -> Tensor:
-        """Per-sample Shapley values [N, M]; the authors' batch values sit in row 0."""
-        if self.config.shapley != "official":
-            return plan_shapley(plan, v)
-        phi = torch.zeros(plan.present.shape[0], plan.num_modalities, device=v.device)
-        phi[0] = official_batch_shapley(plan, v)
-        return phi
-
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
-        cfg, task = self.config, self.task
+        cfg, inputs = self.config, self.inputs
         present, num_modalities = batch.present, model.num_modalities
         h = model.encode(batch.inputs, present)
         plan, rows = self._plan_rows(present, num_modalities, step)
         tokens, outputs = model.forward_rows(h, rows)
         samples, subsets = rows[:, 0], rows[:, 1]
         row_target = batch.target[samples]
-        row_losses = task.loss(outputs, row_target)
+        row_losses = inputs.loss(outputs, row_target)
         full = subsets == present[samples]  # one full row per sample
         l_task = row_losses[full].mean()
         logs: dict[str, float] = {}
 
+        counts = inputs.counts.to(present.device)
         ones = torch.ones(num_modalities, device=present.device)
         factor_a, factor_b = ones, ones
         if cfg.use_b:
-            phi = self._shapley(plan, task.utility(outputs.detach(), row_target))
+            phi = self.contributions(plan, inputs.utility(outputs.detach(), row_target))
             presence = mask_to_presence(present, num_modalities).to(torch.float32)
-            upper = (
-                self.upper[batch.index.to(self.upper.device)].to(presence.device) * presence
-            ).sum(0)
-            factors = lce_factors(
-                self.counts.to(present.device), self.dataset_size, present, upper.contiguous(), phi
-            )
+            table = inputs.upper
+            upper = (table[batch.index.to(table.device)].to(presence.device) * presence).sum(0)
+            factors = lce_factors(counts, inputs.dataset_size, present, upper.contiguous(), phi)
             factor_b = factors.b
             factor_a = factors.a if cfg.use_a else ones
             for m, name in enumerate(model.modalities):
@@ -138,7 +159,7 @@ class MCEMethod:
                 logs[f"U/{name}"] = float(upper[m])
                 logs[f"B/{name}"] = float(factor_b[m])
         elif cfg.use_a:
-            factor_a = dataset_factor(self.counts.to(present.device), self.dataset_size)
+            factor_a = dataset_factor(counts, inputs.dataset_size)
         weights = factor_a * factor_b
         for m, name in enumerate(model.modalities):
             logs[f"A/{name}"] = float(factor_a[m])
@@ -147,18 +168,37 @@ class MCEMethod:
         logs["l_task"] = l_task.item()
         if cfg.use_single:
             l_single = single_loss(
-                model.unimodal_outputs(h, present), batch.target, task.loss, weights
+                model.unimodal_outputs(h, present), batch.target, inputs.loss, weights
             )
             loss = loss + cfg.lambda_single * l_single
             logs["l_single"] = l_single.item()
         if cfg.use_sub:
-            l_sub = subset_loss(row_losses, rows, present, cfg.weighting)
+            l_sub = subset_loss(row_losses, rows, present, self.average)
             loss = loss + cfg.lambda_sub * l_sub
             logs["l_sub"] = l_sub.item()
         if cfg.use_aux:
-            l_aux = aux_loss(tokens, h, rows, present, weights, cfg.weighting)
+            l_aux = aux_loss(tokens, h, rows, present, weights, self.average)
             loss = loss + cfg.lambda_aux * l_aux
             logs["l_aux"] = l_aux.item()
         logs["loss"] = loss.item()
         logs["rows"] = float(rows.shape[0])
         return StepResult(loss, logs)
+
+
+def _build(inputs: MethodInputs, options: Any) -> MCEMethod:
+    if options is not None and not isinstance(options, MCEConfig):
+        raise TypeError(f"mce options must be an MCEConfig, got {type(options).__name__}")
+    return MCEMethod(inputs, options)
+
+
+def _needs_upper_bounds(options: Any) -> bool:
+    return (MCEConfig() if options is None else options).use_b
+
+
+SPEC = MethodSpec(
+    name="mce",
+    summary="Modality Capability Enhancement (Eq. 14): L_task + L_single + L_sub + L_aux, A and B",
+    options=MCEConfig,
+    build=_build,
+    needs_upper_bounds=_needs_upper_bounds,
+)

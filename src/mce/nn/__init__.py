@@ -1,15 +1,16 @@
-"""Reusable modules: the reconstruction Transformer (Eq. 15), fusions and encoders."""
+"""Reusable modules: the reconstruction Transformer (Eq. 15), fusions, encoders and the model
+builders shared by tasks."""
 
-from mce.nn.encoders import LeNet5, LSTMEncoder, MLPEncoder, TextCNN
-from mce.nn.fusion import ConcatFusion, SumFusion
+from mce.nn.classifiers import image_audio_classifier
+from mce.nn.encoders import LeNet5, LSTMEncoder, TextCNN
+from mce.nn.fusion import ConcatFusion
 from mce.nn.reconstruction import ReconstructionTransformer
 
 __all__ = [
-    "ReconstructionTransformer",
     "ConcatFusion",
-    "SumFusion",
-    "LeNet5",
     "LSTMEncoder",
-    "MLPEncoder",
+    "LeNet5",
+    "ReconstructionTransformer",
     "TextCNN",
+    "image_audio_classifier",
 ]

@@ -32,24 +32,6 @@ class LeNet5(nn.Module):
         return self.head(self.features(F.pad(images, self.padding)))
 
 
-class MLPEncoder(nn.Module):
-    """Flattens its input and applies a two-layer perceptron."""
-
-    def __init__(self, in_features: int, dim: int, hidden: int = 128, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(in_features, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, dim),
-            nn.ReLU(),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
 class LSTMEncoder(nn.Module):
     """LSTM over a sequence [B, T, in_features], max-pooled over time (IEMOCAP acoustic/visual)."""
 

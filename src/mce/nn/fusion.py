@@ -14,14 +14,3 @@ class ConcatFusion(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return tokens.flatten(1)
-
-
-class SumFusion(nn.Module):
-    """Sums the M tokens: [R, M, F] -> [R, F]."""
-
-    def __init__(self, num_modalities: int, dim: int) -> None:
-        super().__init__()
-        self.out_dim = dim
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return tokens.sum(1)

@@ -1,29 +1,52 @@
-"""Per-data-set recipes: model, data, metric, hyper-parameters (Table 1 of the paper)."""
+"""Per-data-set recipes: model, data, metric, hyper-parameters (Table 1 of the paper).
+
+Built-in tasks are looked up by name; a user's own task by ``package.module:ATTRIBUTE``.
+"""
 
 from __future__ import annotations
 
-from mce.tasks.base import Task
+import importlib
 
-__all__ = ["Task", "TASKS", "get_task"]
+from mce.tasks.base import Task, classification_loss, classification_utility
 
+__all__ = ["Task", "TASKS", "get_task", "classification_loss", "classification_utility"]
 
-def _digits() -> Task:
-    from mce.tasks.digits import TASK
-
-    return TASK
-
-
-def _avmnist() -> Task:
-    from mce.tasks.avmnist import TASK
-
-    return TASK
+# name -> module holding TASK; imported on first use (some tasks need optional packages)
+TASKS = {"digits": "mce.tasks.digits", "avmnist": "mce.tasks.avmnist"}
 
 
-TASKS = {"digits": _digits, "avmnist": _avmnist}
+def _load_attribute(spec: str) -> object:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"task {spec!r} must be package.module:ATTRIBUTE")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"task {spec!r}: cannot import module {module_name!r}: {error}") from error
+    if not hasattr(module, attribute):
+        raise ValueError(f"task {spec!r}: module {module_name!r} has no attribute {attribute!r}")
+    return getattr(module, attribute)
 
 
 def get_task(name: str) -> Task:
-    """The task called ``name``; ValueError listing the known ones otherwise."""
+    """The built-in task called ``name``, or the ``Task`` at ``package.module:ATTRIBUTE``.
+
+    Raises:
+        ValueError: naming the known tasks, or what could not be imported.
+    """
+    if ":" in name:
+        task = _load_attribute(name)
+        if callable(task) and not isinstance(task, Task):
+            task = task()
+        if not isinstance(task, Task):
+            raise ValueError(
+                f"task {name!r} is a {type(task).__name__}, not an mce.tasks.Task "
+                "(or a function returning one)"
+            )
+        return task
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[name]()
+        raise ValueError(
+            f"unknown task {name!r}; known tasks: {', '.join(TASKS)} "
+            "(or package.module:ATTRIBUTE for your own)"
+        )
+    return importlib.import_module(TASKS[name]).TASK

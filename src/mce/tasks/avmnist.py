@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mce.config import HyperParameters
 from mce.data.avmnist import MODALITIES, load_avmnist, standardize_audio
 from mce.data.dataset import MultimodalData
 from mce.model import MultimodalModel
+from mce.nn import image_audio_classifier
 from mce.tasks.base import Task
-from mce.tasks.digits import image_audio_classifier
 
 N_MFCC, FRAMES = 20, 20
 TRAIN_FRACTION = 0.7
@@ -33,15 +34,14 @@ TASK = Task(
     modalities=MODALITIES,
     load=load,
     build_model=build_model,
-    # 1,050 training pairs / 128 = 9 steps per epoch: 2.5k iterations ~ 280 epochs.
-    defaults={
-        "epochs": 280,
-        "batch_size": 128,
-        "lr": 1e-3,
-        "missing_rates": "0.0,0.8",
-        "pretrain_epochs": 100,
-        "lr_step": 200,
-        "lr_gamma": 0.1,
-    },
+    hparams=HyperParameters(
+        epochs=280,  # 1,050 training pairs / 128 = 9 steps per epoch: 2.5k iterations (Table 1)
+        batch_size=128,
+        lr=1e-3,
+        lr_step=200,  # step decay (Table 1)
+        lr_gamma=0.1,
+        pretrain_epochs=100,
+        missing_rates=(0.0, 0.8),  # images always present, audio mostly missing
+    ),
     needs_data_dir=True,
 )

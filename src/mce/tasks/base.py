@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mce.config import HyperParameters
 from mce.data.dataset import MultimodalData
 from mce.model import MultimodalModel
 
@@ -28,15 +29,19 @@ def classification_utility(outputs: Tensor, target: Tensor) -> Tensor:
 class Task:
     """What a data set brings: its data, its model, its loss, utility and hyper-parameters.
 
+    A user's own data set is a ``Task`` too (see ``examples/own_data.py``): the command line
+    loads it with ``--task package.module:ATTRIBUTE``.
+
     Attributes:
-        name: task name on the command line.
+        name: task name on the command line and in reports.
         modalities: modality names; their order defines the presence bits.
-        load: data_dir (None for bundled data) -> (train, test) splits, every modality present.
+        load: data_dir (None for data that needs no folder) -> (train, test) splits; a
+            sample's ``present`` bitmask says which modalities it has before masking.
         build_model: () -> a fresh MultimodalModel (seeded by the caller).
         loss: (outputs, target) -> per-sample loss [B].
-        utility: (outputs, target) -> per-sample utility in [0, 1] [B].
+        utility: (outputs, target) -> per-sample utility in [0, 1] [B] (the v of Eq. 4).
         metric_name: what the utility measures, for reports.
-        defaults: default hyper-parameters (epochs, batch_size, lr, missing_rates, ...).
+        hparams: the task's hyper-parameters (its Table 1 row).
         needs_data_dir: whether ``--data-dir`` is required.
     """
 
@@ -47,5 +52,5 @@ class Task:
     loss: Callable[[Tensor, Tensor], Tensor] = classification_loss
     utility: Callable[[Tensor, Tensor], Tensor] = classification_utility
     metric_name: str = "accuracy"
-    defaults: dict = field(default_factory=dict)
+    hparams: HyperParameters = field(default_factory=HyperParameters)
     needs_data_dir: bool = False

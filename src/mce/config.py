@@ -1,0 +1,143 @@
+"""Typed hyper-parameters and the run configuration.
+
+:class:`HyperParameters` is the one block of training hyper-parameters. Every field has a
+default here, a task's recipe overrides what differs (as code: ``HyperParameters(epochs=280,
+...)``), and the command line overrides any field (``--epochs``, ``--lr-step``, ...).
+:class:`TrainConfig` adds what a run needs besides (task, method, seed, device, folders) and is
+what ``config.json`` records, with every value resolved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from mce.methods.mce import MCEConfig
+
+if TYPE_CHECKING:
+    from mce.tasks.base import Task
+
+__all__ = ["HyperParameters", "TrainConfig", "OPTIMIZERS"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def _field(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field whose ``help`` documents it on the command line too."""
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass(frozen=True)
+class HyperParameters:
+    """Training hyper-parameters (Table 1 of the paper for each task's values)."""
+
+    epochs: int = _field(30, "passes over the training split", minimum=1)
+    batch_size: int = _field(128, "samples per training step", minimum=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = _field("adam", "optimizer", choices=OPTIMIZERS)
+    lr: float = _field(1e-3, "learning rate", positive=True)
+    weight_decay: float = _field(0.0, "weight decay of the optimizer", minimum=0)
+    momentum: float = _field(0.9, "momentum (sgd only)", minimum=0)
+    lr_step: int = _field(
+        0, "StepLR: multiply the lr by lr_gamma every lr_step epochs (0: constant lr)", minimum=0
+    )
+    lr_gamma: float = _field(0.1, "StepLR decay factor", positive=True)
+    grad_clip: float = _field(1.0, "clip the gradient norm to this (0: no clipping)", minimum=0)
+    pretrain_epochs: int = _field(
+        15, "epochs of each frozen unimodal upper-bound model (factor B)", minimum=1
+    )
+    missing_rates: tuple[float, ...] = _field(
+        (), "missing rate of each modality in the training split, in the task's modality order"
+    )
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "missing_rates":
+                object.__setattr__(self, spec.name, tuple(float(rate) for rate in value))
+                for rate in self.missing_rates:
+                    if not 0.0 <= rate < 1.0:
+                        raise ValueError(f"missing rate {rate} is outside [0, 1)")
+                continue
+            if "choices" in spec.metadata and value not in spec.metadata["choices"]:
+                choices = ", ".join(spec.metadata["choices"])
+                raise ValueError(f"{spec.name} must be one of {choices}, got {value!r}")
+            if "minimum" in spec.metadata and not value >= spec.metadata["minimum"]:
+                raise ValueError(
+                    f"{spec.name} must be at least {spec.metadata['minimum']}, got {value}"
+                )
+            if spec.metadata.get("positive") and not value > 0:
+                raise ValueError(f"{spec.name} must be positive, got {value}")
+
+    def rates_for(self, modalities: tuple[str, ...]) -> tuple[float, ...]:
+        """One missing rate per modality (all 0 when none were set)."""
+        if not self.missing_rates:
+            return (0.0,) * len(modalities)
+        if len(self.missing_rates) != len(modalities):
+            raise ValueError(
+                f"{len(self.missing_rates)} missing rates given for {len(modalities)} "
+                f"modalities ({', '.join(modalities)})"
+            )
+        return self.missing_rates
+
+
+HPARAM_NAMES = tuple(spec.name for spec in dataclasses.fields(HyperParameters))
+MCE_NAMES = tuple(spec.name for spec in dataclasses.fields(MCEConfig))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; ``config.json`` in the run folder records it resolved.
+
+    ``hparams`` left as None become the task's own; :meth:`for_task` overrides single fields.
+    """
+
+    task: str = "digits"  # task name, or package.module:ATTRIBUTE of a user's Task
+    hparams: HyperParameters | None = None  # None: the task's hyper-parameters
+    method: str = "compare"  # a registered method (mce, baseline), or compare: mce + baseline
+    mce: MCEConfig = MCEConfig()  # MCE switches and weights
+    data_dir: str | None = None  # data folder of tasks that read files
+    seed: int = 0  # masks, initialisation, data order, Monte Carlo plans
+    device: str = "cpu"  # cpu, cuda or cuda:N
+    out: str | None = None  # run folder; None: runs/<task>-<method>-<date>-<time>
+    cache_dir: str | None = None  # unimodal models; None: $XDG_CACHE_HOME/mce (~/.cache/mce)
+    progress: bool = True  # progress bars
+
+    def __post_init__(self) -> None:
+        if self.hparams is None:
+            from mce.tasks import get_task
+
+            object.__setattr__(self, "hparams", get_task(self.task).hparams)
+
+    @classmethod
+    def for_task(cls, task: str | Task = "digits", **settings: Any) -> TrainConfig:
+        """The task's hyper-parameters with ``settings`` applied.
+
+        ``settings`` may name any field of :class:`HyperParameters` (``epochs=2``), of
+        :class:`MCEConfig` (``mc_k=10``) or of this class (``method="mce"``); anything else is a
+        ``ValueError`` listing the valid names.
+        """
+        from mce.tasks import get_task
+
+        recipe = get_task(task) if isinstance(task, str) else task
+        hparams = {k: settings.pop(k) for k in list(settings) if k in HPARAM_NAMES}
+        mce = {k: settings.pop(k) for k in list(settings) if k in MCE_NAMES}
+        base = settings.pop("mce", MCEConfig())
+        own = {spec.name for spec in dataclasses.fields(cls)} - {"task", "hparams", "mce"}
+        unknown = sorted(set(settings) - own)
+        if unknown:
+            valid = ", ".join(sorted(own | set(HPARAM_NAMES) | set(MCE_NAMES)))
+            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid: {valid}")
+        return cls(
+            task=task if isinstance(task, str) else recipe.name,
+            hparams=dataclasses.replace(recipe.hparams, **hparams),
+            mce=dataclasses.replace(base, **mce),
+            **settings,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, every value resolved (``progress`` is left out: it changes nothing)."""
+        values = dataclasses.asdict(self)
+        values.pop("progress")
+        values["hparams"]["missing_rates"] = list(self.hparams.missing_rates)
+        return values

@@ -1,0 +1,50 @@
+"""The torch face of the mce kernels, one module per op family.
+
+Each family module holds its ``torch.library.custom_op``, fake kernel, autograd registration
+and public function, beside its kernels ``csrc/cpu/<family>.cpp`` / ``csrc/cuda/<family>.cu`` and
+its tests ``tests/ops/test_<family>*.py``:
+
+========================  =====================  ==================================
+module                    kernels                tests
+========================  =====================  ==================================
+:mod:`mce.ops.plans`      ``plans``              ``test_plans.py``
+:mod:`mce.ops.shapley`    ``shapley``            ``test_shapley_kernel.py``
+:mod:`mce.ops.gather`     ``subset_gather``      ``test_subset_gather.py``
+:mod:`mce.ops.lce`        ``lce``                ``test_lce_kernel.py``
+========================  =====================  ==================================
+
+:mod:`mce.ops._checks` holds the shared argument checks and the one launch helper; it is the only
+module that imports :mod:`mce._ext`. Pure-torch twins of every op live in :mod:`mce.reference`.
+
+Checking policy (the same for the CPU and the CUDA twin of every op): the public functions here
+validate their input and raise ``ValueError`` naming the problem before any kernel runs. The one
+exception is a per-row fact of a large plan (each row of ``shapley_from_rows``), which the kernel
+checks in the very pass that reads the row, so that validation never costs more than the work:
+the kernel reports the first bad row and the op raises the same named ``ValueError``. The kernels
+assert what they rely on and throw ``std::invalid_argument`` rather than read out of bounds.
+Bindings are called by keyword only.
+
+Conventions: ``present`` is an int64 bitmask per sample (bit m set when modality m is present,
+M <= 31); ``rows`` is int64 ``[R, 2]`` holding (sample index, subset bitmask), grouped by sample
+in increasing sample order, as the plans produce them.
+"""
+
+from __future__ import annotations
+
+from mce.bits import MAX_MODALITIES, popcount
+from mce.ops.gather import subset_gather
+from mce.ops.lce import lce_factors
+from mce.ops.plans import DEFAULT_MAX_ROWS, exact_plan, exact_plan_size, mc_plan
+from mce.ops.shapley import shapley_from_rows
+
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "MAX_MODALITIES",
+    "exact_plan",
+    "exact_plan_size",
+    "lce_factors",
+    "mc_plan",
+    "popcount",
+    "shapley_from_rows",
+    "subset_gather",
+]

@@ -1,0 +1,156 @@
+"""What a run folder says about the run: ``config.json`` (the resolved configuration, package
+version and git commit) and ``results.json`` / ``results.md`` (scores with their unit, the
+missing rates actually trained on, timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mce.config import TrainConfig
+from mce.methods.mce import MCEConfig
+
+__all__ = ["RunRecord", "write_config", "ablation_label", "package_version", "git_commit"]
+
+CONFIG = "config.json"
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("mce")
+    except metadata.PackageNotFoundError:
+        from mce import __version__
+
+        return __version__
+
+
+def git_commit() -> str | None:
+    """The commit of the clone the package runs from (with ``-dirty`` for uncommitted
+    changes), or None for an installed copy."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists() or not (root / "CMakeLists.txt").is_file():
+        return None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
+    """Write ``config.json``; on resume, first check that the settings are the saved ones.
+
+    Raises:
+        ValueError: when resuming with settings that differ from the saved run's.
+    """
+    path = out / CONFIG
+    current = config.to_dict()
+    if resume:
+        saved = json.loads(path.read_text())
+        if saved.get("config") != json.loads(json.dumps(current)):
+            raise ValueError(
+                f"--resume with settings that differ from the run in {out} "
+                f"(see {path}); use the same options or a new --out"
+            )
+    record = {"config": current, "mce_version": package_version(), "git_commit": git_commit()}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def ablation_label(config: MCEConfig) -> str:
+    """Which MCE terms a run switched off, e.g. ``"no A, no L_aux"``; empty for full MCE."""
+    off = [
+        label
+        for flag, label in (
+            (config.use_a, "A"),
+            (config.use_b, "B"),
+            (config.use_single, "L_single"),
+            (config.use_sub, "L_sub"),
+            (config.use_aux, "L_aux"),
+        )
+        if not flag
+    ]
+    return ", ".join(f"no {label}" for label in off)
+
+
+@dataclass
+class RunRecord:
+    """The results of one run, written as ``results.json`` and ``results.md``.
+
+    Scores are percentages in both files; ``average`` is the unweighted mean over the non-empty
+    modality combinations.
+    """
+
+    task: str
+    metric: str
+    config: TrainConfig
+    modalities: Sequence[str]
+    test_samples: int
+    missing_rates: dict[str, Any]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    timing_s: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def column(self, method: str) -> str:
+        label = ablation_label(self.config.mce) if method == "mce" else ""
+        return f"{method} [{label}]" if label else method
+
+    @property
+    def title(self) -> str:
+        return (
+            f"{self.task}: {self.metric} (%) on every modality combination of the test split "
+            f"({self.test_samples} samples)"
+        )
+
+    @property
+    def average_note(self) -> str:
+        combinations = (1 << len(self.modalities)) - 1
+        return (
+            f"average: the unweighted mean over the {combinations} non-empty modality "
+            "combinations"
+        )
+
+    def table(self) -> str:
+        """Rows: combinations and average; columns: methods."""
+        methods = list(self.scores)
+        combos = list(next(iter(self.scores.values())))
+        header = " | ".join(f"{self.column(m)} ({self.metric})" for m in methods)
+        lines = [f"| combination | {header} |", "|---|" + "---|" * len(methods)]
+        for combo in combos:
+            cells = " | ".join(f"{self.scores[m][combo]:.2f}" for m in methods)
+            label = f"**{combo}**" if combo == "average" else combo
+            lines.append(f"| {label} | {cells} |")
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        return f"{self.title}\n\n{self.table()}\n\n{self.average_note}\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "methods": {m: self.column(m) for m in self.scores},
+            "metric": self.metric,
+            "unit": "%",
+            "average": self.average_note,
+            "test_samples": self.test_samples,
+            "seed": self.config.seed,
+            "missing_rates": self.missing_rates,
+            "timing_s": self.timing_s,
+            "config": self.config.to_dict(),
+            "scores": self.scores,
+        }
+
+    def write(self, out: Path) -> None:
+        (out / "results.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        (out / "results.md").write_text(self.markdown())

@@ -1,0 +1,211 @@
+"""The training loop: one method, atomic per-epoch checkpoints, exact resume, deferred Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mce.checkpoint import load_checkpoint, save_atomic
+from mce.config import HyperParameters
+from mce.data.dataset import MultimodalData
+from mce.loggers import RunLogger
+from mce.methods import TrainingMethod
+
+__all__ = ["Trainer", "build_optimizer", "CHECKPOINT"]
+
+log = logging.getLogger("mce.train")
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def build_optimizer(
+    parameters, hparams: HyperParameters
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimizer and the per-epoch StepLR schedule (constant when ``lr_step`` is 0)."""
+    if hparams.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            parameters, lr=hparams.lr, momentum=hparams.momentum, weight_decay=hparams.weight_decay
+        )
+    elif hparams.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)
+    step = hparams.lr_step or hparams.epochs + 1
+    gamma = hparams.lr_gamma if hparams.lr_step else 1.0
+    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step, gamma)
+
+
+class Trainer:
+    """Runs one method to completion with atomic per-epoch checkpoints and exact resume.
+
+    The data order of epoch e is a permutation seeded by (seed, e); the checkpoint holds the
+    model, optimizer, scheduler, global RNG state and position (epoch, batch, step), so an
+    interrupted run resumed from its checkpoint reproduces the uninterrupted run exactly (CPU).
+
+    Args:
+        build_model: () -> a fresh model (called after seeding).
+        method: the training objective.
+        train: the (masked) training split.
+        run_dir: folder of this method's checkpoint and logs.
+        hparams: epochs, batch size, optimizer, schedule, gradient clipping.
+        seed: initialisation and data order.
+        device: where the model and batches live.
+        progress: show progress bars.
+    """
+
+    def __init__(
+        self,
+        build_model: Callable[[], nn.Module],
+        method: TrainingMethod,
+        train: MultimodalData,
+        run_dir: Path,
+        hparams: HyperParameters,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: bool = True,
+    ) -> None:
+        self.method, self.train, self.run_dir, self.hparams = method, train, run_dir, hparams
+        self.seed, self.device, self.progress = seed, device, progress
+        torch.manual_seed(seed)
+        self.model = build_model().to(device)
+        self.optimizer, self.scheduler = build_optimizer(self.model.parameters(), hparams)
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.hparams.epochs
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+        }
+
+    def save(self) -> None:
+        save_atomic(self.state(), self.checkpoint_path)
+
+    def load(self) -> None:
+        state = load_checkpoint(self.checkpoint_path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        self.epoch, self.batch_in_epoch, self.step = (
+            state["epoch"],
+            state["batch_in_epoch"],
+            state["step"],
+        )
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(len(self.train), generator=generator)
+
+    def fit(self, stop_at_step: int | None = None) -> bool:
+        """Train until the last epoch (True) or until ``stop_at_step`` / Ctrl-C (False); both
+        leave a checkpoint to resume from."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        logger = RunLogger(self.run_dir, resume_step=self.step)
+        try:
+            with _DeferredInterrupt() as interrupt:
+                return self._fit_epochs(logger, stop_at_step, interrupt)
+        finally:
+            logger.close()
+
+    def _fit_epochs(
+        self, logger: RunLogger, stop_at_step: int | None, interrupt: _DeferredInterrupt
+    ) -> bool:
+        batch_size, epochs = self.hparams.batch_size, self.hparams.epochs
+        batches_per_epoch = -(-len(self.train) // batch_size)
+        while not self.finished:
+            self.model.train()
+            batches = self.train.batches(
+                batch_size, self._order(self.epoch), start=self.batch_in_epoch
+            )
+            bar = tqdm(
+                batches,
+                total=batches_per_epoch,
+                initial=self.batch_in_epoch,
+                desc=f"{self.method.name} epoch {self.epoch + 1}/{epochs}",
+                disable=not self.progress,
+                leave=False,
+            )
+            for batch in bar:
+                if stop_at_step is not None and self.step >= stop_at_step:
+                    self.save()
+                    return False
+                if interrupt.requested:
+                    self.save()
+                    run_folder = self.run_dir.parent
+                    log.warning(
+                        "interrupted: checkpoint saved at step %d in %s; continue with "
+                        "`python -m mce.train --out %s --resume` and the same options",
+                        self.step,
+                        self.checkpoint_path,
+                        run_folder,
+                    )
+                    raise KeyboardInterrupt
+                logs = self._train_step(batch.to(self.device))
+                logger.log(self.step, self.epoch, logs)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                self.step += 1
+                self.batch_in_epoch += 1
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            self.scheduler.step()
+            self.save()
+        return True
+
+    def _train_step(self, batch) -> dict[str, float]:
+        result = self.method.step(self.model, batch, self.step)
+        if not torch.isfinite(result.loss):
+            raise FloatingPointError(
+                f"the {self.method.name} loss became {result.loss.item()} at step {self.step}; "
+                "lower --lr or check the inputs"
+            )
+        self.optimizer.zero_grad()
+        result.loss.backward()
+        if self.hparams.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hparams.grad_clip)
+        self.optimizer.step()
+        result.logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        return result.logs
+
+
+class _DeferredInterrupt:
+    """Turns Ctrl-C into a request honoured between training steps, so the checkpoint written on
+    interrupt never holds a half-applied step. A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -1,0 +1,138 @@
+"""Typed hyper-parameters, the task loader and what a run folder records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import types
+
+import pytest
+
+from mce.config import HyperParameters, TrainConfig
+from mce.tasks import get_task
+from mce.train import main, parse_config
+
+FAST = ["--epochs", "2", "--pretrain-epochs", "1", "--batch-size", "256", "--no-progress"]
+
+
+def test_every_hyper_parameter_is_settable_from_the_command_line():
+    values = {
+        "epochs": "3",
+        "batch-size": "17",
+        "optimizer": "sgd",
+        "lr": "0.05",
+        "weight-decay": "0.01",
+        "momentum": "0.5",
+        "lr-step": "2",
+        "lr-gamma": "0.5",
+        "grad-clip": "0",
+        "pretrain-epochs": "4",
+        "missing-rates": "0.1,0.3",
+    }
+    assert {f.name.replace("_", "-") for f in dataclasses.fields(HyperParameters)} == set(values)
+    argv = [item for name, value in values.items() for item in (f"--{name}", value)]
+    config, _ = parse_config(argv)
+    assert config.hparams == HyperParameters(
+        epochs=3,
+        batch_size=17,
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=0.01,
+        momentum=0.5,
+        lr_step=2,
+        lr_gamma=0.5,
+        grad_clip=0.0,
+        pretrain_epochs=4,
+        missing_rates=(0.1, 0.3),
+    )
+
+
+def test_unset_options_take_the_task_values():
+    config, _ = parse_config(["--epochs", "2"])
+    assert config.hparams == dataclasses.replace(get_task("digits").hparams, epochs=2)
+    assert TrainConfig(task="digits").hparams == get_task("digits").hparams
+    assert TrainConfig.for_task("avmnist", lr=0.1).hparams.epochs == 280
+
+
+def test_help_shows_each_task_value(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "digits: 30; avmnist: 280" in text  # --epochs
+    assert "digits: 0.8,0.2; avmnist: 0,0.8" in text  # --missing-rates
+    assert "--lr-step" in text and "--grad-clip" in text and "--optimizer" in text
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="unknown setting.*epoch\\b.*valid: .*epochs"):
+        TrainConfig.for_task("digits", epoch=3)
+    with pytest.raises(ValueError, match="optimizer must be one of adam, adamw, sgd"):
+        HyperParameters(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="lr must be positive"):
+        HyperParameters(lr=0.0)
+
+
+def test_config_json_holds_the_resolved_values(tmp_path):
+    assert main(FAST + ["--method", "baseline", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "config.json").read_text())
+    hparams = record["config"]["hparams"]
+    assert hparams["epochs"] == 2 and hparams["batch_size"] == 256
+    assert hparams["lr"] == 1e-3 and hparams["lr_step"] == 20  # the task's, resolved
+    assert hparams["missing_rates"] == [0.8, 0.2]
+    assert None not in hparams.values()
+    assert record["config"]["task"] == "digits" and record["config"]["method"] == "baseline"
+    assert record["mce_version"] == "0.1.0"
+    commit = record["git_commit"]
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit)
+
+
+def test_results_json_and_md_say_what_ran(tmp_path, capsys):
+    assert main(FAST + ["--method", "mce", "--no-aux", "--no-a", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["task"] == "digits" and results["metric"] == "accuracy"
+    assert results["unit"] == "%" and results["seed"] == 0
+    assert results["methods"] == {"mce": "mce [no A, no L_aux]"}
+    assert results["config"]["mce"]["use_aux"] is False
+    rates = results["missing_rates"]
+    assert rates["stated"] == {"image": 0.8, "audio": 0.2}
+    kept = rates["training_samples"]
+    assert kept + rates["dropped_samples"] == 1257
+    for rate in rates["actual"].values():
+        assert 0.0 <= rate < 1.0 and abs(rate * kept - round(rate * kept)) < 1e-6
+    assert set(results["timing_s"]["mce"]) == {"setup", "train", "evaluate"}
+    assert "3 non-empty modality combinations" in results["average"]
+    markdown = (tmp_path / "results.md").read_text()
+    title = markdown.splitlines()[0]
+    assert title.startswith("digits: accuracy (%) on every modality combination")
+    assert title in printed and "| combination | mce [no A, no L_aux] (accuracy) |" in markdown
+    assert "unweighted mean over the 3 non-empty modality combinations" in markdown
+    average = results["scores"]["mce"]["average"]
+    assert 1.0 < average <= 100.0  # percent, as in the table
+    assert f"| **average** | {average:.2f} |" in markdown
+
+
+def test_resume_of_a_folder_without_a_run_is_an_error(tmp_path, capsys):
+    assert main(FAST + ["--out", str(tmp_path / "empty"), "--resume"]) == 1
+    assert "holds no run to resume" in capsys.readouterr().err
+    assert not (tmp_path / "empty" / "config.json").exists()
+
+
+def test_module_attribute_task_loader(monkeypatch):
+    module = types.ModuleType("user_tasks")
+    module.TASK = get_task("digits")
+    module.make_task = lambda: get_task("digits")
+    module.NOT_A_TASK = 3
+    monkeypatch.setitem(sys.modules, "user_tasks", module)
+    assert get_task("user_tasks:TASK") is module.TASK
+    assert get_task("user_tasks:make_task") is module.TASK
+    with pytest.raises(ValueError, match="is a int, not an mce.tasks.Task"):
+        get_task("user_tasks:NOT_A_TASK")
+    with pytest.raises(ValueError, match="has no attribute 'MISSING'"):
+        get_task("user_tasks:MISSING")
+    with pytest.raises(ValueError, match="cannot import module 'no_such_module_here'"):
+        get_task("no_such_module_here:TASK")
+    with pytest.raises(ValueError, match="must be package.module:ATTRIBUTE"):
+        get_task(":TASK")
