@@ -17,10 +17,10 @@ from torch import nn
 from mce.data.dataset import Batch
 from mce.data.masks import draw_presence
 from mce.lce import presence_counts
-from mce.methods import BaselineMethod, MCEConfig, MCEMethod
+from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs, TrainingMethod
 from mce.model import MultimodalModel
 from mce.nn import ConcatFusion, LSTMEncoder, ReconstructionTransformer, TextCNN
-from mce.tasks.base import Task
+from mce.tasks import classification_loss, classification_utility
 
 MODALITIES = ("acoustic", "visual", "lexical")
 SHAPES = {"acoustic": (50, 130), "visual": (50, 342), "lexical": (22, 1024)}
@@ -51,9 +51,19 @@ def build_model() -> MultimodalModel:
     )
 
 
-TASK = Task(
-    name="iemocap-shapes", modalities=MODALITIES, load=lambda _: None, build_model=build_model
-)
+def make_method(name: str, batch: Batch, upper: torch.Tensor) -> TrainingMethod:
+    """baseline, or MCE with exact / Monte Carlo (K = 100) Shapley values (lambda_sub = 2)."""
+    inputs = MethodInputs(
+        loss=classification_loss,
+        utility=classification_utility,
+        counts=presence_counts(batch.present.cpu(), 3),
+        dataset_size=BATCH,
+        seed=0,
+        upper=upper,
+    )
+    if name == "baseline":
+        return BaselineMethod(inputs)
+    return MCEMethod(inputs, MCEConfig(shapley=name, mc_k=100, lambda_sub=2.0))
 
 
 def _batch(device: str) -> tuple[Batch, torch.Tensor]:
@@ -76,18 +86,7 @@ def test_training_step(run, device, method_name):
     model = build_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     batch, upper = _batch(device)
-    if method_name == "baseline":
-        method = BaselineMethod(TASK)
-    else:
-        shapley = "exact" if method_name == "mce-exact" else "mc"
-        method = MCEMethod(
-            TASK,
-            MCEConfig(shapley=shapley, mc_k=100, lambda_sub=2.0),
-            presence_counts(batch.present.cpu(), 3),
-            BATCH,
-            upper,
-            seed=0,
-        )
+    method = make_method(method_name.removeprefix("mce-").removesuffix("100"), batch, upper)
     counter = iter(range(10**9))
 
     def step():

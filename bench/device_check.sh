@@ -27,9 +27,9 @@
 #
 # Needs on the machine: python3 with a CUDA build of torch, numpy, pybind11, scikit-build-core,
 # cmake (>= 3.24), ninja, pytest, pytest-benchmark (scikit-learn, tqdm, tensorboard for the
-# training-step benchmark), nvcc (CUDA 13) and an NVIDIA driver >= 580 (README, "GPU"). The lent
-# GPU machines' image holds all of them. A missing Python package travels as wheels: on a machine
-# with a registry, in the repository root,
+# training-step benchmark), nvcc (CUDA 13) and an NVIDIA driver >= 580 (README, "GPU"); the GPU
+# machines this project is checked on have them all. A missing Python package travels as wheels:
+# on a machine with a registry, in the repository root,
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl NAME==VERSION
@@ -40,7 +40,8 @@
 # Environment:
 #   PYTHON=python3               the interpreter that builds, tests and benchmarks
 #   MCE_CHECK_BUDGET_S=450       time budget of the whole run, in seconds
-#   MCE_CHECK_SKIP_BUILD=1       test the mce already installed (no pip install)
+#   MCE_CHECK_SKIP_BUILD=1       test the mce already installed: no pip uninstall/install (use it
+#                                on a development machine, whose editable install it would replace)
 #   MCE_CHECK_ALLOW_NO_GPU=1     go on without a GPU: exercises every step (the GPU ones fail)
 #   MCE_CHECK_CUDA_ARCHS=...     CMAKE_CUDA_ARCHITECTURES for the build (default: the project's)
 #   MCE_CHECK_BUILD_DIR=...      CMake build folder, kept for a rerun (default /tmp/mce-device-build)
@@ -367,6 +368,8 @@ fi
 if [[ ${MCE_CHECK_SKIP_BUILD:-0} == 1 ]]; then
   record build skipped 0 "MCE_CHECK_SKIP_BUILD=1: testing the mce already installed"
 else
+  # A failed build must not leave an older install to be tested.
+  "$PYTHON" -m pip uninstall -y mce >>"$BUILD_LOG" 2>&1 || true
   BUILD_ARGS=(-Cbuild-dir="${MCE_CHECK_BUILD_DIR:-/tmp/mce-device-build}")
   if [[ -n ${MCE_CHECK_CUDA_ARCHS:-} ]]; then
     BUILD_ARGS+=(-Ccmake.define.CMAKE_CUDA_ARCHITECTURES="$MCE_CHECK_CUDA_ARCHS")
@@ -439,7 +442,7 @@ run_step memory-floor 120 "$BENCH_LOG" "$PYTHON" bench/memory_floor.py --device 
 run_step benchmarks 180 "$BENCH_LOG" "$PYTHON" -m pytest -p no:cacheprovider -q \
   bench/bench_shapley.py bench/bench_gather.py bench/bench_step.py -k cuda --benchmark-only \
   --benchmark-json="$BENCH_JSON" --benchmark-max-time=0.1 --benchmark-min-rounds=5 || true
-if [[ ${STEP_NAMES[-1]} == benchmarks ]] && ! "$PYTHON" -c '
+if [[ ${STEP_NAMES[-1]} == benchmarks && ${STEP_RESULTS[-1]} == ok ]] && ! "$PYTHON" -c '
 import json, sys
 try:
     benchmarks = json.load(open(sys.argv[1]))["benchmarks"]

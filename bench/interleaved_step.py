@@ -14,21 +14,13 @@ import time
 import bench_step  # beside this script: python puts the script's folder first on the path
 import torch
 
-from mce.lce import presence_counts
-from mce.methods import BaselineMethod, MCEConfig, MCEMethod
-
 
 def make_step(variant: str):
     torch.manual_seed(0)
     model = bench_step.build_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     batch, upper = bench_step._batch("cpu")
-    if variant == "baseline":
-        method = BaselineMethod(bench_step.TASK)
-    else:
-        config = MCEConfig(shapley=variant, mc_k=100, lambda_sub=2.0)
-        counts = presence_counts(batch.present, 3)
-        method = MCEMethod(bench_step.TASK, config, counts, bench_step.BATCH, upper, seed=0)
+    method = bench_step.make_method(variant, batch, upper)
     counter = iter(range(10**9))
 
     def step() -> None:
