@@ -66,26 +66,33 @@ MCE_HD void mc_prefix_entries(uint32_t present, int64_t n, uint32_t num_permutat
   }
 }
 
-// Groups entries by coalition: an LSD radix sort over the 8-bit digits of the coalition (bits
+// Groups entries by coalition: an LSD radix sort over the 4-bit digits of the coalition (bits
 // 16 .. 46 of an entry), stable, with `buffer` (as long as `entries`) as scratch; passes whose
 // digit is the same for every entry are skipped. The order inside a coalition is irrelevant to
-// the plan (its coefficients are counts), so every device gets the same rows.
+// the plan (its coefficients are counts), so every device gets the same rows. Digits are 4 bits
+// wide so that the histogram is 128 bytes: on a GPU each thread's stack frame is multiplied by
+// every resident thread when the driver reserves local memory at the first launch, and a 2 KB
+// histogram (8-bit digits) made that reservation about half a GB.
 MCE_HD void sort_by_coalition(uint64_t* entries, uint64_t* buffer, int64_t count, uint32_t present) {
+  constexpr int kDigitBits = 4;
+  constexpr uint32_t kDigits = 1u << kDigitBits;
   uint64_t* source = entries;
   uint64_t* target = buffer;
   const int width = bit_width32(present);
-  for (int shift = 16; shift < 16 + width; shift += 8) {
-    int64_t histogram[256];
-    for (int d = 0; d < 256; ++d) histogram[d] = 0;
-    for (int64_t e = 0; e < count; ++e) ++histogram[(source[e] >> shift) & 255u];
-    if (histogram[(source[0] >> shift) & 255u] == count) continue;  // one digit value: no-op
+  for (int shift = 16; shift < 16 + width; shift += kDigitBits) {
+    int64_t histogram[kDigits];
+    for (uint32_t d = 0; d < kDigits; ++d) histogram[d] = 0;
+    for (int64_t e = 0; e < count; ++e) ++histogram[(source[e] >> shift) & (kDigits - 1u)];
+    if (histogram[(source[0] >> shift) & (kDigits - 1u)] == count) continue;  // one digit: no-op
     int64_t start = 0;
-    for (int d = 0; d < 256; ++d) {
+    for (uint32_t d = 0; d < kDigits; ++d) {
       const int64_t size = histogram[d];
       histogram[d] = start;
       start += size;
     }
-    for (int64_t e = 0; e < count; ++e) target[histogram[(source[e] >> shift) & 255u]++] = source[e];
+    for (int64_t e = 0; e < count; ++e) {
+      target[histogram[(source[e] >> shift) & (kDigits - 1u)]++] = source[e];
+    }
     uint64_t* held = source;
     source = target;
     target = held;

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mce.bits import modality_bits
+from mce.reference import shapley_weight
 from mce.shapley import CoalitionPlan, mask_to_presence
 from mce.typing import Phi
 
@@ -56,17 +58,13 @@ def official_batch_shapley(plan: CoalitionPlan, v: Tensor) -> Tensor:
     values = values.index_add(0, inverse, v.detach().double())  # V(S), (U,)
     anywhere = mask_to_presence(plan.present, num_modalities).any(0)  # (M,)
     players = int(anywhere.sum())
-    bits = 1 << torch.arange(num_modalities, device=v.device)
     singles = torch.zeros(num_modalities, dtype=torch.float64, device=v.device)
+    bits = modality_bits(num_modalities, v.device)
     is_single = (subsets[:, None] == bits[None, :]).double()  # (U, M)
     singles += (is_single * values[:, None]).sum(0)  # V({i}), (M,)
     members = mask_to_presence(subsets, num_modalities)  # (U, M)
     sizes = members.sum(1).double()  # |K|, (U,)
-    weights = torch.exp(
-        torch.lgamma(sizes)
-        + torch.lgamma(players - sizes + 1)
-        - torch.lgamma(torch.tensor(players + 1.0))
-    )  # w(|K| - 1, L), (U,)
+    weights = shapley_weight(sizes - 1, players)  # w(|K| - 1, L), (U,)
     member = members & (sizes[:, None] > 1)
     marginal = weights[:, None] * (values[:, None] - singles[None, :])  # (U, M)
     phi = (marginal * member).sum(0) + singles / max(players, 1)
