@@ -216,8 +216,8 @@ if probes:
               f"| {number('first_ms')} | {number('second_ms')} | {number('third_ms')} "
               f"| {number('driver_took_mib')} | {p.get('identical', 'n/a')} |")
     rows = next((p["rows"] for p in probes if "rows" in p), "?")
-    print(f"\nPlan: {rows} rows (N=2048, M=12, K=64). The plan kernel has a 2 KB stack frame "
-          "per thread (a 256-entry int64 histogram); 'driver took' is the memory the driver "
+    print(f"\nPlan: {rows} rows (N=2048, M=12, K=64). The plan kernel has a 256-byte stack "
+          "frame per thread (a 16-entry int64 radix histogram); 'driver took' is the memory the driver "
           "reserved at its first launch beyond torch's own allocations.")
 else:
     print("(no probe ran)")

@@ -71,5 +71,7 @@ if __name__ == "__main__":
 
     logging.basicConfig(level=logging.INFO)
     scores = run(TrainConfig.for_task(TASK, method="compare", progress=False), task=TASK)
-    print(f"average accuracy: MCE {scores['mce']['average']:.2f}%, "
-          f"baseline {scores['baseline']['average']:.2f}%")
+    print(
+        f"average accuracy: MCE {scores['mce']['average']:.2f}%, "
+        f"baseline {scores['baseline']['average']:.2f}%"
+    )

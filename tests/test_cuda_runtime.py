@@ -110,8 +110,8 @@ def test_a_kernel_runs_on_the_gpu():
 
 
 def test_mc_plan_on_a_nearly_full_gpu():
-    """The plan kernel's 2 KB per-thread stack makes the driver reserve local memory at its first
-    launch; with only ~256 MiB free that reservation must still succeed, and the plan must equal
+    """The plan kernel's per-thread stack (256 bytes) makes the driver reserve local memory at
+    its first launch; with only ~256 MiB free that reservation must still succeed, and the plan must equal
     the CPU plan. Run in a fresh process, so that no earlier launch has reserved it already."""
     _gpu_or_skip()
     if not mce.has_cuda_kernels():
@@ -120,9 +120,10 @@ def test_mc_plan_on_a_nearly_full_gpu():
     print(json.dumps(report))
     assert report.get("ok"), (
         f"mc_plan failed on CUDA with {report.get('free_mib_at_launch')} MiB free: "
-        f"{report.get('error')}. The Monte Carlo plan kernel keeps a 256-entry int64 histogram "
-        "per thread (a 2 KB stack frame), for which the driver reserves local memory for every "
-        "thread the GPU can hold at the first launch: move that histogram to shared memory. "
+        f"{report.get('error')}. The Monte Carlo plan kernel keeps a 16-entry int64 radix "
+        "histogram per thread (a 256-byte stack frame), for which the driver reserves local "
+        "memory for every thread the GPU can hold at the first launch: move that histogram to "
+        "shared memory. "
         f"Probe report: {report}"
     )
     assert report["identical"], f"CUDA and CPU plans differ under memory pressure: {report}"

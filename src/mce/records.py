@@ -37,7 +37,10 @@ def git_commit() -> str | None:
         return None
     try:
         commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
@@ -117,8 +120,7 @@ class RunRecord:
     def average_note(self) -> str:
         combinations = (1 << len(self.modalities)) - 1
         return (
-            f"average: the unweighted mean over the {combinations} non-empty modality "
-            "combinations"
+            f"average: the unweighted mean over the {combinations} non-empty modality combinations"
         )
 
     def table(self) -> str:

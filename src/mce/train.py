@@ -172,9 +172,7 @@ def _build_method(
 def _actual_missing_rates(train: MultimodalData) -> dict[str, float]:
     """Fraction of the training samples (after masking) that miss each modality."""
     counts = presence_counts(train.present, train.num_modalities)
-    return {
-        name: 1.0 - float(counts[m]) / len(train) for m, name in enumerate(train.modalities)
-    }
+    return {name: 1.0 - float(counts[m]) / len(train) for m, name in enumerate(train.modalities)}
 
 
 def _default_cache_dir() -> Path:
@@ -314,7 +312,9 @@ def _add_mce_options(group: argparse._ArgumentGroup) -> None:
         help="row averaging of L_sub and L_aux: per subset as Eqs. 11 and 13, or per sample as "
         "the authors' code (default: paper)",
     )
-    group.add_argument("--no-a", action="store_true", help="drop factor A (A = 1; Table 2 ablation)")
+    group.add_argument(
+        "--no-a", action="store_true", help="drop factor A (A = 1; Table 2 ablation)"
+    )
     group.add_argument(
         "--no-b",
         action="store_true",
@@ -382,7 +382,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         message = str(error)
         name = message.split(" ", 1)[0]
         if name in HPARAM_NAMES:  # "epochs must be ..." -> "--epochs must be ..."
-            message = f"--{name.replace('_', '-')}{message[len(name):]}"
+            message = f"--{name.replace('_', '-')}{message[len(name) :]}"
         parser.error(message)
     try:
         mce_config = _mce_config(args)
