@@ -27,7 +27,7 @@ void mc_plan_emit_cpu(const uint64_t* scratch, const int64_t* scratch_offsets,
 
 // row_offsets [N + 1]: row_offsets[n] = first row r with rows[r, 0] >= n (a lower bound by
 // binary search over the sample column, so the offsets are non-decreasing and in [0, R] whatever
-// the rows hold); for rows grouped by sample, sample n's rows are [row_offsets[n], [n + 1]).
+// the rows hold); for rows grouped by sample, sample n's rows are [row_offsets[n], row_offsets[n + 1]).
 void row_offsets_cpu(const int64_t* rows, int64_t num_rows, int64_t num_samples,
                      int64_t* row_offsets);
 

@@ -12,7 +12,7 @@ import pytest
 
 from mce.config import HyperParameters, TrainConfig
 from mce.tasks import get_task
-from mce.train import main, parse_config
+from mce.train import main, parse_config, run
 
 FAST = ["--epochs", "2", "--pretrain-epochs", "1", "--batch-size", "256", "--no-progress"]
 
@@ -72,6 +72,17 @@ def test_bad_settings_are_named():
         HyperParameters(optimizer="rmsprop")
     with pytest.raises(ValueError, match="lr must be positive"):
         HyperParameters(lr=0.0)
+    with pytest.raises(ValueError, match="epochs must be a whole number, got 2.5"):
+        HyperParameters(epochs=2.5)
+    with pytest.raises(ValueError, match="epochs must be a number, got '3'"):
+        HyperParameters(epochs="3")
+    with pytest.raises(ValueError, match="lr must be finite"):
+        HyperParameters(lr=float("inf"))
+    with pytest.raises(ValueError, match="missing_rates must be numbers"):
+        HyperParameters(missing_rates="0.2,x")
+    assert HyperParameters(missing_rates="0.2,0.5").missing_rates == (0.2, 0.5)
+    assert HyperParameters(missing_rates="a").missing_rates == (0.2, 0.5, 0.8)
+    assert HyperParameters(epochs=4.0).epochs == 4
 
 
 def test_config_json_holds_the_resolved_values(tmp_path):
@@ -136,3 +147,27 @@ def test_module_attribute_task_loader(monkeypatch):
         get_task("no_such_module_here:TASK")
     with pytest.raises(ValueError, match="must be package.module:ATTRIBUTE"):
         get_task(":TASK")
+
+
+def test_an_unknown_method_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'mcee'"):
+        run(TrainConfig.for_task(method="mcee", out=str(tmp_path / "run"), progress=False))
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_names_what_differs_and_accepts_another_spelling_of_the_folder(tmp_path):
+    settings = dict(method="baseline", epochs=1, batch_size=512, progress=False)
+    run(TrainConfig.for_task(out=f"{tmp_path}/run/", **settings))
+    resumed = TrainConfig.for_task(out=str(tmp_path / "run"), **settings)
+    assert run(resumed, resume=True)  # already finished: evaluates and reports again
+    changed = TrainConfig.for_task(out=str(tmp_path / "run"), **{**settings, "seed": 3})
+    with pytest.raises(ValueError, match=r"differ from the run in .*\(seed; see"):
+        run(changed, resume=True)
+
+
+def test_methods_get_their_options_by_type():
+    from mce.methods.mce import MCEConfig
+
+    config = TrainConfig.for_task(mc_k=7)
+    assert config.options_for(MCEConfig).mc_k == 7
+    assert config.options_for(None) is None

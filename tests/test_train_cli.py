@@ -111,7 +111,9 @@ def test_resume_with_different_settings_is_refused(tmp_path):
         (["--shapley", "kernel"], "invalid choice"),
         (["--resume"], "--resume needs --out"),
         (["--shapley", "mc", "--weighting", "official"], "weighting"),
+        (["--method", "nope"], "--method 'nope' is not a registered method"),
         (["--lr", "-1"], "--lr must be positive"),
+        (["--lambda-sub", "nan"], "lambda_sub must be a finite number >= 0"),
         (["--optimizer", "rmsprop"], "invalid choice"),
     ],
 )

@@ -10,9 +10,11 @@ what ``config.json`` records, with every value resolved.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from mce.data.masks import PRESETS
 from mce.methods.mce import MCEConfig
 
 if TYPE_CHECKING:
@@ -52,22 +54,8 @@ class HyperParameters:
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            if spec.name == "missing_rates":
-                object.__setattr__(self, spec.name, tuple(float(rate) for rate in value))
-                for rate in self.missing_rates:
-                    if not 0.0 <= rate < 1.0:
-                        raise ValueError(f"missing rate {rate} is outside [0, 1)")
-                continue
-            if "choices" in spec.metadata and value not in spec.metadata["choices"]:
-                choices = ", ".join(spec.metadata["choices"])
-                raise ValueError(f"{spec.name} must be one of {choices}, got {value!r}")
-            if "minimum" in spec.metadata and not value >= spec.metadata["minimum"]:
-                raise ValueError(
-                    f"{spec.name} must be at least {spec.metadata['minimum']}, got {value}"
-                )
-            if spec.metadata.get("positive") and not value > 0:
-                raise ValueError(f"{spec.name} must be positive, got {value}")
+            value = _checked(spec, getattr(self, spec.name))
+            object.__setattr__(self, spec.name, value)
 
     def rates_for(self, modalities: tuple[str, ...]) -> tuple[float, ...]:
         """One missing rate per modality (all 0 when none were set)."""
@@ -79,6 +67,49 @@ class HyperParameters:
                 f"modalities ({', '.join(modalities)})"
             )
         return self.missing_rates
+
+
+def _checked(spec: dataclasses.Field, value: Any) -> Any:
+    """``value`` as the field's type, or a ValueError naming the field."""
+    name, meta = spec.name, spec.metadata
+    if name == "missing_rates":
+        return _rates(value)
+    kind = type(spec.default)
+    if kind is str:
+        if value not in meta["choices"]:
+            raise ValueError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if kind is int and value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    value = kind(value) if math.isfinite(value) else value
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if "minimum" in meta and not value >= meta["minimum"]:
+        raise ValueError(f"{name} must be at least {meta['minimum']}, got {value}")
+    if meta.get("positive") and not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _rates(value: Any) -> tuple[float, ...]:
+    """Missing rates from a sequence of numbers, a comma-separated string or a preset a-f."""
+    if isinstance(value, str):
+        if value in PRESETS:
+            return PRESETS[value]
+        value = value.split(",") if value else ()
+    try:
+        rates = tuple(float(rate) for rate in value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"missing_rates must be numbers in [0, 1), comma-separated or a sequence, or a "
+            f"preset ({', '.join(PRESETS)}); got {value!r}"
+        ) from error
+    for rate in rates:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"missing rate {rate} is outside [0, 1)")
+    return rates
 
 
 HPARAM_NAMES = tuple(spec.name for spec in dataclasses.fields(HyperParameters))
@@ -134,6 +165,17 @@ class TrainConfig:
             mce=dataclasses.replace(base, **mce),
             **settings,
         )
+
+    def options_for(self, options_type: type | None) -> Any:
+        """The field of this config holding a method's options (found by type: ``mce`` for
+        :class:`MCEConfig`), or the options type's defaults when no field holds one."""
+        if options_type is None:
+            return None
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, options_type):
+                return value
+        return options_type()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, every value resolved (``progress`` is left out: it changes nothing)."""

@@ -62,12 +62,16 @@ def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
     path = out / CONFIG
     current = config.to_dict()
     if resume:
-        saved = json.loads(path.read_text())
-        if saved.get("config") != json.loads(json.dumps(current)):
+        saved = json.loads(path.read_text()).get("config", {})
+        now = json.loads(json.dumps(current))
+        keys = sorted((set(saved) | set(now)) - {"out"})  # the folder may be spelt differently
+        differ = [key for key in keys if saved.get(key) != now.get(key)]
+        if differ:
             raise ValueError(
                 f"--resume with settings that differ from the run in {out} "
-                f"(see {path}); use the same options or a new --out"
+                f"({', '.join(differ)}; see {path}); use the same options or a new --out"
             )
+        current["out"] = saved.get("out", current["out"])
     record = {"config": current, "mce_version": package_version(), "git_commit": git_commit()}
     path.write_text(json.dumps(record, indent=2) + "\n")
 
@@ -118,7 +122,8 @@ class RunRecord:
 
     @property
     def average_note(self) -> str:
-        combinations = (1 << len(self.modalities)) - 1
+        scored = [len(scores) - 1 for scores in self.scores.values()]  # all but "average"
+        combinations = max(scored, default=(1 << len(self.modalities)) - 1)
         return (
             f"average: the unweighted mean over the {combinations} non-empty modality combinations"
         )

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import torch
 
@@ -21,6 +22,7 @@ from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates
 from mce.evaluate import evaluate_combinations
 from mce.lce import presence_counts
 from mce.methods import METHODS, MCEConfig, MethodInputs, get_method
+from mce.methods.mce import ShapleyMode, Weighting
 from mce.pretrain import upper_bound_table
 from mce.records import CONFIG, RunRecord, write_config
 from mce.tasks import TASKS, Task, get_task
@@ -64,6 +66,9 @@ def run(
     if config.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config = dataclasses.replace(config, out=f"runs/{task.name}-{config.method}-{stamp}")
+    names = COMPARE if config.method == "compare" else (config.method,)
+    for name in names:
+        get_method(name)  # an unknown method is an error before anything is written
     out = Path(config.out)
     if resume and not (out / CONFIG).is_file():
         raise ValueError(f"{out} holds no run to resume (no {CONFIG}); start it without --resume")
@@ -100,7 +105,7 @@ def run(
             "dropped_samples": masked.dropped,
         },
     )
-    for name in COMPARE if config.method == "compare" else (config.method,):
+    for name in names:
         timing: dict[str, float] = {}
         started = time.perf_counter()
         method = _build_method(name, task, train, config, rates, device)
@@ -143,7 +148,7 @@ def _build_method(
     device: torch.device,
 ):
     spec = get_method(name)
-    options = getattr(config, spec.name, None) if spec.options is not None else None
+    options = config.options_for(spec.options)
     upper = None
     if spec.needs_upper_bounds(options):
         upper = upper_bound_table(
@@ -247,11 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     method = parser.add_argument_group("method")
     method.add_argument(
         "--method",
-        choices=[*METHODS, "compare"],
         default="compare",
         help="; ".join(f"{name}: {spec.summary}" for name, spec in METHODS.items())
-        + "; compare: mce and baseline trained the same way, reported side by side "
-        "(default: compare)",
+        + "; compare: mce and baseline trained the same way, reported side by side; or a "
+        "method your --task module registers (default: compare)",
     )
     _add_mce_options(method)
     _add_hparam_options(parser)
@@ -283,7 +287,7 @@ def _add_mce_options(group: argparse._ArgumentGroup) -> None:
     defaults = MCEConfig()
     group.add_argument(
         "--shapley",
-        choices=["exact", "mc", "official"],
+        choices=get_args(ShapleyMode),
         default=defaults.shapley,
         help="exact Shapley values (Eq. 5), Monte Carlo permutations, or the authors' code's "
         "batch formula (not Eq. 5; for comparison studies) (default: exact)",
@@ -307,7 +311,7 @@ def _add_mce_options(group: argparse._ArgumentGroup) -> None:
         )
     group.add_argument(
         "--weighting",
-        choices=["paper", "official"],
+        choices=get_args(Weighting),
         default=defaults.weighting,
         help="row averaging of L_sub and L_aux: per subset as Eqs. 11 and 13, or per sample as "
         "the authors' code (default: paper)",
@@ -361,6 +365,11 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         task = get_task(args.task)
     except ValueError as error:
         parser.error(str(error))
+    if args.method != "compare" and args.method not in METHODS:  # after --task's imports
+        parser.error(
+            f"--method {args.method!r} is not a registered method; choose from "
+            f"{', '.join([*METHODS, 'compare'])}"
+        )
     if task.needs_data_dir and args.data_dir is None:
         parser.error(f"--data-dir is required by task {args.task!r}")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():

@@ -100,38 +100,39 @@ def test_mismatched_lengths():
         ops.lce_factors(torch.tensor([1, 2, 3]), 5, PRESENT, torch.zeros(4), torch.zeros(3, 3))
 
 
-def test_rows_that_do_not_fit_the_presence():
+def test_rows_that_do_not_fit_the_presence(device):
     _, v = _rows_v()
-    rows = ops.exact_plan(PRESENT, 3)
+    present, v = PRESENT.to(device), v.to(device)
+    rows = ops.exact_plan(present, 3)
     bad = rows.clone()
     bad[0, 1] = 0b100  # sample 0 has {0, 1} only
     with pytest.raises(
         ValueError, match=r"rows\[0\] holds subset 4, which is empty or not a subset"
     ):
-        ops.shapley_from_rows(bad, v, PRESENT, 3)
+        ops.shapley_from_rows(bad, v, present, 3)
     shuffled = rows.flip(0).contiguous()
     with pytest.raises(ValueError, match="grouped by sample in increasing order"):
-        ops.shapley_from_rows(shuffled, v, PRESENT, 3)
+        ops.shapley_from_rows(shuffled, v, present, 3)
     outside = rows.clone()
     outside[-1, 0] = 7
     with pytest.raises(ValueError, match="names sample 7, outside"):
-        ops.shapley_from_rows(outside, v, PRESENT, 3)
+        ops.shapley_from_rows(outside, v, present, 3)
     with pytest.raises(ValueError, match=r"is not a sample in \[0, 3\)"):
-        ops.subset_gather(torch.zeros(3, 3, 2), outside)
+        ops.subset_gather(torch.zeros(3, 3, 2, device=device), outside)
 
 
-def test_nan_utilities_and_factors():
+def test_nan_utilities_and_factors(device):
     rows, v = _rows_v()
     v[2] = float("nan")
     with pytest.raises(ValueError, match="v holds NaN"):
-        ops.shapley_from_rows(rows, v, PRESENT, 3)
+        ops.shapley_from_rows(rows.to(device), v.to(device), PRESENT.to(device), 3)
     with pytest.raises(ValueError, match="must be finite"):
         ops.lce_factors(
-            torch.tensor([1, 2, 3]),
+            torch.tensor([1, 2, 3], device=device),
             5,
-            PRESENT,
-            torch.tensor([1.0, float("nan"), 0.0]),
-            torch.zeros(3, 3),
+            PRESENT.to(device),
+            torch.tensor([1.0, float("nan"), 0.0], device=device),
+            torch.zeros(3, 3, device=device),
         )
 
 

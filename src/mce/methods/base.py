@@ -24,7 +24,7 @@ UtilityFn = Callable[[Tensor, Tensor], Tensor]
 """(outputs, target) -> per-sample utility in [0, 1], Tensor[B]."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MethodInputs:
     """What the trainer hands a method; nothing about the task's recipe.
 

@@ -82,6 +82,14 @@ class MCEConfig:
             )
         if self.shapley == "mc" and self.mc_k < 1:
             raise ValueError(f"mc_k must be a positive int, got {self.mc_k!r}")
+        for name in ("lambda_single", "lambda_sub", "lambda_aux"):
+            weight = getattr(self, name)
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not (0.0 <= weight < float("inf"))
+            ):
+                raise ValueError(f"{name} must be a finite number >= 0, got {weight!r}")
         if self.shapley == "mc" and self.weighting == "official":
             raise ValueError(
                 "weighting='official' (the authors' code) needs exact plans, "

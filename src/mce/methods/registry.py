@@ -14,11 +14,13 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     """Add a method to :data:`METHODS` and return its spec (usable at module level).
 
     Raises:
-        ValueError: a method of that name is already registered.
+        ValueError: a method of that name is already registered, or the name is ``compare``.
 
     Example:
         >>> SPEC = register_method(MethodSpec("redcore", "...", RedCoreConfig, build, needs))
     """
+    if spec.name == "compare":
+        raise ValueError("'compare' is reserved: --method compare trains mce and baseline")
     if spec.name in METHODS:
         raise ValueError(f"a method named {spec.name!r} is already registered")
     METHODS[spec.name] = spec
