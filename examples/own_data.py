@@ -61,7 +61,7 @@ TASK = Task(
     load=load,
     build_model=build_model,  # loss and utility default to cross-entropy and accuracy
     hparams=HyperParameters(
-        epochs=15, batch_size=64, lr=1e-3, pretrain_epochs=10, missing_rates=(0.2, 0.5, 0.8)
+        epochs=15, batch_size=64, lr=1e-3, pretrain_steps=300, missing_rates=(0.2, 0.5, 0.8)
     ),
 )
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Callable
+
 import torch
 
 
@@ -36,3 +40,24 @@ def random_digit_inputs(generator: torch.Generator, num_samples: int) -> dict[st
         "image": torch.rand(num_samples, 1, 8, 8, generator=generator),
         "audio": torch.randn(num_samples, 1, 13, 16, generator=generator),
     }
+
+
+def shapley_by_permutations(
+    present: list[int], utility: Callable[[int, int], float], num_modalities: int
+) -> list[list[float]]:
+    """Per-sample Shapley values (Eq. 5) as m's marginal contribution averaged over every order
+    in which sample n's modalities can join: no subset weights, so independent of the weighted
+    sum in mce.reference. ``utility(n, subset_mask)`` is v_n(S); v_n(empty) = 0."""
+    phi = []
+    for n, mask in enumerate(present):
+        members = [m for m in range(num_modalities) if (mask >> m) & 1]
+        row = [0.0] * num_modalities
+        for order in itertools.permutations(members):
+            coalition, before = 0, 0.0
+            for m in order:
+                coalition |= 1 << m
+                after = utility(n, coalition)
+                row[m] += (after - before) / math.factorial(len(members))
+                before = after
+        phi.append(row)
+    return phi

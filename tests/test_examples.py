@@ -35,7 +35,7 @@ def test_own_data_example_runs_as_a_script(tmp_path):
 def test_own_data_task_from_the_command_line(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     argv = ["--task", "own_data:TASK", "--method", "mce", "--epochs", "1", "--no-progress"]
-    assert main(argv + ["--pretrain-epochs", "1", "--out", str(tmp_path)]) == 0
+    assert main(argv + ["--pretrain-steps", "2", "--out", str(tmp_path)]) == 0
     assert "breast-cancer: accuracy (%)" in capsys.readouterr().out
     config = json.loads((tmp_path / "config.json").read_text())["config"]
     assert config["task"] == "own_data:TASK"

@@ -14,7 +14,7 @@ from mce.config import HyperParameters, TrainConfig
 from mce.tasks import get_task
 from mce.train import main, parse_config, run
 
-FAST = ["--epochs", "2", "--pretrain-epochs", "1", "--batch-size", "256", "--no-progress"]
+FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 
 
 def test_every_hyper_parameter_is_settable_from_the_command_line():
@@ -28,7 +28,10 @@ def test_every_hyper_parameter_is_settable_from_the_command_line():
         "lr-step": "2",
         "lr-gamma": "0.5",
         "grad-clip": "0",
-        "pretrain-epochs": "4",
+        "pretrain-steps": "4",
+        "pretrain-eval-every": "2",
+        "pretrain-patience": "3",
+        "pretrain-holdout": "0.25",
         "missing-rates": "0.1,0.3",
     }
     assert {f.name.replace("_", "-") for f in dataclasses.fields(HyperParameters)} == set(values)
@@ -44,7 +47,10 @@ def test_every_hyper_parameter_is_settable_from_the_command_line():
         lr_step=2,
         lr_gamma=0.5,
         grad_clip=0.0,
-        pretrain_epochs=4,
+        pretrain_steps=4,
+        pretrain_eval_every=2,
+        pretrain_patience=3,
+        pretrain_holdout=0.25,
         missing_rates=(0.1, 0.3),
     )
 
@@ -123,6 +129,11 @@ def test_results_json_and_md_say_what_ran(tmp_path, capsys):
     average = results["scores"]["mce"]["average"]
     assert 1.0 < average <= 100.0  # percent, as in the table
     assert f"| **average** | {average:.2f} |" in markdown
+    for name in ("image", "audio"):
+        fit = results["upper_bounds"][name]
+        assert 0.0 <= fit["heldout_utility"] <= 1.0 and 0.0 <= fit["training_utility"] <= 1.0
+    assert "upper bounds (frozen unimodal models, accuracy %): image " in markdown
+    assert "missing rates of the training split: stated image 0.8, audio 0.2; actual" in markdown
 
 
 def test_resume_of_a_folder_without_a_run_is_an_error(tmp_path, capsys):
@@ -171,3 +182,15 @@ def test_methods_get_their_options_by_type():
     config = TrainConfig.for_task(mc_k=7)
     assert config.options_for(MCEConfig).mc_k == 7
     assert config.options_for(None) is None
+
+
+def test_infeasible_rates_are_an_error_unless_samples_may_be_dropped(tmp_path, capsys):
+    argv = FAST + ["--method", "baseline", "--missing-rates", "0.6,0.6"]
+    assert main(argv + ["--out", str(tmp_path / "exact")]) == 1
+    assert "sum to 0.8 < 1" in capsys.readouterr().err
+    assert not (tmp_path / "exact").exists()
+    assert main(argv + ["--drop-all-missing", "--out", str(tmp_path / "dropped")]) == 0
+    results = json.loads((tmp_path / "dropped" / "results.json").read_text())
+    rates = results["missing_rates"]
+    assert rates["drop_all_missing"] is True and rates["dropped_samples"] > 0
+    assert rates["actual"]["image"] < 0.6 and rates["actual"]["audio"] < 0.6

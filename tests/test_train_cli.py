@@ -10,7 +10,7 @@ import torch
 from mce.checkpoint import load_checkpoint
 from mce.train import TrainConfig, main, run
 
-FAST = ["--epochs", "2", "--pretrain-epochs", "1", "--batch-size", "256", "--no-progress"]
+FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 
 
 def test_cli_trains_both_methods_and_prints_the_table(tmp_path, capsys):
@@ -32,7 +32,7 @@ def test_cli_trains_both_methods_and_prints_the_table(tmp_path, capsys):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    base = dict(method="mce", epochs=2, batch_size=256, pretrain_epochs=1, seed=5, progress=False)
+    base = dict(method="mce", epochs=2, batch_size=256, pretrain_steps=2, seed=5, progress=False)
     straight = TrainConfig.for_task(out=str(tmp_path / "straight"), **base)
     resumed = TrainConfig.for_task(out=str(tmp_path / "resumed"), **base)
     expected = run(straight)
@@ -70,7 +70,7 @@ def test_upper_bounds_are_cached_and_reused(tmp_path, caplog):
         method="mce",
         epochs=1,
         batch_size=512,
-        pretrain_epochs=1,
+        pretrain_steps=2,
         progress=False,
         cache_dir=str(tmp_path / "cache"),
     )

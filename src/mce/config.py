@@ -45,8 +45,22 @@ class HyperParameters:
     )
     lr_gamma: float = _field(0.1, "StepLR decay factor", positive=True)
     grad_clip: float = _field(1.0, "clip the gradient norm to this (0: no clipping)", minimum=0)
-    pretrain_epochs: int = _field(
-        15, "epochs of each frozen unimodal upper-bound model (factor B)", minimum=1
+    pretrain_steps: int = _field(
+        1000,
+        "optimizer-step budget of each frozen unimodal upper-bound model (factor B)",
+        minimum=1,
+    )
+    pretrain_eval_every: int = _field(
+        20, "steps between held-out evaluations of an upper-bound model", minimum=1
+    )
+    pretrain_patience: int = _field(
+        5, "held-out evaluations without improvement before an upper-bound model stops", minimum=1
+    )
+    pretrain_holdout: float = _field(
+        0.2,
+        "fraction of a modality's training samples held out to stop its upper-bound model early",
+        positive=True,
+        below=1,
     )
     missing_rates: tuple[float, ...] = _field(
         (), "missing rate of each modality in the training split, in the task's modality order"
@@ -90,6 +104,8 @@ def _checked(spec: dataclasses.Field, value: Any) -> Any:
         raise ValueError(f"{name} must be at least {meta['minimum']}, got {value}")
     if meta.get("positive") and not value > 0:
         raise ValueError(f"{name} must be positive, got {value}")
+    if "below" in meta and not value < meta["below"]:
+        raise ValueError(f"{name} must be below {meta['below']}, got {value}")
     return value
 
 
@@ -129,9 +145,11 @@ class TrainConfig:
     mce: MCEConfig = MCEConfig()  # MCE switches and weights
     data_dir: str | None = None  # data folder of tasks that read files
     seed: int = 0  # masks, initialisation, data order, Monte Carlo plans
+    drop_all_missing: bool = False  # independent masks, all-missing samples dropped (not exact)
     device: str = "cpu"  # cpu, cuda or cuda:N
     out: str | None = None  # run folder; None: runs/<task>-<method>-<date>-<time>
     cache_dir: str | None = None  # unimodal models; None: $XDG_CACHE_HOME/mce (~/.cache/mce)
+    no_cache: bool = False  # retrain the unimodal models even when cached
     progress: bool = True  # progress bars
 
     def __post_init__(self) -> None:
@@ -178,8 +196,10 @@ class TrainConfig:
         return options_type()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, every value resolved (``progress`` is left out: it changes nothing)."""
+        """JSON-ready, every value resolved (``progress`` and ``no_cache`` are left out: they
+        change nothing, a cached unimodal model being the one retraining would give)."""
         values = dataclasses.asdict(self)
         values.pop("progress")
+        values.pop("no_cache")
         values["hparams"]["missing_rates"] = list(self.hparams.missing_rates)
         return values

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from mce.data.dataset import MultimodalData
 from mce.model import MultimodalModel, combination_rows
 
-__all__ = ["combination_name", "evaluate_combinations"]
+__all__ = ["combination_name", "evaluate_combinations", "evaluate_unimodal_heads"]
 
 
 def combination_name(mask: int, modalities: Sequence[str]) -> str:
@@ -57,3 +57,38 @@ def evaluate_combinations(
     }
     scores["average"] = sum(scores.values()) / len(scores)
     return scores
+
+
+@torch.no_grad()
+def evaluate_unimodal_heads(
+    model: MultimodalModel,
+    utility: Callable[[Tensor, Tensor], Tensor],
+    data: MultimodalData,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Mean ``utility`` of each modality's unimodal head (encoder -> head, as L_single trains
+    it, Eq. 9) on the samples of ``data`` where that modality is present: the capability of the
+    modality's encoder inside the trained model (Fig. 9).
+
+    A method without L_single (the baseline, ablations without it) never trains the heads, so
+    their score is that of an untrained head. Modalities present in no sample are left out.
+
+    Returns:
+        {modality: mean utility in [0, 1]}.
+    """
+    model.eval()
+    totals = torch.zeros(model.num_modalities, dtype=torch.float64)
+    counts = torch.zeros(model.num_modalities, dtype=torch.float64)
+    for batch in data.batches(batch_size):
+        batch = batch.to(device)
+        h = model.encode(batch.inputs, batch.present)
+        for m, (index, outputs) in model.unimodal_outputs(h, batch.present).items():
+            values = utility(outputs, batch.target[index]).double()
+            totals[m] += float(values.sum())
+            counts[m] += values.numel()
+    return {
+        name: float(totals[m] / counts[m])
+        for m, name in enumerate(model.modalities)
+        if counts[m] > 0
+    }

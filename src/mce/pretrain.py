@@ -1,10 +1,25 @@
-"""Unimodal upper bounds U (Eq. 6): frozen single-modality models, trained once and cached."""
+"""Unimodal upper bounds U (Eq. 6): frozen single-modality models, trained once and cached.
+
+Each modality's model (its encoder and unimodal head) is trained on the training samples where
+the modality is present, less a held-out part that decides when to stop: a budget of optimizer
+steps, an evaluation on the held-out part every ``pretrain_eval_every`` steps, the best state
+kept, and a stop after ``pretrain_patience`` evaluations without improvement. Test data are never
+seen. A trained model is cached under a hash of everything that changes it (see
+:func:`cache_key`); the key is stored in the file too and checked on load, so a stale or corrupt
+entry is retrained, never reused.
+"""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import logging
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -12,12 +27,47 @@ from tqdm.auto import tqdm
 
 from mce.bits import samples_with_modality
 from mce.checkpoint import load_checkpoint, save_atomic
+from mce.config import HyperParameters
 from mce.data.dataset import MultimodalData
+from mce.records import package_version
 from mce.tasks.base import Task
+from mce.trainer import build_optimizer
 
-__all__ = ["data_fingerprint", "unimodal_model", "upper_bound_table"]
+__all__ = [
+    "UpperBounds",
+    "cache_key",
+    "data_fingerprint",
+    "split_holdout",
+    "unimodal_model",
+    "upper_bound_table",
+]
 
 log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 2
+"""Version of the training procedure and file layout; bump it when either changes."""
+
+_CHUNK = 512  # samples per evaluation forward pass
+
+
+@dataclass(frozen=True)
+class UpperBounds:
+    """The unimodal upper bounds of a training split and how their models were obtained.
+
+    Attributes:
+        table: Tensor[N, M], the utility of modality m's frozen model on each training sample
+            (0 where m is absent); U_m of a batch is the sum of its column over the batch.
+        report: {modality: {...}} with ``heldout_utility`` (mean utility of the chosen model on
+            the held-out samples), ``training_utility`` (mean of the table's column over the
+            samples with the modality, i.e. U_m / count_m over the whole split), ``samples`` and
+            ``heldout_samples`` (samples with the modality, and how many of them were held
+            out), ``steps`` (optimizer steps trained), ``best_step`` (the step of the chosen
+            state), ``stopped_early`` (before the step budget) and ``cached`` (reused from the
+            cache rather than trained in this call). JSON-ready.
+    """
+
+    table: Tensor
+    report: dict[str, dict[str, Any]]
 
 
 def unimodal_model(task: Task, modality: str) -> nn.Module:
@@ -26,97 +76,287 @@ def unimodal_model(task: Task, modality: str) -> nn.Module:
     return nn.Sequential(model.encoders[modality], model.heads[modality])
 
 
-def _train(
+def split_holdout(
+    indices: Tensor, fraction: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Split sample indices into a training part and a held-out part, at random.
+
+    Args:
+        indices: Tensor[K] int64, the samples to split (those with the modality present).
+        fraction: share of them to hold out, in (0, 1); rounded, and at least one sample on
+            each side.
+        generator: the seeded generator drawing the split.
+
+    Returns:
+        (training indices, held-out indices), disjoint, each in increasing order, together
+        ``indices``.
+
+    Raises:
+        ValueError: when fewer than 2 samples are given.
+    """
+    count = indices.numel()
+    if count < 2:
+        raise ValueError(f"{count} sample(s) cannot be split into training and held-out parts")
+    held = min(max(round(fraction * count), 1), count - 1)
+    order = torch.randperm(count, generator=generator)
+    return indices[order[held:].sort().values], indices[order[:held].sort().values]
+
+
+def data_fingerprint(data: MultimodalData) -> str:
+    """The sha256 of a split's targets, presence (the missing-modality mask) and inputs."""
+    digest = hashlib.sha256()
+    for tensor in (data.target, data.present, *(data.inputs[name] for name in data.modalities)):
+        digest.update(f"{tuple(tensor.shape)} {tensor.dtype}".encode())
+        digest.update(tensor.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _pretrain_settings(hparams: HyperParameters) -> dict[str, Any]:
+    """The hyper-parameters that change an upper-bound model."""
+    return {
+        "steps": hparams.pretrain_steps,
+        "eval_every": hparams.pretrain_eval_every,
+        "patience": hparams.pretrain_patience,
+        "holdout": hparams.pretrain_holdout,
+        "batch_size": hparams.batch_size,
+        "optimizer": hparams.optimizer,
+        "lr": hparams.lr,
+        "weight_decay": hparams.weight_decay,
+        "momentum": hparams.momentum,
+        "grad_clip": hparams.grad_clip,
+    }
+
+
+def cache_key(
+    task: Task,
+    modality: str,
+    model: nn.Module,
+    hparams: HyperParameters,
+    *,
+    seed: int,
+    setting: str,
+    fingerprint: str,
+) -> str:
+    """Canonical JSON of everything that changes modality's unimodal model.
+
+    It covers the task, the modality, the architecture (``repr`` of the model), the pretraining
+    hyper-parameters, the missing-rate setting, the seed, the training split's
+    :func:`data_fingerprint` (inputs, targets and mask), the package version and
+    :data:`CACHE_FORMAT`. The cache file is named by its sha256 and stores it to check on load.
+    """
+    key = {
+        "format": CACHE_FORMAT,
+        "package_version": package_version(),
+        "task": task.name,
+        "modality": modality,
+        "architecture": repr(model),
+        "hparams": _pretrain_settings(hparams),
+        "missing_rates": setting,
+        "seed": seed,
+        "data": fingerprint,
+    }
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
+def _cache_path(cache_dir: Path, task: Task, modality: str, key: str) -> Path:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{task.name}-{modality}")
+    return cache_dir / f"{stem}-{digest}.pt"
+
+
+def _load_cached(path: Path, key: str, model: nn.Module) -> dict[str, Any] | None:
+    """The stored fit report after loading the cached state into ``model``, or None (with a
+    log line) when the file is missing, corrupt or stale."""
+    if not path.is_file():
+        return None
+    try:
+        state = load_checkpoint(path)
+        if state.get("key") != key:
+            log.warning("cache file %s was made with other settings: retraining", path)
+            return None
+        fit = dict(state["fit"])
+        candidate = copy.deepcopy(model)  # a failed load leaves ``model`` freshly initialised
+        candidate.load_state_dict(state["model"])
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as error:
+        log.warning("cache file %s is unusable (%s): retraining", path, error)
+        return None
+    model.load_state_dict(candidate.state_dict())
+    return fit
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, task: Task, inputs: Tensor, target: Tensor) -> Tensor:
+    """Tensor[2, K]: per-sample utility and loss, in eval mode (dropout off)."""
+    was_training = model.training
+    model.eval()
+    rows = []
+    for first in range(0, inputs.shape[0], _CHUNK):
+        outputs = model(inputs[first : first + _CHUNK])
+        part = target[first : first + _CHUNK]
+        rows.append(torch.stack([task.utility(outputs, part), task.loss(outputs, part)]))
+    model.train(was_training)
+    return torch.cat(rows, dim=1).float()
+
+
+def _fit(
     model: nn.Module,
     task: Task,
     inputs: Tensor,
     target: Tensor,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
+    fit_index: Tensor,
+    heldout_index: Tensor,
+    hparams: HyperParameters,
+    generator: torch.Generator,
     desc: str,
     progress: bool,
-) -> None:
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
+) -> dict[str, Any]:
+    """Train ``model`` to convergence on ``fit_index`` and leave it in its best held-out state.
+
+    States are ranked by held-out mean utility, ties broken by the lower held-out mean loss.
+    """
+    optimizer, _ = build_optimizer(model.parameters(), hparams)
+    device = inputs.device
+    held_inputs, held_target = inputs[heldout_index], target[heldout_index]
+    best = (-math.inf, math.inf)
+    best_state = copy.deepcopy(model.state_dict())
+    best_step, stale, step, order = 0, 0, 0, torch.empty(0, dtype=torch.int64)
+    budget = hparams.pretrain_steps
     model.train()
-    for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
-        order = torch.randperm(inputs.shape[0], generator=generator)
-        for first in range(0, inputs.shape[0], batch_size):
-            index = order[first : first + batch_size]
-            loss = task.loss(model(inputs[index]), target[index]).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-
-def data_fingerprint(data: MultimodalData) -> str:
-    """A short hash of a split's targets, presence and inputs (part of the cache key)."""
-    digest = hashlib.sha1()
-    for tensor in (data.target, data.present, *(data.inputs[name] for name in data.modalities)):
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()[:12]
+    bar = tqdm(total=budget, desc=desc, disable=not progress, leave=False)
+    while step < budget:
+        if order.numel() == 0:
+            order = fit_index[torch.randperm(fit_index.numel(), generator=generator)]
+        batch, order = order[: hparams.batch_size].to(device), order[hparams.batch_size :]
+        loss = task.loss(model(inputs[batch]), target[batch]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        if hparams.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), hparams.grad_clip)
+        optimizer.step()
+        step += 1
+        bar.update()
+        if step % hparams.pretrain_eval_every and step < budget:
+            continue
+        utility, held_loss = _evaluate(model, task, held_inputs, held_target).mean(dim=1).tolist()
+        bar.set_postfix(heldout=f"{utility:.3f}")
+        if utility > best[0] or (utility == best[0] and held_loss < best[1]):
+            best, best_step, stale = (utility, held_loss), step, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= hparams.pretrain_patience:
+                break
+    bar.close()
+    model.load_state_dict(best_state)
+    return {
+        "heldout_utility": best[0],
+        "heldout_loss": best[1],
+        "heldout_samples": int(heldout_index.numel()),
+        "steps": step,
+        "best_step": best_step,
+        "stopped_early": step < budget,
+    }
 
 
 def upper_bound_table(
     task: Task,
     train: MultimodalData,
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
+    hparams: HyperParameters,
     seed: int,
     setting: str,
     cache_dir: Path,
     device: torch.device | str = "cpu",
     progress: bool = True,
-) -> Tensor:
-    """Tensor[N, M]: the utility of modality m's frozen unimodal model on each training sample
-    (0 where m is absent). U_m of a batch is the sum of its column over the batch.
+    no_cache: bool = False,
+) -> UpperBounds:
+    """The unimodal upper bounds of the (masked) training split.
 
-    Each unimodal model is trained on the training samples where its modality is present and
-    cached in ``cache_dir`` under the task, modality, missing-rate setting, seed, epochs and a
-    fingerprint of the training split; a cached model is reused.
+    For each modality m, a fresh ``unimodal_model`` (initialised with ``torch.manual_seed(seed +
+    m)``) is trained on the training samples with m present, less a held-out fraction
+    ``hparams.pretrain_holdout`` that decides early stopping; the split and the batch order come
+    from a generator seeded with ``seed + m``. The model is cached in ``cache_dir`` under
+    :func:`cache_key` and reused when the key matches.
+
+    Args:
+        task: the task (model, loss, utility).
+        train: the training split after masking.
+        hparams: batch size, optimizer settings and the ``pretrain_*`` budget.
+        seed: the run's seed.
+        setting: the missing-rate setting, as a string (part of the cache key).
+        cache_dir: folder of cached models (created when needed).
+        device: where to train and evaluate.
+        progress: show progress bars.
+        no_cache: retrain even when a cached model matches, and overwrite it.
+
+    Returns:
+        The [N, M] table and a per-modality report (see :class:`UpperBounds`).
+
+    Raises:
+        ValueError: when a modality is present in fewer than 2 training samples.
     """
     table = torch.zeros(len(train), train.num_modalities)
     fingerprint = data_fingerprint(train)
+    report: dict[str, dict[str, Any]] = {}
     for m, name in enumerate(train.modalities):
         index = samples_with_modality(train.present, m)
-        if index.numel() == 0:
-            raise ValueError(f"modality {name!r} is absent from every training sample")
+        if index.numel() < 2:
+            raise ValueError(
+                f"modality {name!r} is present in {index.numel()} training sample(s); its "
+                "upper-bound model needs at least 2 (training and held-out)"
+            )
         inputs, target = train.inputs[name][index].to(device), train.target[index].to(device)
         torch.manual_seed(seed + m)
         model = unimodal_model(task, name).to(device)
-        path = cache_dir / (
-            f"{task.name}-{name}-rates{setting}-seed{seed}-epochs{epochs}-data{fingerprint}.pt"
+        key = cache_key(
+            task, name, model, hparams, seed=seed, setting=setting, fingerprint=fingerprint
         )
-        if path.is_file():
-            model.load_state_dict(load_checkpoint(path)["model"])
-            log.info("unimodal upper bound for %s: reusing %s", name, path)
-        else:
-            _train(
+        path = _cache_path(cache_dir, task, name, key)
+        fit = None if no_cache else _load_cached(path, key, model)
+        cached = fit is not None
+        if fit is None:
+            generator = torch.Generator().manual_seed(seed + m)
+            local = torch.arange(index.numel())
+            fit_index, heldout_index = split_holdout(local, hparams.pretrain_holdout, generator)
+            fit = _fit(
                 model,
                 task,
                 inputs,
                 target,
-                epochs,
-                batch_size,
-                lr,
-                seed + m,
+                fit_index,
+                heldout_index,
+                hparams,
+                generator,
                 f"pretrain {name}",
                 progress,
             )
-            save_atomic({"model": model.state_dict()}, path)
-            log.info("unimodal upper bound for %s: trained and cached at %s", name, path)
-        model.eval()
-        with torch.no_grad():
-            utility = torch.cat(
-                [
-                    task.utility(model(inputs[i : i + 512]), target[i : i + 512])
-                    for i in range(0, inputs.shape[0], 512)
-                ]
-            )
+            save_atomic({"model": model.state_dict(), "key": key, "fit": fit}, path)
+        utility = _evaluate(model, task, inputs, target)[0]
         table[index, m] = utility.cpu()
-    return table
+        report[name] = {
+            "heldout_utility": fit["heldout_utility"],
+            "training_utility": float(utility.mean()),
+            "samples": int(index.numel()),
+            "heldout_samples": fit["heldout_samples"],
+            "steps": fit["steps"],
+            "best_step": fit["best_step"],
+            "stopped_early": fit["stopped_early"],
+            "cached": cached,
+        }
+        log.info(
+            "unimodal upper bound for %s: held-out %s %.4f (%d samples), training %s %.4f "
+            "(%d samples); %d steps, best at %d%s; %s %s",
+            name,
+            task.metric_name,
+            fit["heldout_utility"],
+            fit["heldout_samples"],
+            task.metric_name,
+            report[name]["training_utility"],
+            index.numel(),
+            fit["steps"],
+            fit["best_step"],
+            ", stopped early" if fit["stopped_early"] else "",
+            "reusing" if cached else "trained and cached at",
+            path,
+        )
+    return UpperBounds(table=table, report=report)

@@ -108,6 +108,9 @@ class RunRecord:
     missing_rates: dict[str, Any]
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     timing_s: dict[str, dict[str, float]] = field(default_factory=dict)
+    # {method: {modality: score in %}} of each unimodal head on the test split (Fig. 9)
+    heads: dict[str, dict[str, float]] = field(default_factory=dict)
+    upper_bounds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def column(self, method: str) -> str:
         label = ablation_label(self.config.mce) if method == "mce" else ""
@@ -140,8 +143,28 @@ class RunRecord:
             lines.append(f"| {label} | {cells} |")
         return "\n".join(lines)
 
+    def details(self) -> list[str]:
+        """The training conditions behind the table: missing rates and upper bounds."""
+        rates = self.missing_rates
+        stated = ", ".join(f"{k} {v:g}" for k, v in rates.get("stated", {}).items())
+        actual = ", ".join(f"{k} {v:.4g}" for k, v in rates.get("actual", {}).items())
+        lines = [
+            f"missing rates of the training split: stated {stated}; actual {actual} "
+            f"({rates.get('training_samples', '?')} samples, "
+            f"{rates.get('dropped_samples', 0)} dropped)"
+        ]
+        if self.upper_bounds:
+            bounds = ", ".join(
+                f"{name} {100 * fit['heldout_utility']:.2f} held-out, "
+                f"{100 * fit['training_utility']:.2f} training"
+                for name, fit in self.upper_bounds.items()
+            )
+            lines.append(f"upper bounds (frozen unimodal models, {self.metric} %): {bounds}")
+        return lines
+
     def markdown(self) -> str:
-        return f"{self.title}\n\n{self.table()}\n\n{self.average_note}\n"
+        details = "\n".join(f"- {line}" for line in self.details())
+        return f"{self.title}\n\n{self.table()}\n\n{self.average_note}\n\n{details}\n"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +179,8 @@ class RunRecord:
             "timing_s": self.timing_s,
             "config": self.config.to_dict(),
             "scores": self.scores,
+            "unimodal_heads": self.heads,
+            "upper_bounds": self.upper_bounds,
         }
 
     def write(self, out: Path) -> None:

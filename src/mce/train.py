@@ -19,7 +19,7 @@ from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HPARAM_NAMES, HyperParameters, TrainConfig
 from mce.data.dataset import MultimodalData
 from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates
-from mce.evaluate import evaluate_combinations
+from mce.evaluate import evaluate_combinations, evaluate_unimodal_heads
 from mce.lce import presence_counts
 from mce.methods import METHODS, MCEConfig, MethodInputs, get_method
 from mce.methods.mce import ShapleyMode, Weighting
@@ -76,20 +76,22 @@ def run(
         raise ValueError(
             f"{out} already holds a run: pass --resume to continue it, or choose another --out"
         )
+    # Data and masks first: a folder with an unreadable data set or infeasible rates stays empty.
+    train_full, test = task.load(Path(config.data_dir) if config.data_dir else None)
+    masked = apply_missing_rates(
+        train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_config(out, config, resume)
-
-    train_full, test = task.load(Path(config.data_dir) if config.data_dir else None)
-    masked = apply_missing_rates(train_full, rates, config.seed)
     _save_or_check_masks(out, masked, resume)
     train = masked.data
-    actual = _actual_missing_rates(train)
+    actual = masked.actual_rates
     log.info(
         "training split: %d samples, %d dropped (every modality missing); missing rates "
         "stated %s, actual %s",
         len(train),
         masked.dropped,
-        dict(zip(task.modalities, rates)),
+        masked.stated_rates,
         {name: round(rate, 4) for name, rate in actual.items()},
     )
     record = RunRecord(
@@ -99,16 +101,17 @@ def run(
         modalities=task.modalities,
         test_samples=len(test),
         missing_rates={
-            "stated": dict(zip(task.modalities, rates)),
+            "stated": masked.stated_rates,
             "actual": actual,
             "training_samples": len(train),
             "dropped_samples": masked.dropped,
+            "drop_all_missing": config.drop_all_missing,
         },
     )
     for name in names:
         timing: dict[str, float] = {}
         started = time.perf_counter()
-        method = _build_method(name, task, train, config, rates, device)
+        method = _build_method(name, task, train, config, rates, device, record.upper_bounds)
         timing["setup"] = time.perf_counter() - started
         trainer = Trainer(
             task.build_model,
@@ -131,6 +134,8 @@ def run(
         scores = evaluate_combinations(
             trainer.model, task.utility, test, device=device, progress=config.progress
         )
+        heads = evaluate_unimodal_heads(trainer.model, task.utility, test, device=device)
+        record.heads[name] = {modality: 100.0 * score for modality, score in heads.items()}
         timing["evaluate"] = time.perf_counter() - started
         record.scores[name] = {combo: 100.0 * score for combo, score in scores.items()}
         record.timing_s[name] = {step: round(seconds, 3) for step, seconds in timing.items()}
@@ -146,23 +151,28 @@ def _build_method(
     config: TrainConfig,
     rates: tuple[float, ...],
     device: torch.device,
+    upper_bounds: dict | None = None,
 ):
+    """The method ``name`` built for ``train``; when it needs unimodal upper bounds, their
+    per-modality report (held-out utility, U, steps) is added to ``upper_bounds``."""
     spec = get_method(name)
     options = config.options_for(spec.options)
     upper = None
     if spec.needs_upper_bounds(options):
-        upper = upper_bound_table(
+        bounds = upper_bound_table(
             task,
             train,
-            epochs=config.hparams.pretrain_epochs,
-            batch_size=config.hparams.batch_size,
-            lr=config.hparams.lr,
+            hparams=config.hparams,
             seed=config.seed,
             setting=_setting_key(rates),
             cache_dir=Path(config.cache_dir) if config.cache_dir else _default_cache_dir(),
             device=device,
             progress=config.progress,
+            no_cache=config.no_cache,
         )
+        upper = bounds.table
+        if upper_bounds is not None:
+            upper_bounds.update(bounds.report)
     inputs = MethodInputs(
         loss=task.loss,
         utility=task.utility,
@@ -172,12 +182,6 @@ def _build_method(
         upper=upper,
     )
     return spec.build(inputs, options)
-
-
-def _actual_missing_rates(train: MultimodalData) -> dict[str, float]:
-    """Fraction of the training samples (after masking) that miss each modality."""
-    counts = presence_counts(train.present, train.num_modalities)
-    return {name: 1.0 - float(counts[m]) / len(train) for m, name in enumerate(train.modalities)}
 
 
 def _default_cache_dir() -> Path:
@@ -263,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     run_group.add_argument(
         "--seed", type=int, default=0, help="seed of masks, initialisation, order (default: 0)"
     )
+    run_group.add_argument(
+        "--drop-all-missing",
+        action="store_true",
+        help="draw each modality's mask independently and drop the samples left with no "
+        "modality (the actual rates are then lower than stated, and reported); by default the "
+        "stated rates are met exactly and rates that cannot leave every sample a modality are "
+        "an error",
+    )
     run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run_group.add_argument(
         "--out",
@@ -273,8 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     run_group.add_argument(
         "--cache-dir",
         default=None,
-        help="cache of unimodal upper-bound models, keyed by task, modality, missing rates, "
-        "seed, epochs and training data (default: $XDG_CACHE_HOME/mce or ~/.cache/mce)",
+        help="cache of unimodal upper-bound models, keyed by task, model, pretraining "
+        "hyper-parameters, missing rates, seed, training data and masks, and mce version "
+        "(default: $XDG_CACHE_HOME/mce or ~/.cache/mce)",
+    )
+    run_group.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="retrain the unimodal upper-bound models even when cached (and overwrite them)",
     )
     run_group.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
@@ -404,9 +422,11 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         mce=mce_config,
         data_dir=args.data_dir,
         seed=args.seed,
+        drop_all_missing=args.drop_all_missing,
         device=args.device,
         out=args.out,
         cache_dir=args.cache_dir,
+        no_cache=args.no_cache,
         progress=not args.no_progress,
     )
     return config, args.resume

@@ -98,17 +98,3 @@ def load_avmnist(
     target = torch.tensor(targets, dtype=torch.int64)
     present = torch.full_like(target, (1 << len(MODALITIES)) - 1)
     return MultimodalData(MODALITIES, {"image": image_tensor, "audio": audio}, target, present)
-
-
-def standardize_audio(
-    train: MultimodalData, test: MultimodalData
-) -> tuple[MultimodalData, MultimodalData]:
-    """Standardise MFCC coefficients with the training split's statistics."""
-    mean = train.inputs["audio"].mean(dim=(0, 3), keepdim=True)
-    std = train.inputs["audio"].std(dim=(0, 3), keepdim=True) + 1e-6
-
-    def apply(split: MultimodalData) -> MultimodalData:
-        inputs = dict(split.inputs, audio=(split.inputs["audio"] - mean) / std)
-        return MultimodalData(split.modalities, inputs, split.target, split.present)
-
-    return apply(train), apply(test)

@@ -179,3 +179,22 @@ class MultimodalData:
         order = torch.arange(len(self)) if order is None else torch.as_tensor(order)
         for first in range(start * batch_size, len(self), batch_size):
             yield self.batch(order[first : first + batch_size])
+
+
+def standardize(
+    train: MultimodalData, test: MultimodalData, modality: str, dims: tuple[int, ...]
+) -> tuple[MultimodalData, MultimodalData]:
+    """Standardise one modality of both splits with the training split's statistics only.
+
+    Mean and standard deviation are taken over ``dims`` of the training inputs (e.g. ``(0,)``:
+    per feature over samples), so no test statistic leaks into the preprocessing.
+    """
+    values = train.inputs[modality]
+    mean = values.mean(dim=dims, keepdim=True)
+    std = values.std(dim=dims, keepdim=True) + 1e-6
+
+    def apply(split: MultimodalData) -> MultimodalData:
+        inputs = dict(split.inputs, **{modality: (split.inputs[modality] - mean) / std})
+        return MultimodalData(split.modalities, inputs, split.target, split.present)
+
+    return apply(train), apply(test)

@@ -1,14 +1,28 @@
-"""Seeded per-modality missing masks (imbalanced missing rates)."""
+"""Seeded per-modality missing masks at exact, stated missing rates.
+
+For a split of N samples and missing rates ``r_m`` (one per modality), modality m is missing from
+exactly :func:`missing_count` ``(N, r_m) = floor(N r_m + 1/2)`` samples (N r_m rounded half up, so
+within half a sample of N r_m), and no sample misses every modality. That is possible exactly when
+the rounded counts leave at least one present modality per sample, ``sum_m (N - k_m) >= N``
+(about ``sum_m (1 - r_m) >= 1``); otherwise the draw raises a ``ValueError`` that says why and
+which rates would work. Only when asked (``drop_all_missing=True``) do the draws stay independent
+and the samples left with nothing get dropped, with the actual rates reported instead.
+
+The masks are seeded (one ``torch.Generator`` per call) and the same for the same arguments.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import permutations
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from mce.bits import presence_matrix, present_masks
 from mce.data.dataset import MultimodalData
 
 # The paper's six settings a-f: the permutations of (0.2, 0.5, 0.8) over three modalities.
@@ -16,15 +30,34 @@ PRESETS: dict[str, tuple[float, ...]] = {
     name: rates for name, rates in zip("abcdef", permutations((0.2, 0.5, 0.8)))
 }
 
+# N r is rounded half up; the tolerance makes a rate that is a half in decimal (N=10, r=0.35)
+# round up although its binary N * r may fall a hair below the half.
+_HALF_TOLERANCE = 1e-9
+
+# Random (sample, modality) pairs tried per repair before scanning for the valid ones.
+_TRIES = 32
+
 
 @dataclass(frozen=True)
 class MaskedSplit:
-    """A split after masking: the kept samples, their positions in the original split, and how
-    many samples were dropped because every modality was missing."""
+    """A split after masking.
+
+    Attributes:
+        data: the kept samples with their new presence masks (absent inputs zeroed).
+        kept: Tensor[K] int64, the kept samples' positions in the original split (all of them
+            unless ``drop_all_missing=True`` dropped some).
+        dropped: how many samples were dropped because every modality was missing (0 unless
+            ``drop_all_missing=True``).
+        stated_rates: modality name -> the missing rate asked for.
+        actual_rates: modality name -> the fraction of the kept samples that miss it; within
+            half a sample of the stated rate unless ``drop_all_missing=True``.
+    """
 
     data: MultimodalData
     kept: Tensor
     dropped: int
+    stated_rates: dict[str, float]
+    actual_rates: dict[str, float]
 
 
 def parse_missing_rates(text: str, num_modalities: int) -> tuple[float, ...]:
@@ -47,22 +80,276 @@ def parse_missing_rates(text: str, num_modalities: int) -> tuple[float, ...]:
     return rates
 
 
-def draw_presence(num_samples: int, rates: Sequence[float], seed: int) -> Tensor:
-    """Presence bitmasks [N]: for modality m exactly round(N rate_m) samples, chosen at random
-    (seeded), miss it. Samples may end up with no modality: see :func:`apply_missing_rates`."""
+def missing_count(num_samples: int, rate: float) -> int:
+    """How many of ``num_samples`` samples miss a modality at missing rate ``rate``.
+
+    ``floor(N rate + 1/2)``: N rate rounded half up (not Python's half-to-even ``round``), so
+    always within half a sample of N rate; e.g. 4 of 7 at rate 0.5 and 3 of 10 at rate 0.25.
+    """
+    return math.floor(num_samples * rate + 0.5 + _HALF_TOLERANCE)
+
+
+def draw_presence(
+    num_samples: int,
+    rates: Sequence[float],
+    seed: int,
+    *,
+    available: Tensor | None = None,
+    allow_all_missing: bool = False,
+    modalities: Sequence[str] | None = None,
+) -> Tensor:
+    """Presence bitmasks Tensor[N] int64 with exactly ``missing_count(N, rate_m)`` samples
+    missing modality m, chosen at random (seeded), and no sample missing every modality.
+
+    Each modality's missing samples are drawn independently, then every sample left with
+    nothing is repaired by moving one present entry to it from a sample that has two or more,
+    which keeps every count (see :func:`_repair`). The result is the same for the same arguments.
+
+    Args:
+        num_samples: N.
+        rates: missing rate per modality, each in [0, 1].
+        seed: seed of the draw.
+        available: presence bitmasks Tensor[N] of the data itself (default: every modality
+            present). The result only has a modality where the data has it, and the data's
+            own missing entries count towards the stated rates: modality m misses exactly
+            ``missing_count(N, rate_m)`` samples in all.
+        allow_all_missing: draw the modalities independently and skip the repair, so samples
+            may miss every modality (the old behaviour; no feasibility check). Where the data
+            already misses more samples than a rate asks for, it keeps them all.
+        modalities: modality names for the error messages (default: "modality 0", ...).
+
+    Raises:
+        ValueError: a rate outside [0, 1]; a modality the data already misses more often than
+            its rate allows (naming the stated and the achievable rate); rates that cannot leave
+            every sample a modality (saying why and which rates would); a sample of ``available``
+            with no modality.
+    """
+    num_modalities = len(rates)
+    names = [f"modality {m}" for m in range(num_modalities)] if modalities is None else modalities
+    if num_modalities == 0:
+        raise ValueError("no missing rates given (one per modality is needed)")
+    for name, rate in zip(names, rates):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"missing rate {rate} of {name!r} is outside [0, 1]")
+    counts = [missing_count(num_samples, rate) for rate in rates]
+    if available is None:
+        has = np.ones((num_samples, num_modalities), dtype=bool)
+    else:
+        if tuple(available.shape) != (num_samples,):
+            raise ValueError(
+                f"available must have shape [{num_samples}], got {list(available.shape)}"
+            )
+        has = presence_matrix(available.cpu(), num_modalities).numpy()
+    if not allow_all_missing:
+        _check_feasible(num_samples, rates, counts, has, names)
+
     generator = torch.Generator().manual_seed(seed)
-    present = torch.zeros(num_samples, dtype=torch.int64)
-    for m, rate in enumerate(rates):
-        missing = torch.randperm(num_samples, generator=generator)[: round(num_samples * rate)]
-        column = torch.ones(num_samples, dtype=torch.int64)
-        column[missing] = 0
-        present |= column << m
-    return present
+    present = has.copy()
+    for m, count in enumerate(counts):
+        # Drop modality m from just enough of the samples that have it to miss it `count` times.
+        # With full data this is randperm(N)[:count], the draw of earlier versions.
+        holders = np.flatnonzero(has[:, m])
+        extra = max(0, count - (num_samples - holders.size))
+        order = torch.randperm(holders.size, generator=generator).numpy()
+        present[holders[order[:extra]], m] = False
+    if not allow_all_missing:
+        _repair(present, has, counts, generator, names)
+    return present_masks(torch.from_numpy(present))
 
 
-def apply_missing_rates(data: MultimodalData, rates: Sequence[float], seed: int) -> MaskedSplit:
-    """Mask a split with per-modality missing rates and drop the samples left with nothing."""
-    present = draw_presence(len(data), rates, seed) & data.present
+def _check_feasible(
+    num_samples: int,
+    rates: Sequence[float],
+    counts: Sequence[int],
+    has: np.ndarray,
+    names: Sequence[str],
+) -> None:
+    """Raise the ValueError that explains why exact rates with no empty sample are impossible."""
+    for m, (name, rate, count) in enumerate(zip(names, rates, counts)):
+        own = num_samples - int(has[:, m].sum())
+        if own > count:
+            raise ValueError(
+                f"{name!r}: the data itself already misses it in {own} of {num_samples} samples "
+                f"(missing rate {own / num_samples:.4g}), more than the stated missing rate "
+                f"{rate} allows ({count} samples); achievable missing rates for {name!r} are "
+                f"{own / num_samples:.4g} and above"
+            )
+    spare = sum(num_samples - count for count in counts)
+    if spare < num_samples:
+        fractions = sum(1.0 - rate for rate in rates)
+        why = (
+            f"the present fractions sum to {fractions:.4g} < 1"
+            if fractions < 1.0
+            else f"at {num_samples} samples the rounded missing counts {list(counts)} leave "
+            f"only {spare} present entries for {num_samples} samples"
+        )
+        raise ValueError(
+            f"missing rates {dict(zip(names, rates))} cannot leave every sample a modality: {why}. "
+            "Every sample needs at least one modality, so lower some rate so that "
+            "sum(1 - rate) >= 1 (with the counts rounded: sum(N - round(N rate)) >= N), or pass "
+            "drop_all_missing=True to drop the samples left with nothing"
+        )
+    empty = np.flatnonzero(~has.any(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"sample {int(empty[0])} has no modality in the data ({empty.size} such samples); "
+            "drop them first"
+        )
+
+
+def _repair(
+    present: np.ndarray,
+    has: np.ndarray,
+    counts: Sequence[int],
+    generator: torch.Generator,
+    names: Sequence[str],
+) -> None:
+    """Give every sample with no modality one, in place, keeping every modality's count.
+
+    For an empty sample i, pick uniformly (seeded, :func:`_pick_pair`) a pair (m, j) with m in the data of i and j a
+    sample that has m present and at least two present modalities; make m present in i and
+    absent in j. j keeps a modality and i gains one, so the empty samples shrink by one and the
+    counts stay. Such a pair always exists with full data while ``sum_m (N - k_m) >= N``: the
+    present entries number at least N, i holds none of them, so the other N - 1 samples hold at
+    least N and one of them, j, holds two; i can take any modality, including one of j's.
+
+    Where the data misses modalities of its own, no such pair may exist although a repair does:
+    then the swap becomes a chain found by breadth-first search over modalities, i takes m1 from
+    j1, whose only modality it was; j1 takes m2 (which its data has) from j2; ...; j_k gives
+    m_k and keeps another. If the search finds no chain, let R be the modalities it reached: all
+    samples holding a modality in R hold just that one, and they and i have data only in R, so
+    more samples than ``sum_{m in R} (N - k_m)`` need a modality from R (Hall's condition fails)
+    and no repair exists; the error says so.
+    """
+    num_samples, num_modalities = present.shape
+    held = present.sum(axis=1)
+    for i in np.flatnonzero(held == 0):
+        pair = _pick_pair(int(i), present, has, held, generator)
+        if pair is not None:
+            moves = [pair]
+        else:
+            moves, reached = _find_chain(int(i), present, has, held, generator)
+            if not moves:
+                group = [names[m] for m in reached]
+                outside = np.ones(num_modalities, dtype=bool)
+                outside[reached] = False
+                needy = int((~has[:, outside]).all(axis=1).sum())
+                room = sum(num_samples - counts[m] for m in reached)
+                raise ValueError(
+                    f"cannot give every sample a modality at these missing rates: {needy} "
+                    f"samples have in the data only modalities among {group}, which the rates "
+                    f"leave present in only {room} samples; lower the missing rate of one of "
+                    f"{group}"
+                )
+        # moves = [(m1, j1), ..., (mk, jk)]: i takes m1 from j1, j1 takes m2 from j2, ...
+        receiver = int(i)
+        for m, giver in moves:
+            present[receiver, m], present[giver, m] = True, False
+            receiver = giver
+        held[i] += 1
+        held[receiver] -= 1
+
+
+def _pick_pair(
+    i: int, present: np.ndarray, has: np.ndarray, held: np.ndarray, generator: torch.Generator
+) -> tuple[int, int] | None:
+    """A uniform (seeded) pair (m, j): m in the data of i, j holding m and another modality.
+
+    Rejection sampling over all (j, m) first (cheap while such pairs are common), then a full
+    scan; both pick uniformly among the valid pairs. None where there is no valid pair.
+    """
+    num_samples, num_modalities = present.shape
+    tries = torch.randint(num_samples * num_modalities, (_TRIES,), generator=generator).numpy()
+    j, m = np.divmod(tries, num_modalities)
+    valid = np.flatnonzero(present[j, m] & (held[j] >= 2) & has[i, m])
+    if valid.size:
+        return int(m[valid[0]]), int(j[valid[0]])
+    pairs = np.flatnonzero((present & (held >= 2)[:, None] & has[i][None, :]).ravel())
+    if not pairs.size:
+        return None
+    j_, m_ = divmod(int(pairs[_pick(pairs.size, generator)]), num_modalities)
+    return m_, j_
+
+
+def _pick(size: int, generator: torch.Generator) -> int:
+    """A seeded uniform index in [0, size)."""
+    return int(torch.randint(size, (1,), generator=generator))
+
+
+def _find_chain(
+    i: int,
+    present: np.ndarray,
+    has: np.ndarray,
+    held: np.ndarray,
+    generator: torch.Generator,
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """Breadth-first search over modalities for moves that give empty sample i a modality.
+
+    Returns the moves ``[(m1, j1), ..., (mk, jk)]`` (i takes m1 from j1, j1 takes m2 from j2,
+    ..., j_k holds two or more) and the modalities reached; no moves where there is no chain.
+    """
+    # parent[m] = (m', j): j holds only m', its data has m, so j can take m and give up m'.
+    parent: dict[int, tuple[int, int] | None] = {int(m): None for m in np.flatnonzero(has[i])}
+    queue = list(parent)
+    while queue:
+        m = queue.pop(0)
+        givers = np.flatnonzero(present[:, m] & (held >= 2))
+        if givers.size:
+            moves = [(m, int(givers[_pick(givers.size, generator)]))]
+            while (step := parent[moves[0][0]]) is not None:
+                moves.insert(0, step)
+            return moves, sorted(parent)
+        singles = present[:, m] & (held == 1)
+        for target in np.flatnonzero((has[singles] & ~present[singles]).any(axis=0)):
+            if int(target) not in parent:
+                takers = np.flatnonzero(singles & has[:, target] & ~present[:, target])
+                parent[int(target)] = (m, int(takers[_pick(takers.size, generator)]))
+                queue.append(int(target))
+    return [], sorted(parent)
+
+
+def apply_missing_rates(
+    data: MultimodalData,
+    rates: Sequence[float],
+    seed: int,
+    *,
+    drop_all_missing: bool = False,
+) -> MaskedSplit:
+    """Mask a split at per-modality missing rates.
+
+    By default every modality m misses exactly ``missing_count(N, rates[m])`` of the N samples
+    (counting the data's own missing entries: the masks only remove what ``data.present`` has)
+    and no sample misses every modality; nothing is dropped. See :func:`draw_presence`.
+
+    Args:
+        data: the split (e.g. the training split).
+        rates: missing rate per modality, in ``data.modalities`` order.
+        seed: seed of the masks.
+        drop_all_missing: instead draw each modality's missing samples independently and drop
+            the samples left with nothing (the behaviour before exact rates): the actual rates
+            on the kept samples then differ from the stated ones and are reported in
+            :attr:`MaskedSplit.actual_rates`. Works for any rates in [0, 1].
+
+    Raises:
+        ValueError: rates that are impossible without dropping samples (why, and which rates
+            would work), or a modality the data itself misses more often than its rate.
+    """
+    if len(rates) != data.num_modalities:
+        raise ValueError(f"{len(rates)} missing rates given for {data.num_modalities} modalities")
+    present = draw_presence(
+        len(data),
+        rates,
+        seed,
+        available=data.present,
+        allow_all_missing=drop_all_missing,
+        modalities=data.modalities,
+    )
     kept = torch.nonzero(present != 0).flatten()
     masked = data.with_presence(present).subset(kept)
-    return MaskedSplit(masked, kept, len(data) - kept.shape[0])
+    missing = (~presence_matrix(masked.present, data.num_modalities)).sum(dim=0)
+    actual = {
+        name: float(missing[m]) / len(masked) if len(masked) else 1.0
+        for m, name in enumerate(data.modalities)
+    }
+    stated = {name: float(rate) for name, rate in zip(data.modalities, rates)}
+    return MaskedSplit(masked, kept, len(data) - kept.shape[0], stated, actual)

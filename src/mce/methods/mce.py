@@ -70,6 +70,9 @@ class MCEConfig:
     use_sub: bool = True  # L_sub term
     use_aux: bool = True  # L_aux term
     weighting: Weighting = "paper"  # row averaging of L_sub, L_aux: Eqs. 11/13 or authors' code
+    # v_n(S) from an eval-mode, no-grad forward over the rows (dropout off); False: from the
+    # training forward's outputs, with dropout noise in phi (see bench/utility_noise.py)
+    clean_utility: bool = True
 
     def __post_init__(self) -> None:
         if self.shapley not in _SHAPLEY:
@@ -138,6 +141,23 @@ class MCEMethod:
         )
         return plan, plan.rows
 
+    def _row_utility(
+        self, model: MultimodalModel, h: Tensor, rows: Tensor, outputs: Tensor, target: Tensor
+    ) -> Tensor:
+        """v_n(S) of every row (Eq. 4): of the training outputs, or (``clean_utility``) of an
+        eval-mode forward of the same features and rows, so that dropout adds no noise to phi."""
+        if not self.config.clean_utility:
+            return self.inputs.utility(outputs.detach(), target)
+        modes = [(module, module.training) for module in model.modules()]
+        try:
+            model.eval()
+            with torch.no_grad():
+                _, clean = model.forward_rows(h.detach(), rows)
+        finally:
+            for module, training in modes:
+                module.training = training
+        return self.inputs.utility(clean, target)
+
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
         cfg, inputs = self.config, self.inputs
         present, num_modalities = batch.present, model.num_modalities
@@ -155,7 +175,8 @@ class MCEMethod:
         ones = torch.ones(num_modalities, device=present.device)
         factor_a, factor_b = ones, ones
         if cfg.use_b:
-            phi = self.contributions(plan, inputs.utility(outputs.detach(), row_target))
+            utility = self._row_utility(model, h, rows, outputs, row_target)
+            phi = self.contributions(plan, utility)
             presence = mask_to_presence(present, num_modalities).to(torch.float32)
             table = inputs.upper
             upper = (table[batch.index.to(table.device)].to(presence.device) * presence).sum(0)
@@ -171,6 +192,7 @@ class MCEMethod:
         weights = factor_a * factor_b
         for m, name in enumerate(model.modalities):
             logs[f"A/{name}"] = float(factor_a[m])
+            logs[f"count/{name}"] = float(((present >> m) & 1).sum())  # present in the batch
 
         loss = l_task
         logs["l_task"] = l_task.item()

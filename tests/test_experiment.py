@@ -1,0 +1,147 @@
+"""The experiment runner: a tiny grid on the bundled digits, reuse of finished cells, the
+Table 2 set, and the command line."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from mce import experiment
+from mce.experiment import ABLATIONS, VARIANTS, ExperimentSpec, parse_spec, run_experiment
+
+# 1 epoch of one step (the ~1,000 training samples fit one batch). lsub-only needs no unimodal
+# upper bounds, so no pretraining: the grid runs in seconds.
+TINY = {"epochs": 1, "batch_size": 2048}
+SPEC = ExperimentSpec(
+    task="digits",
+    variants=("lsub-only", "baseline"),
+    settings=((0.8, 0.2),),
+    seeds=(0, 1),
+    overrides=TINY,
+)
+
+
+def test_grid_writes_the_table_and_reuses_finished_cells(tmp_path, monkeypatch):
+    summary = run_experiment(SPEC, tmp_path, progress=False, figures=False)
+    finished = sorted(tmp_path.glob("cells/*/*/*/results.json"))
+    assert [str(p.parent.relative_to(tmp_path)) for p in finished] == [
+        "cells/baseline/rates0.8-0.2/seed0",
+        "cells/baseline/rates0.8-0.2/seed1",
+        "cells/lsub-only/rates0.8-0.2/seed0",
+        "cells/lsub-only/rates0.8-0.2/seed1",
+    ]
+    cell = json.loads((finished[2].parent / "config.json").read_text())["config"]
+    assert cell["method"] == "mce" and cell["seed"] == 0 and cell["hparams"]["epochs"] == 1
+    assert (cell["mce"]["use_sub"], cell["mce"]["use_a"], cell["mce"]["use_b"]) == (
+        True,
+        False,
+        False,
+    )
+    assert (summary["cells_computed"], summary["cells_reused"]) == (4, 0)
+    assert summary["wall_time_s"] > 0
+    average = summary["scores"]["rates0.8-0.2"]["lsub-only"]["average"]
+    assert average["n"] == 2 and average["ci_low"] <= average["mean"] <= average["ci_high"]
+    baseline = summary["scores"]["rates0.8-0.2"]["baseline"]["average"]
+    diff = summary["differences"]["rates0.8-0.2"]["lsub-only - baseline"]["average"]
+    gaps = [a - b for a, b in zip(average["values"], baseline["values"])]
+    assert diff["mean"] == pytest.approx(sum(gaps) / 2)
+    assert diff["replicates"] == ["seed0", "seed1"]
+    assert set(summary["unimodal_heads"]["rates0.8-0.2"]["baseline"]) == {"image", "audio"}
+
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| combination | lsub-only | baseline | lsub-only − baseline |" in markdown
+    assert "| **average** |" in markdown and "Wall time of the runner" in markdown
+    with (tmp_path / "summary.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    kinds = {(row["kind"], row["variant"], row["combination"]) for row in rows}
+    assert ("score", "baseline", "image+audio") in kinds
+    assert ("difference", "lsub-only - baseline", "average") in kinds
+    with (tmp_path / "cells.csv").open() as file:
+        assert len(list(csv.DictReader(file))) == 4 * 4  # cells x (3 combinations + average)
+
+    # run again: nothing is trained, no cell file is rewritten
+    stamps = {
+        path: path.stat().st_mtime_ns for path in tmp_path.glob("cells/**/*") if path.is_file()
+    }
+    calls = []
+    monkeypatch.setattr(experiment, "train_run", lambda *args, **kwargs: calls.append(args))
+    again = run_experiment(SPEC, tmp_path, progress=False, figures=False)
+    assert calls == []
+    assert (again["cells_computed"], again["cells_reused"]) == (0, 4)
+    assert again["scores"] == summary["scores"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def _fake_run(calls):
+    """A stand-in for mce.train.run that writes a finished run folder at once."""
+
+    def fake(config, resume=False, stop_at_step=None, *, task=None):
+        calls.append((config.method, config.seed))
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"config": config.to_dict()}))
+        scores = {"image": 50.0 + config.seed, "audio": 60.0, "image+audio": 70.0}
+        scores["average"] = sum(scores.values()) / 3
+        results = {
+            "metric": "accuracy",
+            "test_samples": 10,
+            "scores": {config.method: scores},
+            "unimodal_heads": {config.method: {"image": 40.0, "audio": 45.0}},
+            "timing_s": {config.method: {"train": 0.5}},
+        }
+        (out / "results.json").write_text(json.dumps(results))
+        return results["scores"]
+
+    return fake
+
+
+def test_a_grown_grid_computes_only_the_new_cells(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(experiment, "train_run", _fake_run(calls))
+    run_experiment(SPEC, tmp_path, progress=False, figures=False)
+    assert len(calls) == 4
+    calls.clear()
+    grown = dataclasses.replace(SPEC, seeds=(0, 1, 2))
+    summary = run_experiment(grown, tmp_path, progress=False, figures=False)
+    assert sorted(calls) == [("baseline", 2), ("mce", 2)]
+    assert summary["scores"]["rates0.8-0.2"]["baseline"]["image"]["n"] == 3
+    other = dataclasses.replace(SPEC, overrides={"epochs": 2})
+    with pytest.raises(ValueError, match="other overrides"):
+        run_experiment(other, tmp_path, progress=False, figures=False)
+
+
+def test_table2_rows_follow_the_paper():
+    # A, B, L_single, L_sub, L_aux of the paper's Table 2 rows a-m (row j: B on top of h, as
+    # the paper's text describes it)
+    expected = {
+        "a": "00000", "b": "00100", "c": "00010", "d": "00001", "e": "00110", "f": "00101",
+        "g": "00011", "h": "00111", "i": "10111", "j": "01111", "k": "11100", "l": "11001",
+        "m": "11111",
+    }  # fmt: skip
+    rows = {}
+    for name in ABLATIONS["table2"]:
+        variant = VARIANTS[name]
+        rows[variant.table2_row] = "".join(str(int(v)) for v in variant.components().values())
+    assert rows == expected
+    assert (VARIANTS["baseline"].table2_row, VARIANTS["mce"].table2_row) == ("a", "m")
+    assert VARIANTS["lsub-only"].table2_row == "c" and VARIANTS["baseline"].method == "baseline"
+
+
+def test_command_line_builds_the_spec():
+    spec, args = parse_spec(
+        ["--ablation", "table2", "--seeds", "0-2,7", "--epochs", "1", "--settings", "0.5,0.5",
+         "--set", "mc_k=7", "--no-figures"]
+    )  # fmt: skip
+    assert spec.variants == ABLATIONS["table2"] and spec.seeds == (0, 1, 2, 7)
+    assert spec.settings == ((0.5, 0.5),) and spec.overrides == {"epochs": 1, "mc_k": 7}
+    assert args.no_figures
+    default, _ = parse_spec([])
+    assert default.variants == ("mce", "baseline") and default.seeds == (0, 1, 2)
+    for bad in (["--variants", "nope"], ["--seeds", "x"], ["--set", "epochs=2"],
+                ["--settings", "0.5"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            parse_spec(bad)
