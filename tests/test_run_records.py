@@ -194,3 +194,17 @@ def test_infeasible_rates_are_an_error_unless_samples_may_be_dropped(tmp_path, c
     rates = results["missing_rates"]
     assert rates["drop_all_missing"] is True and rates["dropped_samples"] > 0
     assert rates["actual"]["image"] < 0.6 and rates["actual"]["audio"] < 0.6
+
+
+@pytest.mark.parametrize("module", ["mce.train", "mce.experiment", "mce.report"])
+def test_commands_start_without_import_warnings(module):
+    import subprocess
+
+    finished = subprocess.run(
+        [sys.executable, "-W", "error", "-m", module, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "Warning" not in finished.stderr

@@ -21,9 +21,18 @@ from mce.shapley import (
     shapley_values,
 )
 from mce.tasks.base import Task
-from mce.train import run
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # `run` is imported on first use: importing mce.train here would make
+    # `python -m mce.train` import its own module twice.
+    if name == "run":
+        from mce.train import run
+
+        return run
+    raise AttributeError(f"module 'mce' has no attribute {name!r}")
 
 __all__ = [
     "__version__",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -126,6 +127,26 @@ def _rates(value: Any) -> tuple[float, ...]:
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"missing rate {rate} is outside [0, 1)")
     return rates
+
+
+def hparam_arguments(
+    describe: Callable[[str], str] = lambda name: "", exclude: Collection[str] = ()
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(flag, ``argparse.add_argument`` keywords) of every :class:`HyperParameters` field: one
+    command-line option each, defaulting to None (the task's value); ``describe(name)`` is
+    appended to the field's help."""
+    for spec in dataclasses.fields(HyperParameters):
+        if spec.name in exclude:
+            continue
+        kind = {int: int, float: float}.get(type(spec.default), str)
+        options = {
+            "type": kind,
+            "default": None,
+            "help": f"{spec.metadata['help']} ({describe(spec.name)})",
+        }
+        if "choices" in spec.metadata:
+            options["choices"] = spec.metadata["choices"]
+        yield f"--{spec.name.replace('_', '-')}", options
 
 
 HPARAM_NAMES = tuple(spec.name for spec in dataclasses.fields(HyperParameters))

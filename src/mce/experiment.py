@@ -37,7 +37,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mce.config import HPARAM_NAMES, MCE_NAMES, HyperParameters, TrainConfig
+from mce.config import HPARAM_NAMES, MCE_NAMES, HyperParameters, TrainConfig, hparam_arguments
 from mce.data.masks import parse_missing_rates
 from mce.methods.mce import MCEConfig
 from mce.records import CONFIG
@@ -739,17 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", default="0,1,2", help="seeds: 0,1,2 or 0-4 or 0-2,7 (default: 0,1,2)"
     )
     group = parser.add_argument_group("shared by every cell")
-    for spec in dataclasses.fields(HyperParameters):
-        if spec.name == "missing_rates":
-            continue
-        kind = {int: int, float: float}.get(type(spec.default), str)
-        group.add_argument(
-            f"--{spec.name.replace('_', '-')}",
-            type=kind,
-            default=None,
-            choices=spec.metadata.get("choices"),
-            help=f"{spec.metadata['help']} (default: the task's)",
-        )
+    for flag, options in hparam_arguments(lambda _: "default: the task's", {"missing_rates"}):
+        group.add_argument(flag, **options)
     group.add_argument(
         "--set",
         action="append",

@@ -16,7 +16,7 @@ from typing import get_args
 import torch
 
 from mce.checkpoint import load_checkpoint, save_atomic
-from mce.config import HPARAM_NAMES, HyperParameters, TrainConfig
+from mce.config import HPARAM_NAMES, HyperParameters, TrainConfig, hparam_arguments
 from mce.data.dataset import MultimodalData
 from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates
 from mce.evaluate import evaluate_combinations, evaluate_unimodal_heads
@@ -223,20 +223,12 @@ def _add_hparam_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "hyper-parameters", "default: the task's own value (shown for each built-in task)"
     )
-    for spec in dataclasses.fields(HyperParameters):
-        flag = f"--{spec.name.replace('_', '-')}"
-        help_text = f"{spec.metadata['help']} ({_task_values(spec.name)})"
-        if spec.name == "missing_rates":
-            group.add_argument(
-                flag,
-                default=None,
-                help=f"{help_text}: rates in [0, 1), comma-separated, or a 3-modality preset "
-                f"{_PRESET_HELP}",
+    for flag, options in hparam_arguments(_task_values):
+        if flag == "--missing-rates":
+            options["help"] += (
+                f": rates in [0, 1), comma-separated, or a 3-modality preset {_PRESET_HELP}"
             )
-            continue
-        kind = {int: int, float: float}.get(type(spec.default), str)
-        choices = spec.metadata.get("choices")
-        group.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
+        group.add_argument(flag, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
