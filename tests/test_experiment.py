@@ -68,7 +68,7 @@ def test_grid_writes_the_table_and_reuses_finished_cells(tmp_path, monkeypatch):
         path: path.stat().st_mtime_ns for path in tmp_path.glob("cells/**/*") if path.is_file()
     }
     calls = []
-    monkeypatch.setattr(experiment, "train_run", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(experiment.runner, "train_run", lambda *args, **kwargs: calls.append(args))
     again = run_experiment(SPEC, tmp_path, progress=False, figures=False)
     assert calls == []
     assert (again["cells_computed"], again["cells_reused"]) == (0, 4)
@@ -101,7 +101,7 @@ def _fake_run(calls):
 
 def test_a_grown_grid_computes_only_the_new_cells(tmp_path, monkeypatch):
     calls: list = []
-    monkeypatch.setattr(experiment, "train_run", _fake_run(calls))
+    monkeypatch.setattr(experiment.runner, "train_run", _fake_run(calls))
     run_experiment(SPEC, tmp_path, progress=False, figures=False)
     assert len(calls) == 4
     calls.clear()

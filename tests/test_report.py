@@ -117,7 +117,7 @@ def _fake_run(config, resume=False, stop_at_step=None, *, task=None):
 
 
 def test_every_figure_of_an_experiment_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiment, "train_run", _fake_run)
+    monkeypatch.setattr(experiment.runner, "train_run", _fake_run)
     spec = ExperimentSpec(
         task="digits", variants=("mce", "baseline"), settings=((0.8, 0.2), (0.5, 0.5)), seeds=(0, 1)
     )

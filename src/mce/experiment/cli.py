@@ -1,0 +1,175 @@
+"""`python -m mce.experiment`: variants x missing-rate settings x seeds of one task, one table.
+
+The command line of :mod:`mce.experiment` (run by its ``__main__``).
+
+Example:
+    python -m mce.experiment --task digits --seeds 0-4 --settings 0.8,0.2 0.5,0.5
+    python -m mce.experiment --ablation table2 --seeds 0-9 --out runs/table2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mce.config import HPARAM_NAMES, MCE_NAMES, HyperParameters, hparam_arguments
+from mce.data.masks import parse_missing_rates
+from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of
+from mce.experiment.runner import run_experiment
+from mce.methods.mce import MCEConfig
+from mce.tasks import get_task
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``0,1,2``, ``0-4`` or a mix (``0-2,7``)."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            first, dash, last = part.strip().partition("-")
+            if dash:
+                seeds += range(int(first), int(last) + 1)
+            else:
+                seeds.append(int(first))
+    except ValueError as error:
+        raise ValueError(f"seeds {text!r} are not like 0,1,2 or 0-4") from error
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds {text!r} must be distinct non-negative numbers")
+    return tuple(seeds)
+
+
+def _parse_value(name: str, text: str) -> Any:
+    source = HyperParameters if name in HPARAM_NAMES else MCEConfig
+    default = {f.name: f.default for f in dataclasses.fields(source)}[name]
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name} takes true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        return float(text)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mce.experiment",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--task", default="digits", help="task name (default: digits)")
+    parser.add_argument("--data-dir", default=None, help="data folder of tasks that read files")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated variants: {', '.join(VARIANTS)} (default: mce,baseline, or "
+        "none with --ablation)",
+    )
+    parser.add_argument(
+        "--ablation",
+        choices=list(ABLATIONS),
+        default=None,
+        help="a named set of variants added to --variants; table2: the paper's Table 2 rows a-m "
+        f"({', '.join(ABLATIONS['table2'])})",
+    )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=None,
+        help="missing-rate settings, each comma-separated rates (one per modality) or a "
+        "3-modality preset a-f (default: the task's missing rates)",
+    )
+    parser.add_argument(
+        "--seeds", default="0,1,2", help="seeds: 0,1,2 or 0-4 or 0-2,7 (default: 0,1,2)"
+    )
+    group = parser.add_argument_group("shared by every cell")
+    for flag, options in hparam_arguments(lambda _: "default: the task's", {"missing_rates"}):
+        group.add_argument(flag, **options)
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"an MCE option for every mce cell: {', '.join(n for n in MCE_NAMES)} "
+        "(a variant's own use_* switches win)",
+    )
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    group.add_argument("--cache-dir", default=None, help="upper-bound model cache")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="experiment folder; the same folder again continues it, reusing finished cells "
+        "(default: runs/experiment-<task>)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    return parser
+
+
+def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argparse.Namespace]:
+    """The experiment of the command line; bad arguments exit with status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        task = get_task(args.task)
+    except ValueError as error:
+        parser.error(str(error))
+    names: list[str] = []
+    if args.variants:
+        names += [name.strip() for name in args.variants.split(",") if name.strip()]
+    if args.ablation:
+        names += [name for name in ABLATIONS[args.ablation] if name not in names]
+    if not names:
+        names = ["mce", "baseline"]
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in HPARAM_NAMES
+        if name != "missing_rates" and getattr(args, name) is not None
+    }
+    try:
+        for item in args.set:
+            name, equals, value = item.partition("=")
+            if not equals or name not in MCE_NAMES:
+                raise ValueError(f"--set {item!r}: expected NAME=VALUE, NAME one of {MCE_NAMES}")
+            overrides[name] = _parse_value(name, value)
+        settings = tuple(
+            parse_missing_rates(text, len(task.modalities)) for text in args.settings or ()
+        )
+        spec = ExperimentSpec(
+            task=args.task,
+            variants=tuple(names),
+            settings=settings,
+            seeds=parse_seeds(args.seeds),
+            overrides=overrides,
+            device=args.device,
+            data_dir=args.data_dir,
+            cache_dir=args.cache_dir,
+        )
+        # build one cell's config now, so a bad value fails before anything runs
+        cells_of(spec, task)[0].config(spec, Path("."))
+    except ValueError as error:
+        parser.error(str(error))
+    return spec, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    spec, args = parse_spec(argv)
+    try:
+        summary = run_experiment(
+            spec, args.out, progress=not args.no_progress, figures=not args.no_figures
+        )
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    out = Path(args.out if args.out else f"runs/experiment-{summary['task']}")
+    print((out / "summary.md").read_text())
+    print(f"summary in {out}/summary.json, summary.md, summary.csv")
+    return 0

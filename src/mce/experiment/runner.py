@@ -1,0 +1,120 @@
+"""Running an experiment: every unfinished cell of the grid, then the summary and figures."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from mce.config import TrainConfig
+from mce.experiment.grid import RESULTS, ExperimentSpec, cells_of
+from mce.experiment.summary import SUMMARY, summarize_experiment, write_summary
+from mce.records import CONFIG
+from mce.tasks import Task, get_task
+from mce.train import run as train_run
+
+log = logging.getLogger("mce.experiment")
+
+EXPERIMENT = "experiment.json"
+
+
+def _check_spec(out: Path, spec: ExperimentSpec) -> None:
+    """An experiment folder keeps its task and shared settings; the grid may grow."""
+    path = out / EXPERIMENT
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    now = json.loads(json.dumps(spec.to_dict()))
+    differ = [
+        key for key in ("task", "overrides", "device", "data_dir") if saved.get(key) != now.get(key)
+    ]
+    if differ:
+        raise ValueError(
+            f"{out} holds an experiment with other {', '.join(differ)} (see {path}); "
+            "use the same options or another --out"
+        )
+
+
+def _check_finished(cell_dir: Path, config: TrainConfig) -> None:
+    saved = json.loads((cell_dir / CONFIG).read_text()).get("config", {})
+    now = json.loads(json.dumps(config.to_dict()))
+    keys = sorted((set(saved) | set(now)) - {"out"})
+    differ = [key for key in keys if saved.get(key) != now.get(key)]
+    if differ:
+        raise ValueError(
+            f"finished cell {cell_dir} was run with other settings ({', '.join(differ)}); "
+            "use another --out or delete the cell"
+        )
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    out: str | Path | None = None,
+    *,
+    progress: bool = True,
+    figures: bool = True,
+    task: Task | None = None,
+) -> dict[str, Any]:
+    """Run every unfinished cell of the grid, then write the summary (and figures).
+
+    Args:
+        spec: the grid and what its cells share.
+        out: the experiment folder (default ``runs/experiment-<task>``; the same folder again
+            continues the experiment: finished cells are reused, interrupted ones resumed).
+        progress: a progress bar over the cells.
+        figures: build the figures of :mod:`mce.report` (needs matplotlib; skipped with a
+            warning without it).
+        task: a ``Task`` object to use instead of looking ``spec.task`` up.
+
+    Returns:
+        The summary, as written to ``summary.json``.
+
+    Raises:
+        ValueError: the folder holds an experiment or finished cells with other settings.
+    """
+    started = time.perf_counter()
+    task = task if task is not None else get_task(spec.task)
+    task = dataclasses.replace(task, load=functools.lru_cache(maxsize=1)(task.load))  # once
+    out = Path(out if out is not None else f"runs/experiment-{task.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_spec(out, spec)
+    (out / EXPERIMENT).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    cells = cells_of(spec, task)
+    pending, reused = [], 0
+    for cell in cells:
+        folder = cell.folder(out)
+        if (folder / RESULTS).is_file():
+            _check_finished(folder, cell.config(spec, out))
+            reused += 1
+        else:
+            pending.append(cell)
+    bar = tqdm(total=len(cells), initial=reused, desc="cells", unit="cell", disable=not progress)
+    with bar:
+        for cell in pending:
+            folder = cell.folder(out)
+            bar.set_postfix_str(f"{cell.variant.name} {cell.setting} {cell.replicate}")
+            resume = (folder / CONFIG).is_file()
+            with contextlib.redirect_stdout(io.StringIO()):  # each cell's table is in its folder
+                train_run(cell.config(spec, out), resume=resume, task=task)
+            bar.update(1)
+    summary = summarize_experiment(out, spec, task)
+    summary["wall_time_s"] = round(time.perf_counter() - started, 3)
+    summary["cells_computed"] = len(pending)
+    summary["cells_reused"] = reused
+    write_summary(out, summary)
+    if figures:
+        try:
+            from mce.report import build_report
+
+            build_report(out)
+        except ImportError as error:  # matplotlib is the optional extra "report"
+            log.warning("figures skipped (%s); pip install 'mce[report]'", error)
+    return json.loads((out / SUMMARY).read_text())
