@@ -26,6 +26,21 @@ def expected_missing(num_samples: int, rate: float) -> int:
     return math.floor(num_samples * rate + 0.5 + 1e-9)
 
 
+def expected_counts(num_samples: int, rates) -> list[int]:
+    """Rounded half up; where that leaves fewer present entries than samples although
+    sum(1 - r) >= 1, the largest round-ups become round-downs until one modality per sample fits.
+    """
+    counts = [expected_missing(num_samples, rate) for rate in rates]
+    if sum(1 - rate for rate in rates) < 1 - 1e-9:
+        return counts
+    excess = [counts[m] - num_samples * rates[m] for m in range(len(rates))]
+    for m in sorted(range(len(rates)), key=lambda m: -excess[m]):
+        if sum(num_samples - k for k in counts) >= num_samples or excess[m] <= 0:
+            break
+        counts[m] -= 1
+    return counts
+
+
 def column_missing(present: torch.Tensor, num_samples: int, num_modalities: int) -> list[int]:
     return [num_samples - int(((present >> m) & 1).sum()) for m in range(num_modalities)]
 
@@ -33,7 +48,7 @@ def column_missing(present: torch.Tensor, num_samples: int, num_modalities: int)
 def feasible(num_samples: int, rates, has: np.ndarray) -> bool:
     """Brute force (Hall's condition over sets of modalities): can each modality m be present in
     exactly N - k_m samples that have it in the data, with every sample keeping one?"""
-    counts = [expected_missing(num_samples, rate) for rate in rates]
+    counts = expected_counts(num_samples, rates)
     room = [num_samples - k for k in counts]
     if any(int(has[:, m].sum()) < room[m] for m in range(len(rates))):
         return False
@@ -84,8 +99,9 @@ def test_counts_are_rounded_half_up_not_truncated(num_samples, rate, missing):
 def test_property_exact_counts_no_empty_sample_seeded():
     checked_feasible = checked_infeasible = 0
     for num_samples, rates, seed in random_cases(400, seed=0):
-        counts = [expected_missing(num_samples, rate) for rate in rates]
+        counts = expected_counts(num_samples, rates)
         if sum(num_samples - k for k in counts) < num_samples:
+            assert sum(1 - rate for rate in rates) < 1
             with pytest.raises(ValueError, match="every sample a modality"):
                 draw_presence(num_samples, rates, seed)
             checked_infeasible += 1
@@ -134,11 +150,13 @@ def test_infeasible_rates_say_why_and_what_works(rates, message):
         apply_missing_rates(_digits(100, len(rates)), rates, seed=0)
 
 
-def test_rates_that_round_infeasibly_say_so():
-    # sum(1 - r) = 1, but at N = 1 both counts round up to 1.
-    with pytest.raises(ValueError, match=r"rounded missing counts \[1, 1\]"):
-        draw_presence(1, (0.5, 0.5), seed=0)
+def test_rounding_gives_way_where_only_rounding_down_fits():
+    # sum(1 - r) = 1, but at odd N both counts would round up: one rounds down instead.
+    assert column_missing(draw_presence(1, (0.5, 0.5), seed=0), 1, 2) == [0, 1]
+    assert column_missing(draw_presence(1257, (0.5, 0.5), seed=0), 1257, 2) == [628, 629]
     assert column_missing(draw_presence(2, (0.5, 0.5), seed=0), 2, 2) == [1, 1]
+    # Each count stays within one sample of N r; the round-up rule holds where it fits.
+    assert column_missing(draw_presence(7, (0.5, 0.4), seed=0), 7, 2) == [4, 3]
 
 
 def test_apply_missing_rates_keeps_every_sample_at_the_stated_rates():
@@ -201,7 +219,7 @@ def test_property_data_with_its_own_missing_modalities():
                 draw_presence(num_samples, rates, seed, available=available)
             continue
         present = draw_presence(num_samples, rates, seed, available=available)
-        counts = [expected_missing(num_samples, rate) for rate in rates]
+        counts = expected_counts(num_samples, rates)
         assert column_missing(present, num_samples, num_modalities) == counts
         assert (present != 0).all()
         assert ((present & ~available) == 0).all(), "a modality the data lacks was made present"

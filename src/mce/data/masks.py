@@ -89,6 +89,27 @@ def missing_count(num_samples: int, rate: float) -> int:
     return math.floor(num_samples * rate + 0.5 + _HALF_TOLERANCE)
 
 
+def missing_counts(num_samples: int, rates: Sequence[float]) -> list[int]:
+    """Missing samples per modality: :func:`missing_count` of each rate, except where those
+    rounded counts would leave fewer present entries than samples although the rates allow one
+    modality per sample (sum of 1 - rate >= 1): then the counts rounded up the most are rounded
+    down instead, one by one, until they fit. Every count stays within one sample of N rate.
+    """
+    counts = [missing_count(num_samples, rate) for rate in rates]
+    if sum(1.0 - rate for rate in rates) < 1.0 - _HALF_TOLERANCE:
+        return counts  # infeasible whatever the rounding; _check_feasible explains
+    rounded_up = sorted(
+        (m for m, count in enumerate(counts) if count > num_samples * rates[m]),
+        key=lambda m: counts[m] - num_samples * rates[m],
+        reverse=True,
+    )
+    for m in rounded_up:
+        if sum(num_samples - count for count in counts) >= num_samples:
+            break
+        counts[m] -= 1
+    return counts
+
+
 def draw_presence(
     num_samples: int,
     rates: Sequence[float],
@@ -98,8 +119,9 @@ def draw_presence(
     allow_all_missing: bool = False,
     modalities: Sequence[str] | None = None,
 ) -> Tensor:
-    """Presence bitmasks Tensor[N] int64 with exactly ``missing_count(N, rate_m)`` samples
-    missing modality m, chosen at random (seeded), and no sample missing every modality.
+    """Presence bitmasks Tensor[N] int64 with exactly ``missing_counts(N, rates)[m]`` samples
+    missing modality m (N rate_m rounded half up, or down where only that leaves every sample a
+    modality), chosen at random (seeded), and no sample missing every modality.
 
     Each modality's missing samples are drawn independently, then every sample left with
     nothing is repaired by moving one present entry to it from a sample that has two or more,
@@ -131,7 +153,11 @@ def draw_presence(
     for name, rate in zip(names, rates):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"missing rate {rate} of {name!r} is outside [0, 1]")
-    counts = [missing_count(num_samples, rate) for rate in rates]
+    counts = (
+        [missing_count(num_samples, rate) for rate in rates]
+        if allow_all_missing
+        else missing_counts(num_samples, rates)
+    )
     if available is None:
         has = np.ones((num_samples, num_modalities), dtype=bool)
     else:
