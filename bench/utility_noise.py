@@ -43,7 +43,7 @@ def phi_noise(epochs: int = 10) -> None:
         state = load_checkpoint(Path(folder) / "baseline" / "checkpoint.pt")["model"]
     model = task.build_model()
     model.load_state_dict(state)
-    train, _ = task.load(None)
+    train = task.splits(None).train
     masked = apply_missing_rates(train, task.hparams.rates_for(task.modalities), seed=0).data
     print(f"phi_m, batch sums over 128 samples, {DRAWS} dropout draws vs the eval-mode value")
     print("| batch | modality | eval phi | train-mode mean | train-mode std | max abs dev |")

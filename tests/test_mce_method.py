@@ -57,7 +57,7 @@ def test_step_shapley_and_b_equal_the_oracle(seed):
     logs = method.step(model, batch, step=0).logs
     # Oracle: predict from every subset of every sample one at a time, Eq. 5 by brute force.
     with torch.no_grad():
-        h = model.encode(batch.inputs, batch.present)
+        h = model.encode(batch.inputs, batch.present, batch.lengths)
 
         def utility(n: int, subset: int) -> float:
             _, out = model.forward_rows(h[n : n + 1], full_rows(torch.tensor([subset])))
@@ -118,7 +118,7 @@ def test_official_modes_run(seed):
     # phi and B come from the authors' batch formula on the exact plan's rows.
     plan = coalition_plan(batch.present, 2)
     with torch.no_grad():
-        h = model.encode(batch.inputs, batch.present)
+        h = model.encode(batch.inputs, batch.present, batch.lengths)
         _, outputs = model.forward_rows(h, plan.rows)
     v = TASK.utility(outputs, batch.target[plan.samples])
     phi = official_batch_shapley(plan, v)

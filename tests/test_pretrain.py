@@ -32,7 +32,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def digits() -> tuple[Task, MultimodalData]:
     task = get_task("digits")
-    train, _ = task.load(None)
+    train = task.splits(None).train
     return task, apply_missing_rates(train, (0.8, 0.2), 0).data
 
 
@@ -233,7 +233,7 @@ def test_held_out_samples_are_never_trained_on(tmp_path):
 
 def test_early_stopping_stops_before_the_budget(tmp_path, monkeypatch):
     task, data = _toy_task({})
-    flat = lambda model, task, inputs, target: torch.ones(2, inputs.shape[0])
+    flat = lambda model, task, inputs, *_: torch.ones(2, inputs.shape[0])
     monkeypatch.setattr(pretrain, "_evaluate", flat)  # the held-out score never improves
     hparams = {
         "batch_size": 8,

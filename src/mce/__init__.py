@@ -34,6 +34,7 @@ def __getattr__(name: str) -> object:
         return run
     raise AttributeError(f"module 'mce' has no attribute {name!r}")
 
+
 __all__ = [
     "__version__",
     # capabilities

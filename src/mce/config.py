@@ -21,9 +21,10 @@ from mce.methods.mce import MCEConfig
 if TYPE_CHECKING:
     from mce.tasks.base import Task
 
-__all__ = ["HyperParameters", "TrainConfig", "OPTIMIZERS"]
+__all__ = ["HyperParameters", "TrainConfig", "OPTIMIZERS", "SELECT_MODES"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SELECT_MODES = ("last", "validation")  # TrainConfig.select
 
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
@@ -172,8 +173,21 @@ class TrainConfig:
     cache_dir: str | None = None  # unimodal models; None: $XDG_CACHE_HOME/mce (~/.cache/mce)
     no_cache: bool = False  # retrain the unimodal models even when cached
     progress: bool = True  # progress bars
+    # which epoch's model is tested: "last" (the paper's behaviour) or "validation": the epoch
+    # with the best validation score (the task's selection_metric averaged over the modality
+    # combinations, as MMIN); needs a task with a validation split
+    select: Literal["last", "validation"] = "last"
+    fold: int | None = None  # cross-validation fold 1..task.folds; None: fold 1 of such a task
 
     def __post_init__(self) -> None:
+        if self.select not in SELECT_MODES:
+            raise ValueError(
+                f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}"
+            )
+        if self.fold is not None and (
+            isinstance(self.fold, bool) or not isinstance(self.fold, int) or self.fold < 1
+        ):
+            raise ValueError(f"fold must be a whole number >= 1 or None, got {self.fold!r}")
         if self.hparams is None:
             from mce.tasks import get_task
 

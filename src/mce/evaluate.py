@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -11,7 +12,24 @@ from tqdm.auto import tqdm
 from mce.data.dataset import MultimodalData
 from mce.model import MultimodalModel, combination_rows
 
-__all__ = ["combination_name", "evaluate_combinations", "evaluate_unimodal_heads"]
+__all__ = ["Evaluation", "combination_name", "evaluate_combinations", "evaluate_unimodal_heads"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate_combinations` measured, all values in [0, 1].
+
+    Attributes:
+        scores: {combination or "average": mean per-sample utility} (the primary score).
+        metrics: {metric: {combination or "average": value}} of the extra split-level metrics.
+    """
+
+    scores: dict[str, float]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def value(self, metric: str = "") -> float:
+        """The average over combinations of ``metric`` ("" : the utility)."""
+        return self.metrics[metric]["average"] if metric else self.scores["average"]
 
 
 def combination_name(mask: int, modalities: Sequence[str]) -> str:
@@ -26,15 +44,27 @@ def evaluate_combinations(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     progress: bool = True,
-) -> dict[str, float]:
+    metrics: Mapping[str, Callable[[Tensor, Tensor], float]] | None = None,
+) -> Evaluation:
     """Mean ``utility(outputs, target)`` of the model on ``data`` for each non-empty combination
     C of modalities (each sample given C & its present set; samples where that is empty are
     left out of C), plus ``average``, the unweighted mean over combinations. All combinations of
-    a batch run as one batched forward."""
+    a batch run as one batched forward.
+
+    Each of ``metrics`` (name -> function of the outputs of every sample of one combination,
+    concatenated, and their targets) is computed once per combination over the whole split,
+    plus its ``average`` over combinations. To do so the outputs are kept, detached, on the CPU
+    (fine for classification; dense outputs would need streaming metrics).
+
+    Returns:
+        :class:`Evaluation` with the utility ``scores`` and the ``metrics``.
+    """
     model.eval()
+    metrics = dict(metrics or {})
     combos = list(range(1, 1 << model.num_modalities))
     totals = torch.zeros(len(combos), dtype=torch.float64)
     counts = torch.zeros(len(combos), dtype=torch.float64)
+    kept: list[tuple[Tensor, Tensor, Tensor]] = []  # (outputs, targets, combination) per batch
     batches = data.batches(batch_size)
     for batch in tqdm(
         batches,
@@ -44,19 +74,43 @@ def evaluate_combinations(
         leave=False,
     ):
         batch = batch.to(device)
-        h = model.encode(batch.inputs, batch.present)
+        h = model.encode(batch.inputs, batch.present, batch.lengths)
         rows, which = combination_rows(batch.present, combos)
         _, outputs = model.forward_rows(h, rows)
-        values = utility(outputs, batch.target[rows[:, 0]]).double().cpu()
+        targets = batch.target[rows[:, 0]]
+        values = utility(outputs, targets).double().cpu()
         totals.index_add_(0, which.cpu(), values)
         counts.index_add_(0, which.cpu(), torch.ones_like(values))
-    scores = {
-        combination_name(c, model.modalities): float(totals[i] / counts[i])
-        for i, c in enumerate(combos)
-        if counts[i] > 0
-    }
+        if metrics:
+            kept.append((outputs.detach().cpu(), targets.detach().cpu(), which.cpu()))
+    names = {i: combination_name(c, model.modalities) for i, c in enumerate(combos)}
+    scored = [i for i in range(len(combos)) if counts[i] > 0]
+    scores = {names[i]: float(totals[i] / counts[i]) for i in scored}
     scores["average"] = sum(scores.values()) / len(scores)
-    return scores
+    return Evaluation(scores, _split_metrics(metrics, kept, names, scored))
+
+
+def _split_metrics(
+    metrics: Mapping[str, Callable[[Tensor, Tensor], float]],
+    kept: list[tuple[Tensor, Tensor, Tensor]],
+    names: Mapping[int, str],
+    scored: Sequence[int],
+) -> dict[str, dict[str, float]]:
+    """{metric: {combination: value, "average": mean}} from the kept outputs of every batch."""
+    if not metrics or not kept:
+        return {}
+    outputs = torch.cat([o for o, _, _ in kept])
+    targets = torch.cat([t for _, t, _ in kept])
+    which = torch.cat([w for _, _, w in kept])
+    table: dict[str, dict[str, float]] = {}
+    for metric, compute in metrics.items():
+        values = {}
+        for i in scored:
+            chosen = which == i
+            values[names[i]] = float(compute(outputs[chosen], targets[chosen]))
+        values["average"] = sum(values.values()) / len(values)
+        table[metric] = values
+    return table
 
 
 @torch.no_grad()
@@ -82,7 +136,7 @@ def evaluate_unimodal_heads(
     counts = torch.zeros(model.num_modalities, dtype=torch.float64)
     for batch in data.batches(batch_size):
         batch = batch.to(device)
-        h = model.encode(batch.inputs, batch.present)
+        h = model.encode(batch.inputs, batch.present, batch.lengths)
         for m, (index, outputs) in model.unimodal_outputs(h, batch.present).items():
             values = utility(outputs, batch.target[index]).double()
             totals[m] += float(values.sum())

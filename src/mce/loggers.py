@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["RunLogger"]
@@ -11,11 +12,16 @@ __all__ = ["RunLogger"]
 class RunLogger:
     """Appends one CSV row per step to ``log.csv`` and writes TensorBoard scalars to ``tb/``."""
 
-    def __init__(self, run_dir: Path, resume_step: int = 0) -> None:
+    def __init__(
+        self, run_dir: Path, resume_step: int = 0, extra_fields: Sequence[str] = ()
+    ) -> None:
+        """``extra_fields``: CSV columns logged on some rows only (e.g. a per-epoch validation
+        score), added to the header that the first row's keys make."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.csv_path = run_dir / "log.csv"
         self.fields: list[str] | None = None
+        self.extra_fields = tuple(extra_fields)
         if resume_step and self.csv_path.exists():
             self._truncate_after(resume_step)
         elif self.csv_path.exists():
@@ -38,7 +44,7 @@ class RunLogger:
         row = {"step": step, "epoch": epoch, **values}
         new_file = not self.csv_path.exists()
         if self.fields is None:
-            self.fields = list(row)
+            self.fields = list(row) + [f for f in self.extra_fields if f not in row]
         with self.csv_path.open("a", newline="") as file:
             writer = csv.DictWriter(file, self.fields, extrasaction="ignore")
             if new_file:

@@ -42,7 +42,9 @@ class MultimodalModel(nn.Module):
 
     Args:
         modalities: names, in the fixed order that defines bit m of the presence masks.
-        encoders: name -> module mapping a batch of that modality's input to [B, dim].
+        encoders: name -> module mapping a batch of that modality's input to [B, dim]; the
+            encoder of a sequence modality is called as ``encoder(x, lengths)`` (see
+            :meth:`encode`).
         heads: name -> unimodal head mapping [B, dim] to the task's output.
         fusion: module mapping tokens [R, M, dim] to [R, fusion.out_dim].
         decoder: module mapping fused features to the task's output.
@@ -75,15 +77,34 @@ class MultimodalModel(nn.Module):
     def num_modalities(self) -> int:
         return len(self.modalities)
 
-    def encode(self, inputs: Mapping[str, Tensor], present: Tensor) -> Tensor:
-        """Features h [N, M, dim], computed only where a modality is present (zeros elsewhere)."""
+    def encode(
+        self,
+        inputs: Mapping[str, Tensor],
+        present: Tensor,
+        lengths: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """Features h [N, M, dim], computed only where a modality is present (zeros elsewhere).
+
+        Args:
+            inputs: name -> Tensor[N, ...], the inputs of every modality.
+            present: Tensor[N] int64 presence bitmasks.
+            lengths: name -> Tensor[N] int64 valid frames of a sequence modality padded as
+                [N, T, ...] (e.g. ``batch.lengths``); its encoder is called as
+                ``encoder(x[index], lengths[name][index])``, the others as ``encoder(x[index])``.
+        """
+        lengths = lengths or {}
         num_samples = present.shape[0]
         columns = []
         for m, name in enumerate(self.modalities):
             index = samples_with_modality(present, m)
             column = torch.zeros(num_samples, self.dim, device=present.device)
             if index.numel():
-                column = column.index_copy(0, index, self.encoders[name](inputs[name][index]))
+                x = inputs[name][index]
+                if name in lengths:
+                    features = self.encoders[name](x, lengths[name].to(index.device)[index])
+                else:
+                    features = self.encoders[name](x)
+                column = column.index_copy(0, index, features)
             columns.append(column)
         return torch.stack(columns, dim=1)
 
@@ -95,9 +116,15 @@ class MultimodalModel(nn.Module):
             tokens = self.reconstruction(tokens, kept)
         return tokens, self.decoder(self.fusion(tokens))
 
-    def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> Tensor:
-        """Prediction of each sample from all of its present modalities."""
-        h = self.encode(inputs, present)
+    def forward(
+        self,
+        inputs: Mapping[str, Tensor],
+        present: Tensor,
+        lengths: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """Prediction of each sample from all of its present modalities (``lengths``: as in
+        :meth:`encode`)."""
+        h = self.encode(inputs, present, lengths)
         return self.forward_rows(h, full_rows(present))[1]
 
     def unimodal_outputs(self, h: Tensor, present: Tensor) -> dict[int, tuple[Tensor, Tensor]]:

@@ -34,6 +34,7 @@ from mce.tasks.base import Task
 from mce.trainer import build_optimizer
 
 __all__ = [
+    "UnimodalModel",
     "UpperBounds",
     "cache_key",
     "data_fingerprint",
@@ -44,7 +45,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 """Version of the training procedure and file layout; bump it when either changes."""
 
 _CHUNK = 512  # samples per evaluation forward pass
@@ -70,10 +71,44 @@ class UpperBounds:
     report: dict[str, dict[str, Any]]
 
 
-def unimodal_model(task: Task, modality: str) -> nn.Module:
+class UnimodalModel(nn.Module):
+    """One modality's encoder followed by its unimodal head.
+
+    Args:
+        encoder: maps a batch of the modality's input (and, for a sequence modality, its
+            lengths) to features [B, dim].
+        head: maps the features to the task's output.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """x: the modality's input [B, ...]; lengths: Tensor[B] int64 valid frames of a padded
+        sequence modality (None for the others) -> the head's output."""
+        features = self.encoder(x) if lengths is None else self.encoder(x, lengths)
+        return self.head(features)
+
+
+def unimodal_model(task: Task, modality: str) -> UnimodalModel:
     """The task's encoder and unimodal head for ``modality``, freshly initialised."""
     model = task.build_model()
-    return nn.Sequential(model.encoders[modality], model.heads[modality])
+    return UnimodalModel(model.encoders[modality], model.heads[modality])
+
+
+def _take(
+    inputs: Tensor, lengths: Tensor | None, index: Tensor | slice
+) -> tuple[Tensor, Tensor | None]:
+    """The samples at ``index`` and their lengths; a padded sequence modality is cut to the
+    longest of them, as :meth:`MultimodalData.batch` does."""
+    x = inputs[index]
+    if lengths is None:
+        return x, None
+    part = lengths[index]
+    longest = max(int(part.max()) if part.numel() else 0, 1)
+    return x[:, :longest], part
 
 
 def split_holdout(
@@ -103,9 +138,12 @@ def split_holdout(
 
 
 def data_fingerprint(data: MultimodalData) -> str:
-    """The sha256 of a split's targets, presence (the missing-modality mask) and inputs."""
+    """The sha256 of a split's targets, presence (the missing-modality mask), inputs and
+    sequence lengths (when it has any)."""
     digest = hashlib.sha256()
-    for tensor in (data.target, data.present, *(data.inputs[name] for name in data.modalities)):
+    lengths = [data.lengths[name] for name in data.modalities if name in data.lengths]
+    inputs = [data.inputs[name] for name in data.modalities]
+    for tensor in (data.target, data.present, *inputs, *lengths):
         digest.update(f"{tuple(tensor.shape)} {tensor.dtype}".encode())
         digest.update(tensor.contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
@@ -185,13 +223,15 @@ def _load_cached(path: Path, key: str, model: nn.Module) -> dict[str, Any] | Non
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, task: Task, inputs: Tensor, target: Tensor) -> Tensor:
+def _evaluate(
+    model: nn.Module, task: Task, inputs: Tensor, lengths: Tensor | None, target: Tensor
+) -> Tensor:
     """Tensor[2, K]: per-sample utility and loss, in eval mode (dropout off)."""
     was_training = model.training
     model.eval()
     rows = []
     for first in range(0, inputs.shape[0], _CHUNK):
-        outputs = model(inputs[first : first + _CHUNK])
+        outputs = model(*_take(inputs, lengths, slice(first, first + _CHUNK)))
         part = target[first : first + _CHUNK]
         rows.append(torch.stack([task.utility(outputs, part), task.loss(outputs, part)]))
     model.train(was_training)
@@ -202,6 +242,7 @@ def _fit(
     model: nn.Module,
     task: Task,
     inputs: Tensor,
+    lengths: Tensor | None,
     target: Tensor,
     fit_index: Tensor,
     heldout_index: Tensor,
@@ -216,7 +257,8 @@ def _fit(
     """
     optimizer, _ = build_optimizer(model.parameters(), hparams)
     device = inputs.device
-    held_inputs, held_target = inputs[heldout_index], target[heldout_index]
+    held_inputs, held_lengths = _take(inputs, lengths, heldout_index)
+    held_target = target[heldout_index]
     best = (-math.inf, math.inf)
     best_state = copy.deepcopy(model.state_dict())
     best_step, stale, step, order = 0, 0, 0, torch.empty(0, dtype=torch.int64)
@@ -227,7 +269,7 @@ def _fit(
         if order.numel() == 0:
             order = fit_index[torch.randperm(fit_index.numel(), generator=generator)]
         batch, order = order[: hparams.batch_size].to(device), order[hparams.batch_size :]
-        loss = task.loss(model(inputs[batch]), target[batch]).mean()
+        loss = task.loss(model(*_take(inputs, lengths, batch)), target[batch]).mean()
         optimizer.zero_grad()
         loss.backward()
         if hparams.grad_clip:
@@ -237,7 +279,9 @@ def _fit(
         bar.update()
         if step % hparams.pretrain_eval_every and step < budget:
             continue
-        utility, held_loss = _evaluate(model, task, held_inputs, held_target).mean(dim=1).tolist()
+        utility, held_loss = (
+            _evaluate(model, task, held_inputs, held_lengths, held_target).mean(dim=1).tolist()
+        )
         bar.set_postfix(heldout=f"{utility:.3f}")
         if utility > best[0] or (utility == best[0] and held_loss < best[1]):
             best, best_step, stale = (utility, held_loss), step, 0
@@ -306,6 +350,7 @@ def upper_bound_table(
                 "upper-bound model needs at least 2 (training and held-out)"
             )
         inputs, target = train.inputs[name][index].to(device), train.target[index].to(device)
+        lengths = train.lengths[name][index].to(device) if name in train.lengths else None
         torch.manual_seed(seed + m)
         model = unimodal_model(task, name).to(device)
         key = cache_key(
@@ -322,6 +367,7 @@ def upper_bound_table(
                 model,
                 task,
                 inputs,
+                lengths,
                 target,
                 fit_index,
                 heldout_index,
@@ -331,7 +377,7 @@ def upper_bound_table(
                 progress,
             )
             save_atomic({"model": model.state_dict(), "key": key, "fit": fit}, path)
-        utility = _evaluate(model, task, inputs, target)[0]
+        utility = _evaluate(model, task, inputs, lengths, target)[0]
         table[index, m] = utility.cpu()
         report[name] = {
             "heldout_utility": fit["heldout_utility"],

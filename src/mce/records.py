@@ -97,7 +97,8 @@ class RunRecord:
     """The results of one run, written as ``results.json`` and ``results.md``.
 
     Scores are percentages in both files; ``average`` is the unweighted mean over the non-empty
-    modality combinations.
+    modality combinations. ``metrics`` holds the task's extra split-level metrics (one table
+    each after the main one) and ``selection`` which epoch was tested.
     """
 
     task: str
@@ -111,6 +112,11 @@ class RunRecord:
     # {method: {modality: score in %}} of each unimodal head on the test split (Fig. 9)
     heads: dict[str, dict[str, float]] = field(default_factory=dict)
     upper_bounds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # {method: {metric: {combination or "average": value in %}}} of the task's extra metrics
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # {"mode": "last" | "validation", "metric": name or None,
+    #  "best_epoch": {method: epoch (1-based)}, "validation_score": {method: % or None}}
+    selection: dict[str, Any] = field(default_factory=dict)
 
     def column(self, method: str) -> str:
         label = ablation_label(self.config.mce) if method == "mce" else ""
@@ -118,10 +124,26 @@ class RunRecord:
 
     @property
     def title(self) -> str:
+        return self.title_of(self.metric)
+
+    def title_of(self, metric: str) -> str:
+        """The title line of ``metric``'s table."""
         return (
-            f"{self.task}: {self.metric} (%) on every modality combination of the test split "
+            f"{self.task}: {metric} (%) on every modality combination of the test split "
             f"({self.test_samples} samples)"
         )
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The extra metrics recorded, in order of first appearance."""
+        names: list[str] = []
+        for by_metric in self.metrics.values():
+            names += [name for name in by_metric if name not in names]
+        return names
+
+    def metric_scores(self, metric: str) -> dict[str, dict[str, float]]:
+        """{method: {combination: %}} of one extra metric (methods that recorded it)."""
+        return {m: values[metric] for m, values in self.metrics.items() if metric in values}
 
     @property
     def average_note(self) -> str:
@@ -131,14 +153,19 @@ class RunRecord:
             f"average: the unweighted mean over the {combinations} non-empty modality combinations"
         )
 
-    def table(self) -> str:
-        """Rows: combinations and average; columns: methods."""
-        methods = list(self.scores)
-        combos = list(next(iter(self.scores.values())))
-        header = " | ".join(f"{self.column(m)} ({self.metric})" for m in methods)
+    def table(
+        self, scores: dict[str, dict[str, float]] | None = None, metric: str | None = None
+    ) -> str:
+        """Rows: combinations and average; columns: methods. Default: the utility's scores;
+        ``scores`` and ``metric`` give another metric's table."""
+        scores = self.scores if scores is None else scores
+        metric = self.metric if metric is None else metric
+        methods = list(scores)
+        combos = list(next(iter(scores.values())))
+        header = " | ".join(f"{self.column(m)} ({metric})" for m in methods)
         lines = [f"| combination | {header} |", "|---|" + "---|" * len(methods)]
         for combo in combos:
-            cells = " | ".join(f"{self.scores[m][combo]:.2f}" for m in methods)
+            cells = " | ".join(f"{scores[m][combo]:.2f}" for m in methods)
             label = f"**{combo}**" if combo == "average" else combo
             lines.append(f"| {label} | {cells} |")
         return "\n".join(lines)
@@ -160,11 +187,24 @@ class RunRecord:
                 for name, fit in self.upper_bounds.items()
             )
             lines.append(f"upper bounds (frozen unimodal models, {self.metric} %): {bounds}")
+        if self.selection.get("mode") == "validation":
+            chosen = ", ".join(
+                f"{m} epoch {epoch} (validation {self.selection['validation_score'][m]:.2f})"
+                for m, epoch in self.selection["best_epoch"].items()
+            )
+            lines.append(
+                f"tested epoch: the best validation {self.selection['metric']} (%, averaged over "
+                f"the combinations): {chosen}"
+            )
         return lines
 
     def markdown(self) -> str:
         details = "\n".join(f"- {line}" for line in self.details())
-        return f"{self.title}\n\n{self.table()}\n\n{self.average_note}\n\n{details}\n"
+        text = f"{self.title}\n\n{self.table()}\n\n{self.average_note}\n"
+        for metric in self.metric_names:
+            table = self.table(self.metric_scores(metric), metric)
+            text += f"\n{self.title_of(metric)}\n\n{table}\n"
+        return f"{text}\n{details}\n"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,6 +219,8 @@ class RunRecord:
             "timing_s": self.timing_s,
             "config": self.config.to_dict(),
             "scores": self.scores,
+            "metrics": self.metrics,
+            "selection": self.selection,
             "unimodal_heads": self.heads,
             "upper_bounds": self.upper_bounds,
         }

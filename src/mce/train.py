@@ -16,10 +16,10 @@ from typing import get_args
 import torch
 
 from mce.checkpoint import load_checkpoint, save_atomic
-from mce.config import HPARAM_NAMES, HyperParameters, TrainConfig, hparam_arguments
+from mce.config import HPARAM_NAMES, SELECT_MODES, HyperParameters, TrainConfig, hparam_arguments
 from mce.data.dataset import MultimodalData
 from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates
-from mce.evaluate import evaluate_combinations, evaluate_unimodal_heads
+from mce.evaluate import Evaluation, evaluate_combinations, evaluate_unimodal_heads
 from mce.lce import presence_counts
 from mce.methods import METHODS, MCEConfig, MethodInputs, get_method
 from mce.methods.mce import ShapleyMode, Weighting
@@ -28,12 +28,25 @@ from mce.records import CONFIG, RunRecord, write_config
 from mce.tasks import TASKS, Task, get_task
 from mce.trainer import Trainer
 
-__all__ = ["TrainConfig", "HyperParameters", "run", "main", "build_parser", "parse_config"]
+__all__ = [
+    "TrainConfig",
+    "HyperParameters",
+    "UsageError",
+    "run",
+    "main",
+    "build_parser",
+    "parse_config",
+]
 
 log = logging.getLogger("mce.train")
 
 COMPARE = ("mce", "baseline")  # what --method compare trains
 _PRESET_HELP = ", ".join(f"{k}={v}" for k, v in PRESETS.items())
+
+
+class UsageError(ValueError):
+    """A configuration the task cannot run, found once its data is loaded (``--select
+    validation`` without a validation split); the command line exits with status 2."""
 
 
 def _setting_key(rates: tuple[float, ...]) -> str:
@@ -57,9 +70,16 @@ def run(
 
     Returns:
         {method: {combination or "average": score in %}}, as in ``results.json``; empty when
-        stopped early.
+        stopped early. The task's extra metrics and the epoch selection are in
+        ``results.json`` (``metrics``, ``selection``).
+
+    Raises:
+        UsageError: ``config.select`` is "validation" and the task has no validation split.
+        ValueError: a fold outside the task's folds, or another invalid setting.
     """
     task = task if task is not None else get_task(config.task)
+    # a task with folds loads fold 1 unless told otherwise; config.json records which
+    config = dataclasses.replace(config, fold=task.check_fold(config.fold))
     hparams = config.hparams
     rates = hparams.rates_for(task.modalities)
     device = torch.device(config.device)
@@ -77,7 +97,13 @@ def run(
             f"{out} already holds a run: pass --resume to continue it, or choose another --out"
         )
     # Data and masks first: a folder with an unreadable data set or infeasible rates stays empty.
-    train_full, test = task.load(Path(config.data_dir) if config.data_dir else None)
+    splits = task.splits(Path(config.data_dir) if config.data_dir else None, config.fold)
+    train_full, test, validation = splits.train, splits.test, splits.validation
+    if config.select == "validation" and validation is None:
+        raise UsageError(
+            f"--select validation needs a validation split, and task {task.name!r} has none "
+            "(its load returns (train, test)); use --select last"
+        )
     masked = apply_missing_rates(
         train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
     )
@@ -108,6 +134,19 @@ def run(
             "drop_all_missing": config.drop_all_missing,
         },
     )
+    selecting = config.select == "validation"
+    record.selection = {
+        "mode": config.select,
+        "metric": task.selection_name if selecting else None,
+        "best_epoch": {},
+        "validation_score": {},
+    }
+
+    def validate(model) -> float:
+        return evaluate_combinations(
+            model, task.utility, validation, device=device, progress=False, metrics=task.metrics
+        ).value(task.selection_metric)
+
     for name in names:
         timing: dict[str, float] = {}
         started = time.perf_counter()
@@ -122,6 +161,8 @@ def run(
             seed=config.seed,
             device=device,
             progress=config.progress,
+            validate=validate if selecting else None,
+            validation_name=task.selection_name,
         )
         if resume and trainer.checkpoint_path.is_file():
             trainer.load()
@@ -131,13 +172,28 @@ def run(
             return {}
         timing["train"] = time.perf_counter() - started
         started = time.perf_counter()
-        scores = evaluate_combinations(
-            trainer.model, task.utility, test, device=device, progress=config.progress
+        evaluation: Evaluation = evaluate_combinations(
+            trainer.model,
+            task.utility,
+            test,
+            device=device,
+            progress=config.progress,
+            metrics=task.metrics,
         )
         heads = evaluate_unimodal_heads(trainer.model, task.utility, test, device=device)
         record.heads[name] = {modality: 100.0 * score for modality, score in heads.items()}
         timing["evaluate"] = time.perf_counter() - started
-        record.scores[name] = {combo: 100.0 * score for combo, score in scores.items()}
+        record.scores[name] = {c: 100.0 * score for c, score in evaluation.scores.items()}
+        if evaluation.metrics:
+            record.metrics[name] = {
+                metric: {c: 100.0 * value for c, value in values.items()}
+                for metric, values in evaluation.metrics.items()
+            }
+        best = trainer.best_epoch if selecting else trainer.epoch
+        record.selection["best_epoch"][name] = best
+        record.selection["validation_score"][name] = (
+            100.0 * trainer.best_score if selecting and trainer.best_score is not None else None
+        )
         record.timing_s[name] = {step: round(seconds, 3) for step, seconds in timing.items()}
     record.write(out)
     print(f"\n{record.markdown()}\nresults in {out}/results.json and results.md")
@@ -267,6 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
         "stated rates are met exactly and rates that cannot leave every sample a modality are "
         "an error",
     )
+    run_group.add_argument(
+        "--select",
+        choices=SELECT_MODES,
+        default="last",
+        help="the epoch whose model is tested: last (the paper's behaviour) or validation: the "
+        "epoch with the best validation score (the task's selection metric averaged over the "
+        "modality combinations, as MMIN; needs a task with a validation split) (default: last)",
+    )
+    run_group.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="cross-validation fold 1..N of a task with N folds (default: 1; tasks without "
+        "folds take none)",
+    )
     run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run_group.add_argument(
         "--out",
@@ -388,6 +459,10 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         parser.error(f"task {args.task!r} uses bundled data and takes no --data-dir")
     if args.mc_k < 1:
         parser.error(f"--mc-k must be at least 1, got {args.mc_k}")
+    if args.fold is not None and not task.folds:
+        parser.error(f"task {args.task!r} has no folds; it takes no --fold")
+    if args.fold is not None and not 1 <= args.fold <= task.folds:
+        parser.error(f"--fold must be in 1..{task.folds} for task {args.task!r}, got {args.fold}")
     if args.resume and args.out is None:
         parser.error("--resume needs --out, the run folder to continue")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -420,6 +495,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         cache_dir=args.cache_dir,
         no_cache=args.no_cache,
         progress=not args.no_progress,
+        select=args.select,
+        fold=args.fold,
     )
     return config, args.resume
 
@@ -431,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         run(config, resume=resume)
     except KeyboardInterrupt:
         return 130
+    except UsageError as error:
+        build_parser().error(str(error))  # exits with status 2
     except (ValueError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -49,6 +49,12 @@ class Trainer:
     model, optimizer, scheduler, global RNG state and position (epoch, batch, step), so an
     interrupted run resumed from its checkpoint reproduces the uninterrupted run exactly (CPU).
 
+    With ``validate``, the model is scored after every epoch (logged as ``validation/<name>``
+    in ``log.csv`` and TensorBoard, on the epoch's last step) and the state of the best epoch
+    (the first to reach the highest score) is kept, in the checkpoint too; when training ends
+    the model holds that best state (:attr:`best_epoch`, :attr:`best_score`). Without it the
+    model is the last epoch's.
+
     Args:
         build_model: () -> a fresh model (called after seeding).
         method: the training objective.
@@ -58,6 +64,9 @@ class Trainer:
         seed: initialisation and data order.
         device: where the model and batches live.
         progress: show progress bars.
+        validate: model -> validation score (higher is better), called after every epoch to
+            select the epoch; None: the last epoch's model is the result.
+        validation_name: what ``validate`` measures, for the logs.
     """
 
     def __init__(
@@ -71,9 +80,16 @@ class Trainer:
         seed: int,
         device: torch.device,
         progress: bool = True,
+        validate: Callable[[nn.Module], float] | None = None,
+        validation_name: str = "score",
     ) -> None:
         self.method, self.train, self.run_dir, self.hparams = method, train, run_dir, hparams
         self.seed, self.device, self.progress = seed, device, progress
+        self.validate, self.validation_key = validate, f"validation/{validation_name}"
+        # the selected epoch (1-based), its validation score and model state (on the CPU)
+        self.best_epoch: int | None = None
+        self.best_score: float | None = None
+        self.best_model: dict[str, torch.Tensor] | None = None
         torch.manual_seed(seed)
         self.model = build_model().to(device)
         self.optimizer, self.scheduler = build_optimizer(self.model.parameters(), hparams)
@@ -96,6 +112,9 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
+            "best": None
+            if self.best_model is None
+            else {"model": self.best_model, "score": self.best_score, "epoch": self.best_epoch},
         }
 
     def save(self) -> None:
@@ -112,6 +131,13 @@ class Trainer:
             state["batch_in_epoch"],
             state["step"],
         )
+        best = state.get("best")
+        if best is not None:
+            self.best_model, self.best_score, self.best_epoch = (
+                best["model"],
+                best["score"],
+                best["epoch"],
+            )
 
     def _order(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -119,14 +145,30 @@ class Trainer:
 
     def fit(self, stop_at_step: int | None = None) -> bool:
         """Train until the last epoch (True) or until ``stop_at_step`` / Ctrl-C (False); both
-        leave a checkpoint to resume from."""
+        leave a checkpoint to resume from. With ``validate``, a finished run leaves the best
+        epoch's state in the model (the checkpoint keeps the last epoch's beside it)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        logger = RunLogger(self.run_dir, resume_step=self.step)
+        extra = (self.validation_key,) if self.validate is not None else ()
+        logger = RunLogger(self.run_dir, resume_step=self.step, extra_fields=extra)
         try:
             with _DeferredInterrupt() as interrupt:
-                return self._fit_epochs(logger, stop_at_step, interrupt)
+                finished = self._fit_epochs(logger, stop_at_step, interrupt)
         finally:
             logger.close()
+        if finished and self.validate is not None and self.best_model is not None:
+            self.model.load_state_dict(self.best_model)
+        return finished
+
+    def _select(self, logger: RunLogger) -> None:
+        """Score the epoch just finished on the validation split; keep its state if best."""
+        score = float(self.validate(self.model))
+        logger.log(self.step - 1, self.epoch - 1, {self.validation_key: score})
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_epoch = score, self.epoch
+            self.best_model = {
+                key: value.detach().to("cpu", copy=True)
+                for key, value in self.model.state_dict().items()
+            }
 
     def _fit_epochs(
         self, logger: RunLogger, stop_at_step: int | None, interrupt: _DeferredInterrupt
@@ -169,6 +211,8 @@ class Trainer:
             self.epoch += 1
             self.batch_in_epoch = 0
             self.scheduler.step()
+            if self.validate is not None:
+                self._select(logger)
             self.save()
         return True
 

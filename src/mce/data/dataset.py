@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,12 +16,15 @@ from mce.bits import has_modality
 @dataclass(frozen=True)
 class Batch:
     """One batch. ``inputs[name]`` holds every sample's input (zeros where absent);
-    ``present`` the presence bitmasks; ``index`` the samples' positions in their split."""
+    ``present`` the presence bitmasks; ``index`` the samples' positions in their split;
+    ``lengths[name]`` (sequence modalities only) int64 [B], the valid frames of each sample's
+    padded sequence ``inputs[name]`` [B, T, ...] (0 where the modality is absent)."""
 
     inputs: dict[str, Tensor]
     target: Tensor
     present: Tensor
     index: Tensor
+    lengths: dict[str, Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -29,17 +32,26 @@ class Batch:
             self.target.to(device),
             self.present.to(device),
             self.index.to(device),
+            {k: v.to(device) for k, v in self.lengths.items()},
         )
 
 
 @dataclass(frozen=True)
 class MultimodalData:
-    """A split held in memory: one tensor per modality (first dim N), targets and presence."""
+    """A split held in memory: one tensor per modality (first dim N), targets and presence.
+
+    A sequence modality (variable-length frames, e.g. IEMOCAP's acoustic features) is stored
+    padded as [N, T_max, F] with ``lengths[name]``, int64 [N]: the number of valid leading
+    frames of each sample, in [1, T_max] where the modality is present and in [0, T_max] where
+    it is absent (:meth:`with_presence` and :meth:`from_arrays` set it to 0 there). Frames past
+    a sample's length need not be zero: encoders given the lengths ignore them.
+    """
 
     modalities: tuple[str, ...]
     inputs: dict[str, Tensor]
     target: Tensor
     present: Tensor
+    lengths: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = self.target.shape[0]
@@ -54,6 +66,8 @@ class MultimodalData:
                 raise ValueError(f"modality {name!r} holds NaN or infinite values")
         if self.present.shape != (n,):
             raise ValueError(f"present must have shape [{n}], got {list(self.present.shape)}")
+        for name, lengths in self.lengths.items():
+            _check_lengths(name, lengths, self, n)
 
     @classmethod
     def from_arrays(
@@ -61,6 +75,7 @@ class MultimodalData:
         inputs: Mapping[str, Any],
         target: Any,
         presence: Any | None = None,
+        lengths: Mapping[str, Any] | None = None,
     ) -> MultimodalData:
         """A data set from NumPy arrays or tensors, e.g. your own features.
 
@@ -70,10 +85,15 @@ class MultimodalData:
             target: array [N] of class indices (or [N, ...] targets of another task).
             presence: bool/0-1 array [N, M]: which modalities each sample has (default: all).
                 Inputs of absent modalities are replaced by zeros, so they may hold NaN.
+            lengths: for sequence modalities stored padded as [N, T_max, F]: name -> integer
+                array [N] of valid frames per sample (1..T_max where present; absent samples'
+                values are ignored and set to 0). Frames past a length are set to zero and may
+                hold NaN.
 
         Raises:
-            ValueError: naming the modality and sample of a NaN or infinite present input, a
-                sample with no modality, or arrays of mismatched lengths.
+            ValueError: naming the modality and sample of a NaN or infinite present input (in
+                its valid frames), a sample with no modality, arrays of mismatched lengths, or
+                bad sequence lengths (unknown modality, shape, integer type, range).
 
         Example:
             >>> data = MultimodalData.from_arrays(
@@ -120,6 +140,30 @@ class MultimodalData:
                 f"sample {int(empty[0])} has no modality present ({empty.numel()} such samples); "
                 "drop them first"
             )
+        length_tensors = {}
+        for name, array in (lengths or {}).items():
+            if name not in tensors:
+                raise ValueError(f"lengths given for {name!r}, which is not among {modalities}")
+            value = torch.as_tensor(np.asarray(array) if not isinstance(array, Tensor) else array)
+            if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+                raise ValueError(
+                    f"lengths of modality {name!r} must be integers, got {value.dtype}"
+                )
+            tensor = tensors[name]
+            if tensor.dim() < 2:
+                raise ValueError(
+                    f"modality {name!r} has shape {list(tensor.shape)}; a sequence modality with "
+                    "lengths must be padded as [N, T_max, ...]"
+                )
+            value = value.long()
+            if tuple(value.shape) == (num_samples,):
+                # absent samples: any value given, stored as 0
+                absent = ~matrix[:, modalities.index(name)].bool()
+                value = torch.where(absent, torch.zeros((), dtype=torch.int64), value)
+                valid = _valid_frames(value.clamp(0, tensor.shape[1]), tensor.shape[1])
+                valid = valid.view(*valid.shape, *([1] * (tensor.dim() - 2)))
+                tensors[name] = torch.where(valid, tensor, torch.zeros((), dtype=tensor.dtype))
+            length_tensors[name] = value
         for m, name in enumerate(modalities):
             tensor, has = tensors[name], matrix[:, m]
             if tensor.is_floating_point():
@@ -131,7 +175,7 @@ class MultimodalData:
                         "is marked present (mark it absent in presence, or fix the input)"
                     )
                 tensors[name] = torch.nan_to_num(tensor, nan=0.0, posinf=0.0, neginf=0.0)
-        return cls(modalities, tensors, target, present).with_presence(present)
+        return cls(modalities, tensors, target, present, length_tensors).with_presence(present)
 
     def __len__(self) -> int:
         return self.target.shape[0]
@@ -146,6 +190,7 @@ class MultimodalData:
             {k: v[index] for k, v in self.inputs.items()},
             self.target[index],
             self.present[index],
+            {k: v[index] for k, v in self.lengths.items()},
         )
 
     def random_split(self, fraction: float, seed: int) -> tuple[MultimodalData, MultimodalData]:
@@ -155,22 +200,29 @@ class MultimodalData:
         return self.subset(order[:cut]), self.subset(order[cut:])
 
     def with_presence(self, present: Tensor) -> MultimodalData:
-        """The same samples with new presence masks; absent inputs are zeroed."""
-        inputs = {}
+        """The same samples with new presence masks; absent inputs are zeroed, and so are the
+        lengths of absent sequence modalities (a modality cannot be made present again then:
+        its frames are gone, and its length 0 is refused)."""
+        inputs, lengths = {}, {}
         for m, name in enumerate(self.modalities):
-            keep = has_modality(present, m).view(-1, *([1] * (self.inputs[name].dim() - 1)))
+            has = has_modality(present, m)
+            keep = has.view(-1, *([1] * (self.inputs[name].dim() - 1)))
             inputs[name] = torch.where(
                 keep, self.inputs[name], torch.zeros((), dtype=self.inputs[name].dtype)
             )
-        return MultimodalData(self.modalities, inputs, self.target, present)
+            if name in self.lengths:
+                lengths[name] = torch.where(has, self.lengths[name], torch.zeros_like(has).long())
+        return MultimodalData(self.modalities, inputs, self.target, present, lengths)
 
     def batch(self, index: Tensor) -> Batch:
-        return Batch(
-            {k: v[index] for k, v in self.inputs.items()},
-            self.target[index],
-            self.present[index],
-            index,
-        )
+        """The samples at ``index``; sequence modalities are cut to the batch's longest length
+        (``[:, :max_len]``, at least 1 frame), so a batch is padded to its own maximum."""
+        inputs = {k: v[index] for k, v in self.inputs.items()}
+        lengths = {k: v[index] for k, v in self.lengths.items()}
+        for name, value in lengths.items():
+            longest = max(int(value.max()) if value.numel() else 0, 1)
+            inputs[name] = inputs[name][:, :longest]
+        return Batch(inputs, self.target[index], self.present[index], index, lengths)
 
     def batches(
         self, batch_size: int, order: Sequence[int] | Tensor | None = None, start: int = 0
@@ -181,6 +233,43 @@ class MultimodalData:
             yield self.batch(order[first : first + batch_size])
 
 
+def _valid_frames(lengths: Tensor, num_frames: int) -> Tensor:
+    """Bool [N, T]: frame t of sample n is valid (t < lengths[n])."""
+    return torch.arange(num_frames, device=lengths.device) < lengths[:, None]
+
+
+def _check_lengths(name: str, lengths: Tensor, data: MultimodalData, num_samples: int) -> None:
+    """Raise a ValueError naming ``name`` unless its lengths fit the padded sequences."""
+    if name not in data.inputs:
+        raise ValueError(f"lengths given for {name!r}, which is not among {list(data.modalities)}")
+    if not isinstance(lengths, Tensor) or lengths.dtype != torch.int64:
+        kind = lengths.dtype if isinstance(lengths, Tensor) else type(lengths).__name__
+        raise ValueError(f"lengths of modality {name!r} must be an int64 tensor, got {kind}")
+    if tuple(lengths.shape) != (num_samples,):
+        raise ValueError(
+            f"lengths of modality {name!r} must have shape [{num_samples}], "
+            f"got {list(lengths.shape)}"
+        )
+    tensor = data.inputs[name]
+    if tensor.dim() < 2:
+        raise ValueError(
+            f"modality {name!r} has shape {list(tensor.shape)}; a sequence modality with lengths "
+            "must be padded as [N, T_max, ...]"
+        )
+    num_frames = tensor.shape[1]
+    has = has_modality(data.present, data.modalities.index(name)).to(lengths.device)
+    low = has.long()  # at least one frame where present, 0 allowed where absent
+    bad = (lengths < low) | (lengths > num_frames)
+    if bool(bad.any()):
+        first = int(torch.nonzero(bad)[0, 0])
+        state = "present" if bool(has[first]) else "absent"
+        raise ValueError(
+            f"modality {name!r}: sample {first} ({state}) has length {int(lengths[first])}, "
+            f"outside [{int(low[first])}, {num_frames}] (T_max = {num_frames}); "
+            f"{int(bad.sum())} such samples"
+        )
+
+
 def standardize(
     train: MultimodalData, test: MultimodalData, modality: str, dims: tuple[int, ...]
 ) -> tuple[MultimodalData, MultimodalData]:
@@ -188,13 +277,34 @@ def standardize(
 
     Mean and standard deviation are taken over ``dims`` of the training inputs (e.g. ``(0,)``:
     per feature over samples), so no test statistic leaks into the preprocessing.
+
+    For a sequence modality (one with ``lengths``) the statistics are taken over the valid
+    frames only (padding and absent samples, of length 0, do not count), and only valid frames
+    are standardised: padded frames come out zero.
     """
     values = train.inputs[modality]
-    mean = values.mean(dim=dims, keepdim=True)
-    std = values.std(dim=dims, keepdim=True) + 1e-6
+    if modality in train.lengths:
+        weight = _frame_weights(train, modality)
+        count = weight.sum(dim=dims, keepdim=True)
+        mean = (values * weight).sum(dim=dims, keepdim=True) / count.clamp(min=1)
+        var = ((values - mean) ** 2 * weight).sum(dim=dims, keepdim=True) / (count - 1).clamp(min=1)
+        std = var.sqrt() + 1e-6
+    else:
+        mean = values.mean(dim=dims, keepdim=True)
+        std = values.std(dim=dims, keepdim=True) + 1e-6
 
     def apply(split: MultimodalData) -> MultimodalData:
-        inputs = dict(split.inputs, **{modality: (split.inputs[modality] - mean) / std})
-        return MultimodalData(split.modalities, inputs, split.target, split.present)
+        scaled = (split.inputs[modality] - mean) / std
+        if modality in split.lengths:
+            scaled = torch.where(_frame_weights(split, modality).bool(), scaled, 0.0)
+        inputs = dict(split.inputs, **{modality: scaled})
+        return MultimodalData(split.modalities, inputs, split.target, split.present, split.lengths)
 
     return apply(train), apply(test)
+
+
+def _frame_weights(data: MultimodalData, modality: str) -> Tensor:
+    """1.0 on the valid frames of a sequence modality, 0.0 elsewhere; broadcastable to it."""
+    values = data.inputs[modality]
+    valid = _valid_frames(data.lengths[modality], values.shape[1])
+    return valid.view(*valid.shape, *([1] * (values.dim() - 2))).to(values.dtype)

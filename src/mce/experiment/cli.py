@@ -5,6 +5,7 @@ The command line of :mod:`mce.experiment` (run by its ``__main__``).
 Example:
     python -m mce.experiment --task digits --seeds 0-4 --settings 0.8,0.2 0.5,0.5
     python -m mce.experiment --ablation table2 --seeds 0-9 --out runs/table2
+    python -m mce.experiment --task my.module:TASK --folds 1-5 --seeds 0
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seeds", default="0,1,2", help="seeds: 0,1,2 or 0-4 or 0-2,7 (default: 0,1,2)"
     )
+    parser.add_argument(
+        "--folds",
+        default=None,
+        help="cross-validation folds of a task with folds, as for --seeds (1-5); every (seed, "
+        "fold) is a replicate, folder seed<k>-fold<f> (default: none, the task's fold 1)",
+    )
     group = parser.add_argument_group("shared by every cell")
     for flag, options in hparam_arguments(lambda _: "default: the task's", {"missing_rates"}):
         group.add_argument(flag, **options)
@@ -140,11 +147,17 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
         settings = tuple(
             parse_missing_rates(text, len(task.modalities)) for text in args.settings or ()
         )
+        folds = parse_seeds(args.folds) if args.folds else ()
+        if folds and not task.folds:
+            raise ValueError(f"--folds: task {args.task!r} has no folds")
+        if folds and not all(1 <= fold <= task.folds for fold in folds):
+            raise ValueError(f"--folds must be in 1..{task.folds} for task {args.task!r}")
         spec = ExperimentSpec(
             task=args.task,
             variants=tuple(names),
             settings=settings,
             seeds=parse_seeds(args.seeds),
+            folds=folds,
             overrides=overrides,
             device=args.device,
             data_dir=args.data_dir,

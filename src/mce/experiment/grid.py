@@ -128,6 +128,8 @@ class ExperimentSpec:
         variants: names in :data:`VARIANTS`.
         settings: missing rates per setting, one per modality each.
         seeds: the seeds (replicates) of every (variant, setting).
+        folds: cross-validation folds of a task with folds; each (seed, fold) is one replicate,
+            ``seed<k>-fold<f>`` ((): no fold dimension, the task's default fold).
         overrides: :class:`HyperParameters` / :class:`MCEConfig` fields set in every cell
             (``{"epochs": 2, "mc_k": 10}``); a variant's own switches win over these.
         device: cpu, cuda or cuda:N.
@@ -139,6 +141,7 @@ class ExperimentSpec:
     variants: tuple[str, ...] = ("mce", "baseline")
     settings: tuple[tuple[float, ...], ...] = ()
     seeds: tuple[int, ...] = (0,)
+    folds: tuple[int, ...] = ()
     overrides: Mapping[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     data_dir: str | None = None
@@ -161,6 +164,8 @@ class ExperimentSpec:
             )
         if len(set(self.variants)) != len(self.variants) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("variants and seeds must not repeat")
+        if len(set(self.folds)) != len(self.folds) or any(fold < 1 for fold in self.folds):
+            raise ValueError(f"folds must be distinct and at least 1, got {self.folds}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -168,6 +173,7 @@ class ExperimentSpec:
             "variants": list(self.variants),
             "settings": [list(rates) for rates in self.settings],
             "seeds": list(self.seeds),
+            "folds": list(self.folds),
             "overrides": dict(self.overrides),
             "device": self.device,
             "data_dir": self.data_dir,
@@ -177,12 +183,13 @@ class ExperimentSpec:
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid. Replicates pair across variants by ``replicate`` (the seed folder;
-    folds, when added, will make it ``seed<k>-fold<f>``)."""
+    """One run of the grid. Replicates pair across variants by ``replicate`` (the folder
+    ``seed<k>``, or ``seed<k>-fold<f>`` with folds)."""
 
     variant: Variant
     rates: tuple[float, ...]
     seed: int
+    fold: int | None = None
 
     @property
     def setting(self) -> str:
@@ -190,7 +197,7 @@ class Cell:
 
     @property
     def replicate(self) -> str:
-        return f"seed{self.seed}"
+        return f"seed{self.seed}" + (f"-fold{self.fold}" if self.fold is not None else "")
 
     def folder(self, out: Path) -> Path:
         return out / "cells" / self.variant.name / self.setting / self.replicate
@@ -203,6 +210,7 @@ class Cell:
             spec.task,
             method=self.variant.method,
             seed=self.seed,
+            fold=self.fold,
             missing_rates=self.rates,
             device=spec.device,
             data_dir=spec.data_dir,
@@ -214,11 +222,12 @@ class Cell:
 
 
 def cells_of(spec: ExperimentSpec, task: Task) -> list[Cell]:
-    """Every cell of the grid, in the order they run (setting, seed, variant)."""
+    """Every cell of the grid, in the order they run (setting, fold, seed, variant)."""
     settings = spec.settings or (task.hparams.rates_for(task.modalities),)
     return [
-        Cell(VARIANTS[name], tuple(rates), seed)
+        Cell(VARIANTS[name], tuple(rates), seed, fold)
         for rates in settings
+        for fold in spec.folds or (None,)
         for seed in spec.seeds
         for name in spec.variants
     ]

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import importlib
 
-from mce.tasks.base import Task, classification_loss, classification_utility
+from mce.tasks.base import Splits, Task, classification_loss, classification_utility
 
-__all__ = ["Task", "TASKS", "get_task", "classification_loss", "classification_utility"]
+__all__ = ["Task", "Splits", "TASKS", "get_task", "classification_loss", "classification_utility"]
 
 # name -> module holding TASK; imported on first use (some tasks need optional packages)
-TASKS = {"digits": "mce.tasks.digits", "avmnist": "mce.tasks.avmnist"}
+TASKS = {
+    "digits": "mce.tasks.digits",
+    "avmnist": "mce.tasks.avmnist",
+    "iemocap": "mce.tasks.iemocap",
+}
 
 
 def _load_attribute(spec: str) -> object:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,50 @@ def classification_utility(outputs: Tensor, target: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
+class Splits:
+    """The splits a task's ``load`` returns: train and test, and an optional validation split
+    (used to select the epoch with ``--select validation``).
+
+    Attributes:
+        train: the training split (missing-modality masks are applied to it by the caller).
+        test: the test split every reported score is measured on.
+        validation: held-out samples for epoch selection, or None.
+    """
+
+    train: MultimodalData
+    test: MultimodalData
+    validation: MultimodalData | None = None
+
+    @classmethod
+    def of(cls, value: Any) -> Splits:
+        """Normalise what a ``load`` returned: a ``Splits``, ``(train, test)`` or
+        ``(train, validation, test)``.
+
+        Raises:
+            ValueError: for anything else.
+        """
+        if isinstance(value, Splits):
+            return value
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            return cls(train=value[0], test=value[1])
+        if isinstance(value, (tuple, list)) and len(value) == 3:
+            return cls(train=value[0], validation=value[1], test=value[2])
+        raise ValueError(
+            "a task's load must return (train, test), (train, validation, test) or Splits, got "
+            f"{type(value).__name__}"
+            + (f" of length {len(value)}" if isinstance(value, (tuple, list)) else "")
+        )
+
+
+LoadResult = (
+    tuple[MultimodalData, MultimodalData]
+    | tuple[MultimodalData, MultimodalData, MultimodalData]
+    | Splits
+)
+"""What a task's ``load`` may return."""
+
+
+@dataclass(frozen=True)
 class Task:
     """What a data set brings: its data, its model, its loss, utility and hyper-parameters.
 
@@ -35,22 +80,82 @@ class Task:
     Attributes:
         name: task name on the command line and in reports.
         modalities: modality names; their order defines the presence bits.
-        load: data_dir (None for data that needs no folder) -> (train, test) splits; a
-            sample's ``present`` bitmask says which modalities it has before masking.
+        load: data_dir (None for data that needs no folder) -> (train, test) or
+            (train, validation, test) splits (or a :class:`Splits`); a sample's ``present``
+            bitmask says which modalities it has before masking. A task with ``folds`` is
+            called ``load(data_dir, fold)`` with fold in 1..folds. Call :meth:`splits`, which
+            normalises the result, rather than ``load`` itself.
         build_model: () -> a fresh MultimodalModel (seeded by the caller).
         loss: (outputs, target) -> per-sample loss [B].
         utility: (outputs, target) -> per-sample utility in [0, 1] [B] (the v of Eq. 4).
         metric_name: what the utility measures, for reports.
         hparams: the task's hyper-parameters (its Table 1 row).
         needs_data_dir: whether ``--data-dir`` is required.
+        metrics: extra split-level metrics reported next to the utility, name -> (outputs of
+            every sample of one modality combination, concatenated; targets) -> value in
+            [0, 1] (e.g. :data:`mce.metrics.CLASSIFICATION_METRICS`: ``uar``, ``f1``).
+            Evaluation keeps each combination's outputs on the CPU to compute them, which
+            suits classification; dense tasks will need streaming metrics instead.
+        selection_metric: what ``--select validation`` maximises, averaged over the modality
+            combinations of the validation split: a key of ``metrics``, or "" for the
+            utility.
+        folds: number of cross-validation folds of the data set (0: none). With folds,
+            ``load`` takes the fold (1..folds) as its second argument; a run without
+            ``--fold`` uses fold 1.
     """
 
     name: str
     modalities: tuple[str, ...]
-    load: Callable[[Path | None], tuple[MultimodalData, MultimodalData]]
+    load: Callable[..., LoadResult]
     build_model: Callable[[], MultimodalModel]
     loss: Callable[[Tensor, Tensor], Tensor] = classification_loss
     utility: Callable[[Tensor, Tensor], Tensor] = classification_utility
     metric_name: str = "accuracy"
     hparams: HyperParameters = field(default_factory=HyperParameters)
     needs_data_dir: bool = False
+    metrics: Mapping[str, Callable[[Tensor, Tensor], float]] = field(default_factory=dict)
+    selection_metric: str = ""
+    folds: int = 0
+
+    def __post_init__(self) -> None:
+        if self.selection_metric and self.selection_metric not in self.metrics:
+            raise ValueError(
+                f"task {self.name!r}: selection_metric {self.selection_metric!r} is not one of "
+                f'its metrics ({", ".join(self.metrics) or "none"}); "" selects on the utility'
+            )
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 0:
+            raise ValueError(f"task {self.name!r}: folds must be a whole number >= 0")
+
+    @property
+    def selection_name(self) -> str:
+        """The name of what epoch selection maximises: the selection metric or the utility's
+        ``metric_name``."""
+        return self.selection_metric or self.metric_name
+
+    def check_fold(self, fold: int | None) -> int | None:
+        """The fold a run loads: ``fold`` checked against ``folds``, 1 when a task with folds is
+        given none, None for a task without folds.
+
+        Raises:
+            ValueError: a fold outside 1..folds, or any fold for a task without folds.
+        """
+        if not self.folds:
+            if fold is not None:
+                raise ValueError(f"task {self.name!r} has no folds; it takes no fold")
+            return None
+        if fold is None:
+            return 1
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 1 <= fold <= self.folds:
+            raise ValueError(f"fold must be in 1..{self.folds} for task {self.name!r}, got {fold}")
+        return fold
+
+    def splits(self, data_dir: Path | None, fold: int | None = None) -> Splits:
+        """Load the data: ``load(data_dir)``, or ``load(data_dir, fold)`` for a task with folds
+        (fold 1 by default), as :class:`Splits`.
+
+        Raises:
+            ValueError: a bad fold (see :meth:`check_fold`) or a malformed ``load`` result.
+        """
+        fold = self.check_fold(fold)
+        value = self.load(data_dir) if fold is None else self.load(data_dir, fold)
+        return Splits.of(value)
