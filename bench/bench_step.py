@@ -1,10 +1,12 @@
 """One training step of MCE (exact, and Monte Carlo K = 100) vs the plain baseline.
 
-IEMOCAP-like shapes (Table 8 of the paper): batch 128; acoustic 130-dim x 50 frames and visual
-342-dim x 50 frames through LSTMs, lexical 1024-dim x 22 tokens through a TextCNN, hidden 128;
-the reconstruction Transformer (feed-forward 2048, as the authors' code), concatenation fusion,
-a 128-128 FC decoder, 4 classes; missing rates (A, V, L) = (0.2, 0.5, 0.8). Same model, same
-batch for every method: forward, backward and an Adam update.
+The iemocap task's own model (src/mce/tasks/iemocap.py: LSTM + max-pool encoders for acoustic
+(130-dim) and visual (342-dim), a TextCNN for lexical (1024-dim), 128 features, the
+reconstruction Transformer with feed-forward 2048, concatenation fusion, a 128-128 FC decoder,
+4 classes) on a batch of 128 padded utterances whose lengths are drawn like IEMOCAP's (log-normal,
+median 40 acoustic frames, 30 visual frames, 15 lexical tokens, capped at 150 / 100 / 40);
+missing rates (A, L, V) = (0.2, 0.5, 0.8). Same model, same batch for every method: forward,
+backward and an Adam update.
 """
 
 from __future__ import annotations
@@ -12,43 +14,45 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import CUDA_PRESENT, NO_CUDA
-from torch import nn
 
 from mce.data.dataset import Batch
 from mce.data.masks import draw_presence
 from mce.lce import presence_counts
 from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs, TrainingMethod
 from mce.model import MultimodalModel
-from mce.nn import ConcatFusion, LSTMEncoder, ReconstructionTransformer, TextCNN
 from mce.tasks import classification_loss, classification_utility
+from mce.tasks.iemocap import WIDTHS
+from mce.tasks.iemocap import build_model as _build_iemocap_model
 
-MODALITIES = ("acoustic", "visual", "lexical")
-SHAPES = {"acoustic": (50, 130), "visual": (50, 342), "lexical": (22, 1024)}
-HIDDEN, CLASSES, BATCH = 128, 4, 128
+MODALITIES = ("acoustic", "lexical", "visual")
+LENGTHS = {"acoustic": (40, 150), "lexical": (15, 40), "visual": (30, 100)}  # (median, cap)
+CLASSES, BATCH = 4, 128
 
 
 def build_model() -> MultimodalModel:
-    fusion = ConcatFusion(3, HIDDEN)
-    return MultimodalModel(
-        MODALITIES,
-        encoders={
-            "acoustic": LSTMEncoder(130, HIDDEN),
-            "visual": LSTMEncoder(342, HIDDEN),
-            "lexical": TextCNN(1024, HIDDEN),
-        },
-        heads={name: nn.Linear(HIDDEN, CLASSES) for name in MODALITIES},
-        fusion=fusion,
-        decoder=nn.Sequential(
-            nn.Linear(fusion.out_dim, 128),
-            nn.ReLU(),
-            nn.Dropout(0.3),
-            nn.Linear(128, 128),
-            nn.ReLU(),
-            nn.Linear(128, CLASSES),
-        ),
-        reconstruction=ReconstructionTransformer(3, HIDDEN, heads=4, ff_dim=2048),
-        dim=HIDDEN,
-    )
+    return _build_iemocap_model()
+
+
+def draw_lengths(count: int, median: int, cap: int, generator: torch.Generator) -> torch.Tensor:
+    """Log-normal lengths (sigma 0.6) around ``median``, in [1, cap]."""
+    normal = torch.randn(count, generator=generator)
+    return (median * torch.exp(0.6 * normal)).round().clamp(1, cap).long()
+
+
+def _batch(device: str) -> tuple[Batch, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    present = draw_presence(BATCH, (0.2, 0.5, 0.8), seed=0)
+    inputs, lengths = {}, {}
+    for name in MODALITIES:
+        median, cap = LENGTHS[name]
+        lengths[name] = draw_lengths(BATCH, median, cap, generator)
+        frames = torch.randn(BATCH, int(lengths[name].max()), WIDTHS[name], generator=generator)
+        valid = torch.arange(frames.shape[1])[None, :] < lengths[name][:, None]
+        inputs[name] = frames * valid[..., None]
+    target = torch.randint(0, CLASSES, (BATCH,), generator=generator)
+    upper = torch.stack([(present >> m) & 1 for m in range(3)], 1).float()
+    batch = Batch(inputs, target, present, torch.arange(BATCH), lengths)
+    return batch.to(device), upper
 
 
 def make_method(name: str, batch: Batch, upper: torch.Tensor) -> TrainingMethod:
@@ -64,16 +68,6 @@ def make_method(name: str, batch: Batch, upper: torch.Tensor) -> TrainingMethod:
     if name == "baseline":
         return BaselineMethod(inputs)
     return MCEMethod(inputs, MCEConfig(shapley=name, mc_k=100, lambda_sub=2.0))
-
-
-def _batch(device: str) -> tuple[Batch, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    present = draw_presence(BATCH, (0.2, 0.5, 0.8), seed=0)
-    present[present == 0] = 1
-    inputs = {name: torch.randn(BATCH, *SHAPES[name], generator=generator) for name in MODALITIES}
-    target = torch.randint(0, CLASSES, (BATCH,), generator=generator)
-    upper = torch.stack([(present >> m) & 1 for m in range(3)], 1).float()
-    return Batch(inputs, target, present, torch.arange(BATCH)).to(device), upper
 
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_PRESENT, reason=NO_CUDA))]
