@@ -7,6 +7,8 @@ The summary (``summary.json``, ``summary.md``, ``summary.csv``, ``cells.csv``) g
 and per modality combination and their average, each variant's mean +- std with a Student-t 95%
 confidence interval over seeds, and the paired difference of each variant minus the reference
 (``baseline``) over the same seeds, with its interval and the paired t-test p-value.
+The task's extra metrics (``results.json["metrics"]``, e.g. ``uar``, ``f1``) are summarised
+the same way, one table each after a setting's main one.
 
 A *variant* is a named training recipe: a registered method (``mce`` or ``baseline``) with MCE
 switches (:class:`mce.methods.mce.MCEConfig` ``use_*``). ``--ablation table2`` names the rows

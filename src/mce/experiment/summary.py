@@ -1,6 +1,13 @@
 """What an experiment reports: statistics over the seeds of every cell of the grid
 (:func:`summarize_experiment`), written as ``summary.json``, ``summary.md``, ``summary.csv`` and
-``cells.csv`` (:func:`write_summary`)."""
+``cells.csv`` (:func:`write_summary`).
+
+The task's extra metrics that the cells recorded (``results.json["metrics"][method][metric]``,
+e.g. ``uar`` and ``f1``) are summarised like the primary score: ``summary.json`` then holds
+``"metrics"`` and ``"metric_differences"`` ({setting: {metric: {variant or "<variant> -
+baseline": {combination: statistics}}}}), ``summary.md`` one table per metric after each
+setting's main table, and ``summary.csv`` the rows of kind ``metric:<name>`` and
+``metric_difference:<name>``. Without extra metrics (e.g. digits) none of these appear."""
 
 from __future__ import annotations
 
@@ -61,6 +68,22 @@ def _cell_results(out: Path, cells: Iterable[Cell]) -> dict[Cell, dict[str, Any]
     return {cell: json.loads((cell.folder(out) / RESULTS).read_text()) for cell in cells}
 
 
+def _metric_tables(record: Mapping[str, Any], method: str) -> Mapping[str, Mapping[str, float]]:
+    """{metric: {combination: %}} of the extra metrics one run recorded for ``method``."""
+    metrics = record.get("metrics")
+    by_metric = metrics.get(method) if isinstance(metrics, Mapping) else None
+    return by_metric if isinstance(by_metric, Mapping) else {}
+
+
+def _metric_names(results: Mapping[Cell, Mapping[str, Any]]) -> list[str]:
+    """The extra metrics recorded by any cell, in order of first appearance."""
+    names: list[str] = []
+    for cell, record in results.items():
+        tables = _metric_tables(record, cell.variant.method)
+        names += [name for name in tables if name not in names]
+    return names
+
+
 def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[str, Any]:
     """Statistics over the seeds of every finished cell of the grid (see the module doc)."""
     cells = cells_of(spec, task)
@@ -88,6 +111,9 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
     differences: dict[str, dict[str, dict[str, Any]]] = {}
     heads: dict[str, dict[str, dict[str, Any]]] = {}
     upper: dict[str, dict[str, Any]] = {}
+    metric_names = _metric_names(results)
+    metrics: dict[str, dict[str, dict[str, Any]]] = {}
+    metric_differences: dict[str, dict[str, dict[str, Any]]] = {}
     for setting in settings:
         by_variant = {
             name: {
@@ -129,6 +155,11 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
                 for name, reps in by_variant.items()
                 if name != REFERENCE
             }
+        if metric_names:
+            metrics[setting], metric_differences[setting] = _summarize_metrics(
+                metric_names, by_variant
+            )
+    extra = {"metrics": metrics, "metric_differences": metric_differences} if metric_names else {}
     return {
         "task": task.name,
         "metric": first["metric"],
@@ -145,6 +176,7 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
         "test_samples": first["test_samples"],
         "scores": scores,
         "differences": differences,
+        **extra,
         "unimodal_heads": heads,
         "upper_bounds": upper,
         "cell_time_s": round(
@@ -163,6 +195,32 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
     }
 
 
+def _summarize_metrics(
+    names: Iterable[str], by_variant: Mapping[str, Mapping[str, Mapping[str, Any]]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """({metric: {variant: stats by combination}}, {metric: {"<variant> - baseline": paired
+    stats by combination}}) of one setting, ``by_variant`` being {variant: {replicate: results}}.
+    """
+    stats: dict[str, dict[str, Any]] = {}
+    paired: dict[str, dict[str, Any]] = {}
+    for metric in names:
+        values = {
+            name: {
+                rep: _metric_tables(r, VARIANTS[name].method).get(metric, {})
+                for rep, r in reps.items()
+            }
+            for name, reps in by_variant.items()
+        }
+        stats[metric] = {name: _stats_by_key(reps) for name, reps in values.items()}
+        if REFERENCE in values:
+            paired[metric] = {
+                f"{name} - {REFERENCE}": _paired_by_key(reps, values[REFERENCE])
+                for name, reps in values.items()
+                if name != REFERENCE
+            }
+    return stats, paired
+
+
 def _stats_by_key(per_replicate: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
     """{key: Summary dict + values} over replicates, for the keys (combinations) of any."""
     keys: list[str] = []
@@ -179,7 +237,11 @@ def _paired_by_key(
     first: Mapping[str, Mapping[str, float]], second: Mapping[str, Mapping[str, float]]
 ) -> dict[str, Any]:
     shared = [rep for rep in first if rep in second]
-    keys = [key for key in (first[shared[0]] if shared else {}) if key in second[shared[0]]]
+    keys = [
+        key
+        for key in (first[shared[0]] if shared else {})
+        if all(key in first[rep] and key in second[rep] for rep in shared)
+    ]
     return {
         key: {
             **paired_difference(
@@ -236,25 +298,17 @@ def markdown(summary: Mapping[str, Any]) -> str:
     # the combination table's difference column: mce - baseline, or the one other variant's
     others = [name for name in variants if name != REFERENCE]
     treatment = "mce" if "mce" in others else (others[0] if len(others) == 1 else None)
-    diff_name = f"{treatment} - {REFERENCE}"
     for setting, info in summary["settings"].items():
         rates = ", ".join(f"{m}={r:g}" for m, r in info["rates"].items())
         lines += ["", f"## Missing rates {rates} (`{setting}`)", ""]
         table = summary["scores"][setting]
         diffs = summary["differences"].get(setting, {})
-        header = [f"{name}" for name in variants]
-        show_diff = diff_name in diffs
-        if show_diff:
-            header.append(f"{treatment} − {REFERENCE}")
-        lines.append("| combination | " + " | ".join(header) + " |")
-        lines.append("|---" * (len(header) + 1) + "|")
-        combos = list(next(iter(table.values())))
-        for combo in combos:
-            cells = [_summary_of(table[name][combo]).text() for name in variants]
-            if show_diff:
-                cells.append(_difference_of(diffs[diff_name][combo]).text())
-            label = f"**{combo}**" if combo == "average" else combo
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += _combination_table(table, diffs, variants, treatment)
+        metric_tables = summary.get("metrics", {}).get(setting, {})
+        metric_diffs = summary.get("metric_differences", {}).get(setting, {})
+        for name, by_variant in metric_tables.items():
+            lines += ["", f"### {name} (%)", ""]
+            lines += _combination_table(by_variant, metric_diffs.get(name, {}), variants, treatment)
         if len(variants) > 2:
             lines += ["", "Averages over the combinations, by variant (Table 2 layout):", ""]
             parts = list(SWITCH_LABELS.values())
@@ -278,6 +332,36 @@ def markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _combination_table(
+    table: Mapping[str, Mapping[str, Any]],
+    diffs: Mapping[str, Mapping[str, Any]],
+    variants: list[str],
+    treatment: str | None,
+) -> list[str]:
+    """The Markdown lines of one table: combinations (and average) x variants, with the
+    ``treatment - baseline`` column where ``diffs`` has it; ``–`` where a cell has no value."""
+    diff_name = f"{treatment} - {REFERENCE}"
+    header = [f"{name}" for name in variants]
+    show_diff = diff_name in diffs
+    if show_diff:
+        header.append(f"{treatment} − {REFERENCE}")
+    lines = ["| combination | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    combos: list[str] = []
+    for by_combo in table.values():
+        combos += [combo for combo in by_combo if combo not in combos]
+    for combo in combos:
+        cells = [
+            _summary_of(table[name][combo]).text() if combo in table.get(name, {}) else "–"
+            for name in variants
+        ]
+        if show_diff:
+            entry = diffs[diff_name].get(combo)
+            cells.append(_difference_of(entry).text() if entry is not None else "–")
+        label = f"**{combo}**" if combo == "average" else combo
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 CSV_FIELDS = (
     "kind",
     "setting",
@@ -293,7 +377,8 @@ CSV_FIELDS = (
 
 
 def csv_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Long format: kind score / difference / unimodal_head / upper_bound, one row each."""
+    """Long format: kind score / difference / unimodal_head / upper_bound, one row each, then
+    metric:<name> / metric_difference:<name> for each extra metric (if any)."""
     rows = []
     sources = (
         ("score", summary["scores"]),
@@ -313,6 +398,18 @@ def csv_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             row = {"kind": "upper_bound", "setting": setting, "variant": "", "combination": key}
             row.update({f: entry.get(f) for f in CSV_FIELDS[4:]})
             rows.append(row)
+    for kind, block in (
+        ("metric", summary.get("metrics", {})),
+        ("metric_difference", summary.get("metric_differences", {})),
+    ):
+        for setting, by_metric in block.items():
+            for metric, by_variant in by_metric.items():
+                for variant, by_key in by_variant.items():
+                    for key, entry in by_key.items():
+                        row = {"kind": f"{kind}:{metric}", "setting": setting}
+                        row.update({"variant": variant, "combination": key})
+                        row.update({f: entry.get(f) for f in CSV_FIELDS[4:]})
+                        rows.append(row)
     return rows
 
 
