@@ -79,3 +79,16 @@ def test_a_broken_folder_is_a_named_error(data_dir, tmp_path, capsys):
     assert main(argv + FAST) == 1
     assert "denseface.h5 does not exist" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_experiment_without_folds_reuses_its_finished_cells(data_dir, tmp_path):
+    from mce.experiment.cli import main as experiment
+
+    argv = ["--task", "iemocap", "--data-dir", str(data_dir), "--variants", "baseline"]
+    argv += ["--seeds", "0", "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path)]
+    argv += ["--no-figures", "--no-progress"]
+    assert experiment(argv) == 0
+    results = next((tmp_path / "cells").rglob("results.json"))
+    written = results.stat().st_mtime_ns
+    assert experiment(argv) == 0  # the finished cell (fold 1 by default) is reused
+    assert results.stat().st_mtime_ns == written

@@ -26,18 +26,22 @@ def expected_missing(num_samples: int, rate: float) -> int:
     return math.floor(num_samples * rate + 0.5 + 1e-9)
 
 
-def expected_counts(num_samples: int, rates) -> list[int]:
+def expected_counts(num_samples: int, rates, at_least=None) -> list[int]:
     """Rounded half up; where that leaves fewer present entries than samples although
-    sum(1 - r) >= 1, the largest round-ups become round-downs until one modality per sample fits.
+    sum(1 - r) >= 1, the largest round-ups become round-downs until one modality per sample fits
+    (never below what the data itself already misses, ``at_least``).
     """
     counts = [expected_missing(num_samples, rate) for rate in rates]
+    floor = at_least or [0] * len(rates)
     if sum(1 - rate for rate in rates) < 1 - 1e-9:
         return counts
     excess = [counts[m] - num_samples * rates[m] for m in range(len(rates))]
-    for m in sorted(range(len(rates)), key=lambda m: -excess[m]):
-        if sum(num_samples - k for k in counts) >= num_samples or excess[m] <= 0:
+    order = [m for m in sorted(range(len(rates)), key=lambda m: -excess[m]) if excess[m] > 0]
+    for m in order:
+        if sum(num_samples - k for k in counts) >= num_samples:
             break
-        counts[m] -= 1
+        if counts[m] > floor[m]:
+            counts[m] -= 1
     return counts
 
 
@@ -48,7 +52,8 @@ def column_missing(present: torch.Tensor, num_samples: int, num_modalities: int)
 def feasible(num_samples: int, rates, has: np.ndarray) -> bool:
     """Brute force (Hall's condition over sets of modalities): can each modality m be present in
     exactly N - k_m samples that have it in the data, with every sample keeping one?"""
-    counts = expected_counts(num_samples, rates)
+    own = [num_samples - int(has[:, m].sum()) for m in range(len(rates))]
+    counts = expected_counts(num_samples, rates, own)
     room = [num_samples - k for k in counts]
     if any(int(has[:, m].sum()) < room[m] for m in range(len(rates))):
         return False
@@ -219,7 +224,8 @@ def test_property_data_with_its_own_missing_modalities():
                 draw_presence(num_samples, rates, seed, available=available)
             continue
         present = draw_presence(num_samples, rates, seed, available=available)
-        counts = expected_counts(num_samples, rates)
+        own = [num_samples - int(has[:, m].sum()) for m in range(num_modalities)]
+        counts = expected_counts(num_samples, rates, own)
         assert column_missing(present, num_samples, num_modalities) == counts
         assert (present != 0).all()
         assert ((present & ~available) == 0).all(), "a modality the data lacks was made present"
@@ -299,3 +305,11 @@ def _digits(num_samples: int, num_modalities: int = 2) -> MultimodalData:
     return MultimodalData.from_arrays(
         {name: np.ones((num_samples, 3)) for name in names}, np.zeros(num_samples, dtype=int)
     )
+
+
+def test_rounding_down_respects_what_the_data_already_misses():
+    # Modality 0 is missing from samples 1 and 2 in the data itself: only modality 1 may round
+    # down, giving counts (2, 1).
+    present = draw_presence(3, (0.5, 0.5), seed=0, available=torch.tensor([0b11, 0b10, 0b10]))
+    assert column_missing(present, 3, 2) == [2, 1]
+    assert (present != 0).all()

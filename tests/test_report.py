@@ -147,3 +147,15 @@ def test_upper_bound_scores_are_read_defensively():
         {"upper_bounds": {"a": {"heldout_utility": 0.5}, "b": 72.0, "c": {"steps": 3}, "d": "x"}}
     )
     assert read == {"a": 50.0, "b": 72.0}
+
+
+def test_validation_rows_do_not_count_as_training_steps(tmp_path):
+    from mce.report import read_log
+
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "step,epoch,loss,B/image,validation/accuracy\n0,0,2.5,0.5,\n1,0,2.0,0.25,\n1,0,,,0.75\n"
+    )
+    rows = read_log(log)
+    assert [row["step"] for row in rows] == [0.0, 1.0]
+    assert rows[-1]["B/image"] == 0.25

@@ -9,6 +9,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 from mce.config import HyperParameters, TrainConfig
 from mce.tasks import get_task
@@ -208,3 +209,11 @@ def test_commands_start_without_import_warnings(module):
     )
     assert finished.returncode == 0, finished.stderr
     assert "Warning" not in finished.stderr
+
+
+def test_an_empty_split_is_named():
+    from mce.tasks.base import Splits
+
+    train, test = get_task("digits").splits(None).train, get_task("digits").splits(None).test
+    with pytest.raises(ValueError, match="validation split holds no samples"):
+        Splits.of((train, train.subset(torch.arange(0)), test))

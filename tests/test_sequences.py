@@ -381,3 +381,11 @@ def test_pretraining_a_sequence_modality_ignores_padding(seed, tmp_path):
         ).table
 
     torch.testing.assert_close(table(_with_garbage(data, seed)), table(data), rtol=0, atol=1e-6)
+
+
+def test_from_arrays_names_badly_shaped_lengths():
+
+    frames = np.zeros((3, 4, 2))
+    frames[:, 3:] = np.nan  # padding may hold NaN, but only once the lengths are understood
+    with pytest.raises(ValueError, match=r"lengths of modality 's' must have shape \[3\]"):
+        MultimodalData.from_arrays({"s": frames}, [0, 1, 2], lengths={"s": [[3], [3], [3]]})

@@ -212,6 +212,7 @@ class TrainConfig:
         if unknown:
             valid = ", ".join(sorted(own | set(HPARAM_NAMES) | set(MCE_NAMES)))
             raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid: {valid}")
+        settings["fold"] = recipe.check_fold(settings.get("fold"))  # 1 for a task with folds
         return cls(
             task=task if isinstance(task, str) else recipe.name,
             hparams=dataclasses.replace(recipe.hparams, **hparams),

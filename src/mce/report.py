@@ -52,15 +52,17 @@ Interval = tuple[float, float, float]  # mean, CI low, CI high (NaN where undefi
 
 
 def read_log(path: Path) -> list[dict[str, float]]:
-    """The rows of a ``log.csv`` as numbers (an empty cell is NaN)."""
+    """The training-step rows of a ``log.csv`` as numbers (an empty cell is NaN); the rows that
+    hold only a per-epoch validation score are left out."""
     with path.open(newline="") as file:
-        return [
+        rows = [
             {
                 key: float(value) if value not in ("", None) else math.nan
                 for key, value in row.items()
             }
             for row in csv.DictReader(file)
         ]
+    return [row for row in rows if not math.isnan(row.get("loss", math.nan))]
 
 
 def batch_view(

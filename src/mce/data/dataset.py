@@ -156,13 +156,17 @@ class MultimodalData:
                     "lengths must be padded as [N, T_max, ...]"
                 )
             value = value.long()
-            if tuple(value.shape) == (num_samples,):
-                # absent samples: any value given, stored as 0
-                absent = ~matrix[:, modalities.index(name)].bool()
-                value = torch.where(absent, torch.zeros((), dtype=torch.int64), value)
-                valid = _valid_frames(value.clamp(0, tensor.shape[1]), tensor.shape[1])
-                valid = valid.view(*valid.shape, *([1] * (tensor.dim() - 2)))
-                tensors[name] = torch.where(valid, tensor, torch.zeros((), dtype=tensor.dtype))
+            if tuple(value.shape) != (num_samples,):
+                raise ValueError(
+                    f"lengths of modality {name!r} must have shape [{num_samples}], "
+                    f"got {list(value.shape)}"
+                )
+            # absent samples: any value given, stored as 0
+            absent = ~matrix[:, modalities.index(name)].bool()
+            value = torch.where(absent, torch.zeros((), dtype=torch.int64), value)
+            valid = _valid_frames(value.clamp(0, tensor.shape[1]), tensor.shape[1])
+            valid = valid.view(*valid.shape, *([1] * (tensor.dim() - 2)))
+            tensors[name] = torch.where(valid, tensor, torch.zeros((), dtype=tensor.dtype))
             length_tensors[name] = value
         for m, name in enumerate(modalities):
             tensor, has = tensors[name], matrix[:, m]

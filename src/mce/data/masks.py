@@ -1,12 +1,13 @@
 """Seeded per-modality missing masks at exact, stated missing rates.
 
 For a split of N samples and missing rates ``r_m`` (one per modality), modality m is missing from
-exactly :func:`missing_count` ``(N, r_m) = floor(N r_m + 1/2)`` samples (N r_m rounded half up, so
-within half a sample of N r_m), and no sample misses every modality. That is possible exactly when
-the rounded counts leave at least one present modality per sample, ``sum_m (N - k_m) >= N``
-(about ``sum_m (1 - r_m) >= 1``); otherwise the draw raises a ``ValueError`` that says why and
-which rates would work. Only when asked (``drop_all_missing=True``) do the draws stay independent
-and the samples left with nothing get dropped, with the actual rates reported instead.
+exactly :func:`missing_counts` ``(N, r)[m]`` samples: N r_m rounded half up
+(:func:`missing_count`), or rounded down where only that leaves every sample a modality, so always
+within one sample of N r_m; and no sample misses every modality. That is possible exactly when
+``sum_m (1 - r_m) >= 1`` (and the data's own missing modalities allow it); otherwise the draw
+raises a ``ValueError`` that says why and which rates would work. Only when asked
+(``drop_all_missing=True``) do the draws stay independent and the samples left with nothing get
+dropped, with the actual rates reported instead.
 
 The masks are seeded (one ``torch.Generator`` per call) and the same for the same arguments.
 """
@@ -50,7 +51,7 @@ class MaskedSplit:
             ``drop_all_missing=True``).
         stated_rates: modality name -> the missing rate asked for.
         actual_rates: modality name -> the fraction of the kept samples that miss it; within
-            half a sample of the stated rate unless ``drop_all_missing=True``.
+            one sample of the stated rate unless ``drop_all_missing=True``.
     """
 
     data: MultimodalData
@@ -89,17 +90,25 @@ def missing_count(num_samples: int, rate: float) -> int:
     return math.floor(num_samples * rate + 0.5 + _HALF_TOLERANCE)
 
 
-def missing_counts(num_samples: int, rates: Sequence[float]) -> list[int]:
+def missing_counts(
+    num_samples: int, rates: Sequence[float], at_least: Sequence[int] | None = None
+) -> list[int]:
     """Missing samples per modality: :func:`missing_count` of each rate, except where those
     rounded counts would leave fewer present entries than samples although the rates allow one
     modality per sample (sum of 1 - rate >= 1): then the counts rounded up the most are rounded
-    down instead, one by one, until they fit. Every count stays within one sample of N rate.
+    down instead, one by one, until they fit, never below ``at_least[m]`` (the samples the data
+    itself already misses). Every count stays within one sample of N rate.
     """
     counts = [missing_count(num_samples, rate) for rate in rates]
+    floor = list(at_least) if at_least is not None else [0] * len(rates)
     if sum(1.0 - rate for rate in rates) < 1.0 - _HALF_TOLERANCE:
         return counts  # infeasible whatever the rounding; _check_feasible explains
     rounded_up = sorted(
-        (m for m, count in enumerate(counts) if count > num_samples * rates[m]),
+        (
+            m
+            for m, count in enumerate(counts)
+            if count > num_samples * rates[m] and count > floor[m]
+        ),
         key=lambda m: counts[m] - num_samples * rates[m],
         reverse=True,
     )
@@ -134,7 +143,7 @@ def draw_presence(
         available: presence bitmasks Tensor[N] of the data itself (default: every modality
             present). The result only has a modality where the data has it, and the data's
             own missing entries count towards the stated rates: modality m misses exactly
-            ``missing_count(N, rate_m)`` samples in all.
+            ``missing_counts(N, rates, own)[m]`` samples in all.
         allow_all_missing: draw the modalities independently and skip the repair, so samples
             may miss every modality (the old behaviour; no feasibility check). Where the data
             already misses more samples than a rate asks for, it keeps them all.
@@ -153,11 +162,6 @@ def draw_presence(
     for name, rate in zip(names, rates):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"missing rate {rate} of {name!r} is outside [0, 1]")
-    counts = (
-        [missing_count(num_samples, rate) for rate in rates]
-        if allow_all_missing
-        else missing_counts(num_samples, rates)
-    )
     if available is None:
         has = np.ones((num_samples, num_modalities), dtype=bool)
     else:
@@ -166,6 +170,12 @@ def draw_presence(
                 f"available must have shape [{num_samples}], got {list(available.shape)}"
             )
         has = presence_matrix(available.cpu(), num_modalities).numpy()
+    own_missing = [num_samples - int(has[:, m].sum()) for m in range(num_modalities)]
+    counts = (
+        [missing_count(num_samples, rate) for rate in rates]
+        if allow_all_missing
+        else missing_counts(num_samples, rates, own_missing)
+    )
     if not allow_all_missing:
         _check_feasible(num_samples, rates, counts, has, names)
 
@@ -343,7 +353,7 @@ def apply_missing_rates(
 ) -> MaskedSplit:
     """Mask a split at per-modality missing rates.
 
-    By default every modality m misses exactly ``missing_count(N, rates[m])`` of the N samples
+    By default every modality m misses exactly ``missing_counts(N, rates)[m]`` of the N samples
     (counting the data's own missing entries: the masks only remove what ``data.present`` has)
     and no sample misses every modality; nothing is dropped. See :func:`draw_presence`.
 

@@ -47,14 +47,18 @@ class Splits:
         ``(train, validation, test)``.
 
         Raises:
-            ValueError: for anything else.
+            ValueError: for anything else, or an empty split.
         """
-        if isinstance(value, Splits):
-            return value
         if isinstance(value, (tuple, list)) and len(value) == 2:
-            return cls(train=value[0], test=value[1])
-        if isinstance(value, (tuple, list)) and len(value) == 3:
-            return cls(train=value[0], validation=value[1], test=value[2])
+            value = cls(train=value[0], test=value[1])
+        elif isinstance(value, (tuple, list)) and len(value) == 3:
+            value = cls(train=value[0], validation=value[1], test=value[2])
+        if isinstance(value, Splits):
+            for name in ("train", "validation", "test"):
+                split = getattr(value, name)
+                if split is not None and len(split) == 0:
+                    raise ValueError(f"the task's {name} split holds no samples")
+            return value
         raise ValueError(
             "a task's load must return (train, test), (train, validation, test) or Splits, got "
             f"{type(value).__name__}"
