@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
-__all__ = ["save_atomic", "load_checkpoint"]
+__all__ = ["load_checkpoint", "save_atomic", "write_atomic"]
 
 
-def save_atomic(state: dict[str, Any], path: str | Path) -> None:
-    """torch.save to a temporary file beside ``path``, fsync, then rename over it: a reader
-    sees the old checkpoint or the new one, never a partial file."""
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(file)`` to a temporary file beside ``path``, fsync, then rename over ``path``: a
+    reader sees the old file or the new one, never a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(state: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` written atomically (see :func:`write_atomic`)."""
+    write_atomic(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -47,19 +47,46 @@ sequence constant over the brain.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import BinaryIO, NamedTuple, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
+
+from mce.checkpoint import write_atomic
+from mce.data.brats_split import (  # re-exported: the reader's public names
+    SPLIT_SIZES,
+    BratsSplit,
+    brats_split,
+    load_split,
+    save_split,
+    split_sizes,
+)
+
+__all__ = [
+    "MODALITIES",
+    "REGIONS",
+    "SPLIT_SIZES",
+    "BratsCache",
+    "BratsCase",
+    "BratsSplit",
+    "brats_split",
+    "case_files",
+    "list_cases",
+    "load_split",
+    "preprocess_brats",
+    "read_case",
+    "regions",
+    "save_split",
+    "split_sizes",
+]
 
 MODALITIES = ("t1", "t1ce", "flair", "t2")
 SEG = "seg"
@@ -68,7 +95,6 @@ CLASSES = ("background", "NCR/NET", "edema", "enhancing tumour")
 REGIONS = ("WT", "TC", "ET")
 # region -> the class indices (after 4 -> 3) it unites
 REGION_CLASSES: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
-SPLIT_SIZES = (219, 50, 100)  # the paper's train / validation / test case counts (369 cases)
 CASE_PATTERN = re.compile(r"BraTS20_Training_\d+")
 EXTENSIONS = (".nii.gz", ".nii")
 AFFINE_ATOL = 1e-3  # mm; the largest entry-wise affine difference accepted between a case's files
@@ -102,14 +128,6 @@ class BratsCase:
     def brain(self) -> np.ndarray:
         """bool [D, H, W]: the brain mask (voxels where any sequence was non-zero)."""
         return np.any(self.image != 0, axis=0)
-
-
-class BratsSplit(NamedTuple):
-    """Case ids of the train, validation and test splits (each sorted)."""
-
-    train: tuple[str, ...]
-    validation: tuple[str, ...]
-    test: tuple[str, ...]
 
 
 def _nibabel() -> ModuleType:
@@ -362,19 +380,6 @@ def _stat(path: Path) -> list[int]:
     return [info.st_size, info.st_mtime_ns]
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Calls ``write(file)`` on a temporary file beside ``path``, fsyncs, renames it over."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 class BratsCache:
     """Preprocessed cases of ``root`` stored once under ``cache_dir``, loaded with ``np.load``.
 
@@ -451,7 +456,7 @@ class BratsCache:
     def _write_manifest(self) -> None:
         data = {"format": CACHE_FORMAT, "margin": self.margin, "cases": self._manifest}
         text = json.dumps(data, indent=1, sort_keys=True).encode()
-        _write_atomic(self.manifest_path, lambda file: file.write(text))
+        write_atomic(self.manifest_path, lambda file: file.write(text))
 
     def _sources_stat(self, case_id: str) -> dict[str, list[int]]:
         files = case_files(self.root / case_id)
@@ -483,7 +488,7 @@ class BratsCache:
             "bbox": case.bbox,
             "source_shape": np.asarray(case.source_shape, dtype=np.int64),
         }
-        _write_atomic(path, lambda file: np.savez(file, **arrays))
+        write_atomic(path, lambda file: np.savez(file, **arrays))
         self._read_manifest()  # another process may have added entries meanwhile
         self._manifest[case_id] = {"sources": sources, "cache": _stat(path)}
         self._write_manifest()
@@ -568,111 +573,3 @@ def preprocess_brats(
         >>> train, validation, test = brats_split(ids, seed=0)  # doctest: +SKIP
     """
     return BratsCache(root, cache_dir, margin=margin).preprocess()
-
-
-# ---- split ------------------------------------------------------------------------------------
-
-
-def split_sizes(count: int, sizes: Sequence[int] = SPLIT_SIZES) -> tuple[int, int, int]:
-    """``sizes`` scaled to ``count`` cases by largest remainder, each kept at least 1.
-
-    ``count == sum(sizes)`` gives ``sizes``; any other count gives the proportional sizes
-    (floors, then the leftover cases to the largest fractional parts, earlier splits first on
-    ties), after which an empty split takes one case from the largest.
-
-    Raises:
-        ValueError: ``count`` < 3, or ``sizes`` is not three positive ints.
-    """
-    if len(sizes) != 3 or any(
-        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 for s in sizes
-    ):
-        raise ValueError(f"sizes must be three positive ints, got {tuple(sizes)!r}")
-    if count < 3:
-        raise ValueError(f"a train/validation/test split needs at least 3 cases, got {count}")
-    total = int(sum(sizes))
-    exact = [count * int(s) / total for s in sizes]
-    out = [int(x) for x in exact]
-    order = sorted(range(3), key=lambda i: (-(exact[i] - out[i]), i))
-    for i in order[: count - sum(out)]:
-        out[i] += 1
-    for i in range(3):
-        if out[i] == 0:
-            out[max(range(3), key=lambda j: out[j])] -= 1
-            out[i] = 1
-    return out[0], out[1], out[2]
-
-
-def brats_split(
-    case_ids: Iterable[str], seed: int = 0, sizes: Sequence[int] = SPLIT_SIZES
-) -> BratsSplit:
-    """The seeded train/validation/test split of the paper (219/50/100 of 369 cases).
-
-    The ids are sorted, permuted by ``np.random.default_rng(seed)``, and cut into
-    :func:`split_sizes` pieces, so the split depends only on the set of ids and the seed.
-
-    Args:
-        case_ids: the case ids (no duplicates), e.g. from :func:`preprocess_brats`.
-        seed: the permutation's seed.
-        sizes: the sizes for ``sum(sizes)`` cases; other counts are scaled proportionally.
-
-    Returns:
-        ``BratsSplit(train, validation, test)``, each a sorted tuple of ids.
-
-    Raises:
-        ValueError: duplicate ids, fewer than 3 ids, or bad ``sizes``.
-
-    Example:
-        >>> split = brats_split([f"BraTS20_Training_{i:03d}" for i in range(1, 370)])
-        >>> [len(part) for part in split]
-        [219, 50, 100]
-    """
-    ids = sorted(case_ids)
-    if len(set(ids)) != len(ids):
-        repeated = next(a for a, b in itertools.pairwise(ids) if a == b)
-        raise ValueError(f"case_ids lists {repeated!r} more than once")
-    n_train, n_val, _ = split_sizes(len(ids), sizes)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    shuffled = [ids[i] for i in order]
-    parts = shuffled[:n_train], shuffled[n_train : n_train + n_val], shuffled[n_train + n_val :]
-    return BratsSplit(*(tuple(sorted(part)) for part in parts))
-
-
-def save_split(path: str | os.PathLike[str], split: BratsSplit) -> None:
-    """Writes ``split`` as JSON ``{"train": [...], "validation": [...], "test": [...]}``."""
-    data = {name: list(ids) for name, ids in zip(BratsSplit._fields, split)}
-    _check_split(data, f"split {tuple(len(ids) for ids in split)}")
-    text = json.dumps(data, indent=1).encode()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda file: file.write(text))
-
-
-def load_split(path: str | os.PathLike[str]) -> BratsSplit:
-    """Reads a split written by :func:`save_split`.
-
-    Raises:
-        ValueError: the file is missing, not JSON, lacks a split, lists a non-string id, or
-            lists an id twice (within or across splits).
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"BraTS split file {path} is missing or not JSON: {error}") from error
-    _check_split(data, f"BraTS split file {path}")
-    return BratsSplit(*(tuple(data[name]) for name in BratsSplit._fields))
-
-
-def _check_split(data: object, where: str) -> None:
-    if not isinstance(data, dict) or set(data) != set(BratsSplit._fields):
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{where} must map exactly {list(BratsSplit._fields)}, got {keys}")
-    seen: dict[str, str] = {}
-    for name in BratsSplit._fields:
-        ids = data[name]
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ValueError(f"{where}: {name!r} must be a list of case ids")
-        for case in ids:
-            if case in seen:
-                raise ValueError(f"{where}: case {case!r} is in {seen[case]!r} and {name!r}")
-            seen[case] = name
