@@ -46,6 +46,13 @@ class HyperParameters:
         0, "StepLR: multiply the lr by lr_gamma every lr_step epochs (0: constant lr)", minimum=0
     )
     lr_gamma: float = _field(0.1, "StepLR decay factor", positive=True)
+    lr_schedule: Literal["step", "poly"] = _field(
+        "step",
+        "per-epoch lr schedule: step (StepLR, lr_step and lr_gamma) or poly "
+        "(lr (1 - epoch / epochs)^lr_power, as mmFormer)",
+        choices=("step", "poly"),
+    )
+    lr_power: float = _field(0.9, "exponent of the poly schedule", positive=True)
     grad_clip: float = _field(1.0, "clip the gradient norm to this (0: no clipping)", minimum=0)
     pretrain_steps: int = _field(
         1000,
@@ -173,11 +180,17 @@ class TrainConfig:
     cache_dir: str | None = None  # unimodal models; None: $XDG_CACHE_HOME/mce (~/.cache/mce)
     no_cache: bool = False  # retrain the unimodal models even when cached
     progress: bool = True  # progress bars
+    # activation budget of one chunk of plan rows in a dense model (DenseMultimodalModel);
+    # None: the task's default. Changes memory and time, not results (resume may change it).
+    row_memory_gb: float | None = None
     # which epoch's model is tested: "last" (the paper's behaviour) or "validation": the epoch
     # with the best validation score (the task's selection_metric averaged over the modality
     # combinations, as MMIN); needs a task with a validation split
     select: Literal["last", "validation"] = "last"
     fold: int | None = None  # cross-validation fold 1..task.folds; None: fold 1 of such a task
+    # the task's own options (Task.options), e.g. {"crop": 32} for brats; unset ones keep
+    # their defaults
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.select not in SELECT_MODES:
@@ -188,10 +201,19 @@ class TrainConfig:
             isinstance(self.fold, bool) or not isinstance(self.fold, int) or self.fold < 1
         ):
             raise ValueError(f"fold must be a whole number >= 1 or None, got {self.fold!r}")
+        budget = self.row_memory_gb
+        if budget is not None and (
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, float))
+            or not 0 < budget < float("inf")
+        ):
+            raise ValueError(f"row_memory_gb must be a positive number or None, got {budget!r}")
         if self.hparams is None:
             from mce.tasks import get_task
 
-            object.__setattr__(self, "hparams", get_task(self.task).hparams)
+            object.__setattr__(
+                self, "hparams", get_task(self.task, self.task_options).hparams
+            )
 
     @classmethod
     def for_task(cls, task: str | Task = "digits", **settings: Any) -> TrainConfig:
@@ -203,7 +225,8 @@ class TrainConfig:
         """
         from mce.tasks import get_task
 
-        recipe = get_task(task) if isinstance(task, str) else task
+        options = settings.get("task_options") or {}
+        recipe = get_task(task, options) if isinstance(task, str) else task.with_options(options)
         hparams = {k: settings.pop(k) for k in list(settings) if k in HPARAM_NAMES}
         mce = {k: settings.pop(k) for k in list(settings) if k in MCE_NAMES}
         base = settings.pop("mce", MCEConfig())

@@ -108,6 +108,11 @@ class MultimodalModel(nn.Module):
             columns.append(column)
         return torch.stack(columns, dim=1)
 
+    def feature_tokens(self, h: Tensor) -> Tensor:
+        """Tensor[N, M, F]: the encoder features the reconstruction module rebuilds, i.e. the
+        targets of L_aux (Eq. 13); here ``h`` itself."""
+        return h
+
     def forward_rows(self, h: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         """Tokens [R, M, dim] after reconstruction and outputs [R, ...] for rows (n, S)."""
         tokens = subset_gather(h.contiguous(), rows)

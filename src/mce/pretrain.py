@@ -230,9 +230,14 @@ def _evaluate(
     was_training = model.training
     model.eval()
     rows = []
-    for first in range(0, inputs.shape[0], _CHUNK):
-        outputs = model(*_take(inputs, lengths, slice(first, first + _CHUNK)))
-        part = target[first : first + _CHUNK]
+    chunk = 1 if task.infer is not None else _CHUNK  # whole volumes: one at a time
+    for first in range(0, inputs.shape[0], chunk):
+        x, part_lengths = _take(inputs, lengths, slice(first, first + chunk))
+        if task.infer is not None:
+            outputs = task.infer(model, x)
+        else:
+            outputs = model(x, part_lengths)
+        part = target[first : first + chunk]
         rows.append(torch.stack([task.utility(outputs, part), task.loss(outputs, part)]))
     model.train(was_training)
     return torch.cat(rows, dim=1).float()
@@ -269,7 +274,12 @@ def _fit(
         if order.numel() == 0:
             order = fit_index[torch.randperm(fit_index.numel(), generator=generator)]
         batch, order = order[: hparams.batch_size].to(device), order[hparams.batch_size :]
-        loss = task.loss(model(*_take(inputs, lengths, batch)), target[batch]).mean()
+        x, batch_lengths = _take(inputs, lengths, batch)
+        batch_target = target[batch]
+        if task.augment is not None:
+            augmented, batch_target = task.augment({"x": x}, batch_target)
+            x = augmented["x"]
+        loss = task.loss(model(x, batch_lengths), batch_target).mean()
         optimizer.zero_grad()
         loss.backward()
         if hparams.grad_clip:

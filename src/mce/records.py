@@ -64,7 +64,8 @@ def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
     if resume:
         saved = json.loads(path.read_text()).get("config", {})
         now = json.loads(json.dumps(current))
-        keys = sorted((set(saved) | set(now)) - {"out"})  # the folder may be spelt differently
+        # the folder may be spelt differently; the row memory budget does not change results
+        keys = sorted((set(saved) | set(now)) - {"out", "row_memory_gb"})
         differ = [key for key in keys if saved.get(key) != now.get(key)]
         if differ:
             raise ValueError(

@@ -3,8 +3,11 @@
 Every consumer of modality subsets (L_sub, L_aux, the Shapley utilities) uses the same rows
 (n, S): a :class:`CoalitionPlan`. Exact plans hold every non-empty subset of each sample's present
 set (sum_n 2^|A_n| - 1 rows); Monte Carlo plans hold the distinct prefix coalitions of K random
-permutations per sample (at most K |A_n| rows) with coefficients. Shapley values are linear in the
-utilities, ``phi[n, m] = sum_r coef[r, m] v(S_r)``, so one aggregation serves both.
+permutations per sample (at most K |A_n| rows) with coefficients; sampled plans hold each
+sample's full set and ``budget`` uniformly drawn proper subsets (at most budget + 1 rows per
+sample, every subset with exact coefficients where 2^|A_n| - 2 <= budget) with importance
+weighted coefficients (:mod:`mce.sampling`). Shapley values are linear in the utilities,
+``phi[n, m] = sum_r coef[r, m] v(S_r)``, so one aggregation serves them all.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import Tensor
 
 from mce import ops
 from mce.bits import MAX_MODALITIES, presence_matrix, present_masks
+from mce.sampling import sampled_plan
 from mce.typing import Coef, Phi, PresentMask, Rows
 
 __all__ = [
@@ -29,7 +33,7 @@ __all__ = [
     "shapley_values",
 ]
 
-Method = Literal["exact", "mc"]
+Method = Literal["exact", "mc", "sampled"]
 UtilityFn = Callable[[Rows], Tensor]
 
 
@@ -41,8 +45,9 @@ class CoalitionPlan:
         rows: Tensor[R, 2] int64, grouped by sample, subsets increasing within a sample.
         present: Tensor[N] int64 presence bitmasks the plan was made from.
         num_modalities: M.
-        method: "exact" or "mc".
-        coef: Tensor[R, M] float32 Monte Carlo coefficients; None for exact plans.
+        method: "exact", "mc" or "sampled".
+        coef: Tensor[R, M] float32 Shapley coefficients of "mc" and "sampled" plans; None for
+            exact plans.
     """
 
     rows: Rows
@@ -98,16 +103,19 @@ def coalition_plan(
     k: int = 100,
     seed: int = 0,
     max_rows: int = ops.DEFAULT_MAX_ROWS,
+    budget: int = 3,
 ) -> CoalitionPlan:
     """Plan the rows (n, S) to evaluate for a batch.
 
     Args:
         present: Tensor[N] int64 presence bitmasks (every sample with at least one modality).
         num_modalities: M (1 .. 31).
-        method: "exact" (all non-empty subsets, Eq. 5) or "mc" (K permutations per sample).
+        method: "exact" (all non-empty subsets, Eq. 5), "mc" (K permutations per sample) or
+            "sampled" (the full set and ``budget`` drawn proper subsets per sample).
         k: permutations per sample for "mc".
-        seed: Monte Carlo seed; identical plans on CPU and CUDA.
+        seed: seed of "mc" and "sampled"; identical plans on CPU and CUDA.
         max_rows: the exact plan refuses to exceed this many rows (suggesting "mc").
+        budget: proper subsets drawn per sample besides the full set, for "sampled" (>= 1).
 
     Example:
         >>> plan = coalition_plan(torch.tensor([0b011, 0b101]), 3)
@@ -120,7 +128,12 @@ def coalition_plan(
     if method == "mc":
         rows, coef = ops.mc_plan(present, num_modalities, k, seed)
         return CoalitionPlan(rows, present, num_modalities, "mc", coef)
-    raise ValueError(f"method must be 'exact' or 'mc', got {method!r}")
+    if method == "sampled":
+        rows, coef = sampled_plan(present, num_modalities, budget, seed)
+        return CoalitionPlan(rows, present, num_modalities, "sampled", coef)
+    raise ValueError(
+        f"method must be 'exact' or 'mc' (permutations) or 'sampled' (row budget), got {method!r}"
+    )
 
 
 def plan_shapley(plan: CoalitionPlan, v: Tensor) -> Phi:
@@ -128,7 +141,7 @@ def plan_shapley(plan: CoalitionPlan, v: Tensor) -> Phi:
 
     Exact plans apply Eq. 5 with the sample's own present count a = |A_n|:
     ``phi[n, m] = sum_{S subset A_n \\ {m}} |S|! (a - |S| - 1)! / a! [v_n(S + m) - v_n(S)]``;
-    Monte Carlo plans the permutation estimate ``sum_r coef[r, m] v[r]``. v(empty) = 0.
+    Monte Carlo and sampled plans their estimate ``sum_r coef[r, m] v[r]``. v(empty) = 0.
     The batch value of Eq. 5 is ``phi.sum(0)``.
 
     Returns:
@@ -180,8 +193,9 @@ def shapley_values(
     method: Method = "exact",
     k: int = 100,
     seed: int = 0,
+    budget: int = 3,
 ) -> Phi:
-    """Per-sample Shapley values of the modalities (Eq. 5, or its Monte Carlo estimate).
+    """Per-sample Shapley values of the modalities (Eq. 5, or an unbiased estimate of it).
 
     Args:
         present: Tensor[N] int64 presence bitmasks.
@@ -189,12 +203,14 @@ def shapley_values(
             empty set, must be 0), or a callable ``utility(rows) -> Tensor[R]`` evaluated once,
             in one batch, on the plan's rows ``rows[r] = (n, S)``.
         num_modalities: M; inferred from a table, required with a callable.
-        method: "exact" or "mc".
+        method: "exact", "mc" or "sampled".
         k: permutations per sample for "mc".
-        seed: Monte Carlo seed.
+        seed: seed of "mc" and "sampled".
+        budget: proper subsets drawn per sample besides the full set, for "sampled".
 
     Returns:
-        Tensor[N, M] float32; ``phi.sum(1) == v_n(A_n)`` (efficiency) for exact plans.
+        Tensor[N, M] float32; ``phi.sum(1) == v_n(A_n)`` (efficiency) for exact and sampled
+        plans.
 
     Example:
         >>> present = torch.tensor([0b11])
@@ -212,7 +228,7 @@ def shapley_values(
         num_modalities = table_modalities
     elif num_modalities is None:
         raise ValueError("num_modalities is required when utility is a callable")
-    plan = coalition_plan(present, num_modalities, method=method, k=k, seed=seed)
+    plan = coalition_plan(present, num_modalities, method=method, k=k, seed=seed, budget=budget)
     v = utility(plan.rows)
     if not isinstance(v, Tensor) or tuple(v.shape) != (plan.num_rows,):
         shape = list(v.shape) if isinstance(v, Tensor) else type(v).__name__

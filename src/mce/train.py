@@ -77,7 +77,7 @@ def run(
         UsageError: ``config.select`` is "validation" and the task has no validation split.
         ValueError: a fold outside the task's folds, or another invalid setting.
     """
-    task = task if task is not None else get_task(config.task)
+    task = task if task is not None else get_task(config.task, config.task_options)
     # a task with folds loads fold 1 unless told otherwise; config.json records which
     config = dataclasses.replace(config, fold=task.check_fold(config.fold))
     hparams = config.hparams
@@ -142,10 +142,21 @@ def run(
         "validation_score": {},
     }
 
-    def validate(model) -> float:
+    def evaluate(model, data: MultimodalData, progress: bool) -> Evaluation:
+        if task.evaluate is not None:
+            return task.evaluate(model, data, device, progress)
         return evaluate_combinations(
-            model, task.utility, validation, device=device, progress=False, metrics=task.metrics
-        ).value(task.selection_metric)
+            model, task.utility, data, device=device, progress=progress, metrics=task.metrics
+        )
+
+    def validate(model) -> float:
+        return evaluate(model, validation, False).value(task.selection_metric)
+
+    def build_model():
+        model = task.build_model()
+        if config.row_memory_gb is not None and hasattr(model, "row_memory_gb"):
+            model.row_memory_gb = config.row_memory_gb
+        return model
 
     for name in names:
         timing: dict[str, float] = {}
@@ -153,7 +164,7 @@ def run(
         method = _build_method(name, task, train, config, rates, device, record.upper_bounds)
         timing["setup"] = time.perf_counter() - started
         trainer = Trainer(
-            task.build_model,
+            build_model,
             method,
             train,
             out / name,
@@ -163,6 +174,7 @@ def run(
             progress=config.progress,
             validate=validate if selecting else None,
             validation_name=task.selection_name,
+            augment=task.augment,
         )
         if resume and trainer.checkpoint_path.is_file():
             trainer.load()
@@ -172,15 +184,11 @@ def run(
             return {}
         timing["train"] = time.perf_counter() - started
         started = time.perf_counter()
-        evaluation: Evaluation = evaluate_combinations(
-            trainer.model,
-            task.utility,
-            test,
-            device=device,
-            progress=config.progress,
-            metrics=task.metrics,
-        )
-        heads = evaluate_unimodal_heads(trainer.model, task.utility, test, device=device)
+        evaluation = evaluate(trainer.model, test, config.progress)
+        if task.evaluate_heads is not None:
+            heads = task.evaluate_heads(trainer.model, test, device)
+        else:
+            heads = evaluate_unimodal_heads(trainer.model, task.utility, test, device=device)
         record.heads[name] = {modality: 100.0 * score for modality, score in heads.items()}
         timing["evaluate"] = time.perf_counter() - started
         record.scores[name] = {c: 100.0 * score for c, score in evaluation.scores.items()}
@@ -297,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
         "mce.tasks.Task (default: digits, bundled)",
     )
     data.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a task's own setting, repeatable (brats: crop, base, levels; e.g. "
+        "--task-option crop=32 for a small crop)",
+    )
+    data.add_argument(
         "--data-dir",
         default=None,
         help="data folder (required by tasks that read files; digits is bundled)",
@@ -358,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrain the unimodal upper-bound models even when cached (and overwrite them)",
     )
     run_group.add_argument(
+        "--row-memory-gb",
+        type=float,
+        default=None,
+        help="dense tasks (brats): activation budget of one chunk of plan rows; rows beyond it "
+        "run in chunks recomputed in the backward pass (default: the task's)",
+    )
+    run_group.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     run_group.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -370,14 +393,22 @@ def _add_mce_options(group: argparse._ArgumentGroup) -> None:
         "--shapley",
         choices=get_args(ShapleyMode),
         default=defaults.shapley,
-        help="exact Shapley values (Eq. 5), Monte Carlo permutations, or the authors' code's "
-        "batch formula (not Eq. 5; for comparison studies) (default: exact)",
+        help="exact Shapley values (Eq. 5), Monte Carlo permutations, the full set and "
+        "--row-budget sampled subsets per sample (unbiased), or the authors' code's batch "
+        "formula (not Eq. 5; for comparison studies) (default: exact)",
     )
     group.add_argument(
         "--mc-k",
         type=int,
         default=defaults.mc_k,
         help=f"permutations per sample for --shapley mc (default: {defaults.mc_k})",
+    )
+    group.add_argument(
+        "--row-budget",
+        type=int,
+        default=defaults.row_budget,
+        help="proper subsets drawn per sample besides the full set for --shapley sampled "
+        f"(default: {defaults.row_budget})",
     )
     for term, equation in (("single", "9"), ("sub", "11"), ("aux", "13")):
         default = getattr(defaults, f"lambda_{term}")
@@ -411,6 +442,7 @@ def _mce_config(args: argparse.Namespace) -> MCEConfig:
     return MCEConfig(
         shapley=args.shapley,
         mc_k=args.mc_k,
+        row_budget=args.row_budget,
         lambda_single=args.lambda_single,
         lambda_sub=args.lambda_sub,
         lambda_aux=args.lambda_aux,
@@ -431,7 +463,7 @@ def _hparam_overrides(
     if "missing_rates" in overrides:
         try:
             overrides["missing_rates"] = parse_missing_rates(
-                overrides["missing_rates"], len(task.modalities)
+                overrides["missing_rates"], len(task.modalities), task.presets
             )
         except ValueError as error:
             parser.error(f"--missing-rates: {error}")
@@ -442,10 +474,17 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     """Parse and validate; bad arguments exit with status 2 and a message naming the problem."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    task_options = {}
+    for item in args.task_option:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            parser.error(f"--task-option {item!r}: expected NAME=VALUE")
+        task_options[name] = value
     try:
-        task = get_task(args.task)
+        task = get_task(args.task, task_options)
     except ValueError as error:
         parser.error(str(error))
+    task_options = {name: task.options[name] for name in task_options}  # typed
     if args.method != "compare" and args.method not in METHODS:  # after --task's imports
         parser.error(
             f"--method {args.method!r} is not a registered method; choose from "
@@ -459,6 +498,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         parser.error(f"task {args.task!r} uses bundled data and takes no --data-dir")
     if args.mc_k < 1:
         parser.error(f"--mc-k must be at least 1, got {args.mc_k}")
+    if args.row_budget < 1:
+        parser.error(f"--row-budget must be at least 1, got {args.row_budget}")
     if args.fold is not None and not task.folds:
         parser.error(f"task {args.task!r} has no folds; it takes no --fold")
     if args.fold is not None and not 1 <= args.fold <= task.folds:
@@ -495,6 +536,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         cache_dir=args.cache_dir,
         no_cache=args.no_cache,
         progress=not args.no_progress,
+        row_memory_gb=args.row_memory_gb,
+        task_options=task_options,
         select=args.select,
         fold=args.fold,
     )

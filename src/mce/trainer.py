@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -28,7 +29,8 @@ CHECKPOINT = "checkpoint.pt"
 def build_optimizer(
     parameters, hparams: HyperParameters
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimizer and the per-epoch StepLR schedule (constant when ``lr_step`` is 0)."""
+    """The optimizer and its per-epoch schedule: StepLR (constant when ``lr_step`` is 0) or
+    poly, ``lr (1 - epoch / epochs)^lr_power``."""
     if hparams.optimizer == "sgd":
         optimizer = torch.optim.SGD(
             parameters, lr=hparams.lr, momentum=hparams.momentum, weight_decay=hparams.weight_decay
@@ -37,6 +39,11 @@ def build_optimizer(
         optimizer = torch.optim.AdamW(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)
     else:
         optimizer = torch.optim.Adam(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)
+    if hparams.lr_schedule == "poly":
+        epochs, power = hparams.epochs, hparams.lr_power
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: max(0.0, 1.0 - epoch / epochs) ** power
+        )
     step = hparams.lr_step or hparams.epochs + 1
     gamma = hparams.lr_gamma if hparams.lr_step else 1.0
     return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step, gamma)
@@ -67,6 +74,8 @@ class Trainer:
         validate: model -> validation score (higher is better), called after every epoch to
             select the epoch; None: the last epoch's model is the result.
         validation_name: what ``validate`` measures, for the logs.
+        augment: (inputs, target) -> transformed (inputs, target), applied to every training
+            batch before it moves to ``device`` (e.g. the task's random crops); None: none.
     """
 
     def __init__(
@@ -82,7 +91,9 @@ class Trainer:
         progress: bool = True,
         validate: Callable[[nn.Module], float] | None = None,
         validation_name: str = "score",
+        augment: Callable[..., tuple[dict[str, torch.Tensor], torch.Tensor]] | None = None,
     ) -> None:
+        self.augment = augment
         self.method, self.train, self.run_dir, self.hparams = method, train, run_dir, hparams
         self.seed, self.device, self.progress = seed, device, progress
         self.validate, self.validation_key = validate, f"validation/{validation_name}"
@@ -203,6 +214,9 @@ class Trainer:
                         run_folder,
                     )
                     raise KeyboardInterrupt
+                if self.augment is not None:
+                    inputs, target = self.augment(batch.inputs, batch.target)
+                    batch = dataclasses.replace(batch, inputs=inputs, target=target)
                 logs = self._train_step(batch.to(self.device))
                 logger.log(self.step, self.epoch, logs)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")

@@ -15,7 +15,7 @@ The masks are seeded (one ``torch.Generator`` per call) and the same for the sam
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import permutations
 
@@ -61,17 +61,21 @@ class MaskedSplit:
     actual_rates: dict[str, float]
 
 
-def parse_missing_rates(text: str, num_modalities: int) -> tuple[float, ...]:
-    """'a'..'f' (3 modalities) or comma-separated rates in [0, 1), one per modality."""
-    if text in PRESETS:
-        rates = PRESETS[text]
+def parse_missing_rates(
+    text: str, num_modalities: int, presets: Mapping[str, tuple[float, ...]] | None = None
+) -> tuple[float, ...]:
+    """A preset name of ``presets`` (default :data:`PRESETS`, 'a'..'f' over 3 modalities) or
+    comma-separated rates in [0, 1), one per modality."""
+    presets = PRESETS if presets is None else presets
+    if text in presets:
+        rates = presets[text]
     else:
         try:
             rates = tuple(float(part) for part in text.split(","))
         except ValueError as error:
             raise ValueError(
                 f"missing rates {text!r} are not comma-separated numbers or a preset "
-                f"({', '.join(PRESETS)})"
+                f"({', '.join(presets)})"
             ) from error
     if len(rates) != num_modalities:
         raise ValueError(f"{len(rates)} missing rates given for {num_modalities} modalities")

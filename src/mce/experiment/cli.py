@@ -145,7 +145,7 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
                 raise ValueError(f"--set {item!r}: expected NAME=VALUE, NAME one of {MCE_NAMES}")
             overrides[name] = _parse_value(name, value)
         settings = tuple(
-            parse_missing_rates(text, len(task.modalities)) for text in args.settings or ()
+            parse_missing_rates(text, len(task.modalities), task.presets) for text in args.settings or ()
         )
         folds = parse_seeds(args.folds) if args.folds else ()
         if folds and not task.folds:

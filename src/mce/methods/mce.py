@@ -25,21 +25,22 @@ from mce.methods.base import MethodInputs, MethodSpec, StepResult
 from mce.methods.official import official_average_rows, official_contributions
 from mce.model import MultimodalModel, full_rows
 from mce.rce import RowAverage, aux_loss, average_rows, single_loss, subset_loss
-from mce.shapley import CoalitionPlan, coalition_plan, mask_to_presence, plan_shapley
+from mce.shapley import CoalitionPlan, Method, coalition_plan, mask_to_presence, plan_shapley
 from mce.typing import Phi, Rows
 
 __all__ = ["ShapleyMode", "Weighting", "Contribution", "MCEConfig", "MCEMethod", "SPEC"]
 
-ShapleyMode = Literal["exact", "mc", "official"]
+ShapleyMode = Literal["exact", "mc", "sampled", "official"]
 Weighting = Literal["paper", "official"]
 Contribution = Callable[[CoalitionPlan, Tensor], Phi]
 """(plan, v Tensor[R] row utilities) -> Tensor[N_b, M] whose column sums are phi_m of Eq. 8."""
 
 # What each option value runs: (plan method, contribution to factor B) and the row averaging.
 # The "official" entries are the authors' code's formulas (mce.methods.official).
-_SHAPLEY: dict[str, tuple[Literal["exact", "mc"], Contribution]] = {
+_SHAPLEY: dict[str, tuple[Method, Contribution]] = {
     "exact": ("exact", plan_shapley),  # Eq. 5 on every subset
     "mc": ("mc", plan_shapley),  # Eq. 5 estimated from K permutations per sample
+    "sampled": ("sampled", plan_shapley),  # Eq. 5 estimated from row_budget + 1 rows per sample
     "official": ("exact", official_contributions),  # the authors' batch formula, every subset
 }
 _WEIGHTING: dict[str, RowAverage] = {
@@ -53,14 +54,16 @@ class MCEConfig:
     """MCE switches and weights; each Table 2 ablation is one combination of the use_* flags.
 
     Raises:
-        ValueError: an unknown ``shapley`` or ``weighting``, a non-positive ``mc_k``, or
-            ``weighting="official"`` with ``shapley="mc"`` (the authors' weighting divides by
-            the 2^|A_n| - 1 rows of an exact plan).
+        ValueError: an unknown ``shapley`` or ``weighting``, a non-positive ``mc_k`` or
+            ``row_budget``, or ``weighting="official"`` with ``shapley="mc"`` or ``"sampled"``
+            (the authors' weighting divides by the 2^|A_n| - 1 rows of an exact plan).
     """
 
-    # exact Eq. 5; Monte Carlo with mc_k permutations; or the authors' code's formula (exact rows)
+    # exact Eq. 5; Monte Carlo with mc_k permutations; the full set and row_budget drawn subsets
+    # per sample (unbiased); or the authors' code's formula (exact rows)
     shapley: ShapleyMode = "exact"
     mc_k: int = 100  # permutations per sample for Monte Carlo
+    row_budget: int = 3  # proper subsets drawn per sample besides the full set, shapley="sampled"
     lambda_single: float = 1.0  # weight of L_single (Eq. 9)
     lambda_sub: float = 1.0  # weight of L_sub (Eq. 11)
     lambda_aux: float = 1.0  # weight of L_aux (Eq. 13)
@@ -85,6 +88,12 @@ class MCEConfig:
             )
         if self.shapley == "mc" and self.mc_k < 1:
             raise ValueError(f"mc_k must be a positive int, got {self.mc_k!r}")
+        if (
+            isinstance(self.row_budget, bool)
+            or not isinstance(self.row_budget, int)
+            or self.row_budget < 1
+        ):
+            raise ValueError(f"row_budget must be a positive int, got {self.row_budget!r}")
         for name in ("lambda_single", "lambda_sub", "lambda_aux"):
             weight = getattr(self, name)
             if (
@@ -93,10 +102,10 @@ class MCEConfig:
                 or not (0.0 <= weight < float("inf"))
             ):
                 raise ValueError(f"{name} must be a finite number >= 0, got {weight!r}")
-        if self.shapley == "mc" and self.weighting == "official":
+        if self.shapley in ("mc", "sampled") and self.weighting == "official":
             raise ValueError(
                 "weighting='official' (the authors' code) needs exact plans, "
-                "use it with shapley='exact' or 'official', not 'mc'"
+                f"use it with shapley='exact' or 'official', not {self.shapley!r}"
             )
 
 
@@ -138,6 +147,7 @@ class MCEMethod:
             method=self.plan_method,
             k=cfg.mc_k,
             seed=self.inputs.seed * 1_000_003 + step,
+            budget=cfg.row_budget,
         )
         return plan, plan.rows
 
@@ -207,7 +217,9 @@ class MCEMethod:
             loss = loss + cfg.lambda_sub * l_sub
             logs["l_sub"] = l_sub.item()
         if cfg.use_aux:
-            l_aux = aux_loss(tokens, h, rows, present, weights, self.average)
+            l_aux = aux_loss(
+                tokens, model.feature_tokens(h), rows, present, weights, self.average
+            )
             loss = loss + cfg.lambda_aux * l_aux
             logs["l_aux"] = l_aux.item()
         logs["loss"] = loss.item()

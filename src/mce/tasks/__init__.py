@@ -6,6 +6,8 @@ Built-in tasks are looked up by name; a user's own task by ``package.module:ATTR
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from mce.tasks.base import Splits, Task, classification_loss, classification_utility
 
@@ -16,6 +18,7 @@ TASKS = {
     "digits": "mce.tasks.digits",
     "avmnist": "mce.tasks.avmnist",
     "iemocap": "mce.tasks.iemocap",
+    "brats": "mce.tasks.brats",
 }
 
 
@@ -32,11 +35,12 @@ def _load_attribute(spec: str) -> object:
     return getattr(module, attribute)
 
 
-def get_task(name: str) -> Task:
-    """The built-in task called ``name``, or the ``Task`` at ``package.module:ATTRIBUTE``.
+def get_task(name: str, options: Mapping[str, Any] | None = None) -> Task:
+    """The built-in task called ``name``, or the ``Task`` at ``package.module:ATTRIBUTE``,
+    configured with ``options`` (see :meth:`Task.with_options`).
 
     Raises:
-        ValueError: naming the known tasks, or what could not be imported.
+        ValueError: naming the known tasks, or what could not be imported; an unknown option.
     """
     if ":" in name:
         task = _load_attribute(name)
@@ -47,10 +51,10 @@ def get_task(name: str) -> Task:
                 f"task {name!r} is a {type(task).__name__}, not an mce.tasks.Task "
                 "(or a function returning one)"
             )
-        return task
+        return task.with_options(options or {})
     if name not in TASKS:
         raise ValueError(
             f"unknown task {name!r}; known tasks: {', '.join(TASKS)} "
             "(or package.module:ATTRIBUTE for your own)"
         )
-    return importlib.import_module(TASKS[name]).TASK
+    return importlib.import_module(TASKS[name]).TASK.with_options(options or {})

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from mce.config import HyperParameters
 from mce.data.dataset import MultimodalData
+from mce.evaluate import Evaluation
 from mce.model import MultimodalModel
 
 
@@ -106,6 +107,23 @@ class Task:
         folds: number of cross-validation folds of the data set (0: none). With folds,
             ``load`` takes the fold (1..folds) as its second argument; a run without
             ``--fold`` uses fold 1.
+        presets: named missing-rate settings for ``--missing-rates NAME`` (one rate per
+            modality); None: the paper's a-f over three modalities.
+        augment: (inputs {modality: Tensor[B, ...]}, target) -> the same, transformed: applied
+            to every training batch (the run's and the upper-bound models'), e.g. random
+            crops; its randomness comes from torch's RNG, so runs stay seeded. None: none.
+        infer: (model, inputs Tensor[B, ...]) -> outputs: how a unimodal model is applied to
+            whole inputs outside training (the upper-bound utilities), e.g. a sliding window.
+            None: ``model(inputs)``.
+        evaluate: (model, data, device, progress) -> :class:`~mce.evaluate.Evaluation` over
+            every modality combination, replacing :func:`~mce.evaluate.evaluate_combinations`
+            (dense tasks: whole volumes, streaming metrics). None: the default.
+        evaluate_heads: (model, data, device) -> {modality: mean utility} of the unimodal
+            heads, replacing :func:`~mce.evaluate.evaluate_unimodal_heads`. None: the default.
+        options: the task's own settings and their defaults (``--task-option NAME=VALUE``),
+            e.g. a crop size; each value's type is its default's.
+        configure: (**options) -> the task built with those options (all of ``options``
+            given); required when ``options`` is not empty.
     """
 
     name: str
@@ -120,8 +138,19 @@ class Task:
     metrics: Mapping[str, Callable[[Tensor, Tensor], float]] = field(default_factory=dict)
     selection_metric: str = ""
     folds: int = 0
+    presets: Mapping[str, tuple[float, ...]] | None = None
+    augment: Callable[[Mapping[str, Tensor], Tensor], tuple[dict[str, Tensor], Tensor]] | None = (
+        None
+    )
+    infer: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor] | None = None
+    evaluate: Callable[..., Evaluation] | None = None
+    evaluate_heads: Callable[..., dict[str, float]] | None = None
+    options: Mapping[str, int | float | str] = field(default_factory=dict)
+    configure: Callable[..., Task] | None = None
 
     def __post_init__(self) -> None:
+        if self.options and self.configure is None:
+            raise ValueError(f"task {self.name!r} has options but no configure")
         if self.selection_metric and self.selection_metric not in self.metrics:
             raise ValueError(
                 f"task {self.name!r}: selection_metric {self.selection_metric!r} is not one of "
@@ -129,6 +158,41 @@ class Task:
             )
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 0:
             raise ValueError(f"task {self.name!r}: folds must be a whole number >= 0")
+        for preset, rates in (self.presets or {}).items():
+            if len(rates) != len(self.modalities):
+                raise ValueError(
+                    f"task {self.name!r}: preset {preset!r} gives {len(rates)} rates for "
+                    f"{len(self.modalities)} modalities"
+                )
+
+    def with_options(self, values: Mapping[str, Any]) -> Task:
+        """The task configured with ``values`` (names of :attr:`options`; a string value is
+        converted to the default's type), or this task when ``values`` is empty.
+
+        Raises:
+            ValueError: an unknown option or a value of the wrong type.
+        """
+        if not values:
+            return self
+        unknown = sorted(set(values) - set(self.options))
+        if unknown:
+            known = ", ".join(f"{k} (default {v!r})" for k, v in self.options.items()) or "none"
+            raise ValueError(
+                f"task {self.name!r} has no option {', '.join(unknown)}; its options: {known}"
+            )
+        settings = dict(self.options)
+        for name, value in values.items():
+            kind = type(self.options[name])
+            try:
+                settings[name] = kind(value) if isinstance(value, str) else value
+            except ValueError as error:
+                raise ValueError(
+                    f"task option {name}={value!r} must be a {kind.__name__}"
+                ) from error
+            if isinstance(settings[name], bool) or not isinstance(settings[name], kind):
+                raise ValueError(f"task option {name}={value!r} must be a {kind.__name__}")
+        assert self.configure is not None
+        return self.configure(**settings)
 
     @property
     def selection_name(self) -> str:

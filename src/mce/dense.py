@@ -1,0 +1,210 @@
+"""The multimodal model for dense outputs (segmentation): multi-scale features per modality.
+
+Each present (sample, modality) is encoded once into feature maps at several scales
+(:class:`MultiScaleFeatures`). A row (n, S) of a coalition plan then sees:
+
+- the **bottleneck** of every modality through :func:`mce.ops.subset_gather` (zeros outside S),
+  rebuilt voxel by voxel by the reconstruction Transformer (Eq. 15: at each bottleneck voxel
+  the M modality tokens form one sequence) and fused by the inter-modal Transformer. L_aux
+  (Eq. 13) compares the rebuilt bottleneck tokens of the dropped modalities with their
+  encoder features.
+- the **skips** of the modalities in S only; the skips of dropped modalities are zeroed, not
+  reconstructed, as mmFormer does for missing sequences. Rebuilding them would mean a decoder
+  per scale and full-resolution targets (4 x 8 x 80^3 floats a sample at the finest scale) for
+  features the decoder reads only through a masked sum; the bottleneck carries what is missing.
+
+Everything after the encoders runs once over a plan's rows. When the rows of a step would
+exceed ``row_memory_gb`` of activations (estimated per row from the decoder's widths), they run
+in chunks; with gradients each chunk is checkpointed (its activations are recomputed in the
+backward pass), so any method's loss over all rows is unchanged and one ``backward`` still
+serves it. The chunking is logged once per (rows, chunk) size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from mce.bits import presence_matrix, samples_with_modality
+from mce.model import MultimodalModel
+from mce.nn.unet3d import BottleneckFusion, SkipFusion, UNetDecoder3D
+from mce.ops import subset_gather
+
+__all__ = ["MultiScaleFeatures", "DenseMultimodalModel", "ROW_ACTIVATION_FACTOR"]
+
+log = logging.getLogger("mce.train")
+
+ROW_ACTIVATION_FACTOR = 12
+"""Activation tensors a decoder level keeps for backward, per channel-voxel of its width (norms,
+activations and conv outputs of the up path, the fused skip and its convs): the per-row memory
+estimate is ``factor x 4 bytes x sum over levels of channels x voxels``."""
+
+
+class MultiScaleFeatures(NamedTuple):
+    """Encoder features of a batch, zeros where a modality is absent.
+
+    Attributes:
+        skips: per level, fine to coarse, Tensor[N, M, C_l, *spatial_l] (all but the bottleneck).
+        bottleneck: Tensor[N, M, C, d, h, w].
+    """
+
+    skips: tuple[Tensor, ...]
+    bottleneck: Tensor
+
+    def detach(self) -> MultiScaleFeatures:
+        return MultiScaleFeatures(tuple(s.detach() for s in self.skips), self.bottleneck.detach())
+
+
+class DenseMultimodalModel(MultimodalModel):
+    """Per-modality encoders returning features fine to coarse, the reconstruction Transformer
+    on the bottleneck, mmFormer's fusions, a U-Net decoder, and unimodal heads.
+
+    Args:
+        modalities: names; their order defines the presence bits.
+        encoders: name -> module mapping [B, 1, D, H, W] to a tuple of features fine to coarse
+            (channels ``channels``).
+        heads: name -> module mapping one modality's feature tuple to logits (L_single, Eq. 9);
+            the same module may serve every modality (mmFormer's shared ``Decoder_sep``).
+        fusion: :class:`BottleneckFusion`.
+        skip_fusions: one :class:`SkipFusion` per level but the bottleneck, fine to coarse.
+        decoder: :class:`UNetDecoder3D` over the fused features.
+        reconstruction: module (tokens [B, M, C], kept [B, M]) -> [B, M, C], or None.
+        channels: channels of each level, fine to coarse.
+        row_memory_gb: the activation budget of one chunk of rows (see the module doc).
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        encoders: Mapping[str, nn.Module],
+        heads: Mapping[str, nn.Module],
+        fusion: BottleneckFusion,
+        skip_fusions: Sequence[SkipFusion],
+        decoder: UNetDecoder3D,
+        reconstruction: nn.Module | None,
+        channels: Sequence[int],
+        row_memory_gb: float = 8.0,
+    ) -> None:
+        super().__init__(modalities, encoders, heads, fusion, decoder, reconstruction, channels[-1])
+        if len(skip_fusions) != len(channels) - 1:
+            raise ValueError(f"{len(channels) - 1} skip fusions expected, got {len(skip_fusions)}")
+        self.skip_fusions = nn.ModuleList(skip_fusions)
+        self.channels = tuple(channels)
+        self.row_memory_gb = row_memory_gb
+        self._logged: set[tuple[int, int]] = set()
+
+    def encode(
+        self,
+        inputs: Mapping[str, Tensor],
+        present: Tensor,
+        lengths: Mapping[str, Tensor] | None = None,
+    ) -> MultiScaleFeatures:
+        """Features of every level, computed only where a modality is present (inputs
+        Tensor[N, 1, D, H, W] per modality; ``lengths`` is unused)."""
+        num_samples = present.shape[0]
+        levels: list[list[Tensor]] | None = None
+        for m, name in enumerate(self.modalities):
+            index = samples_with_modality(present, m)
+            if not index.numel():
+                continue
+            features = self.encoders[name](inputs[name][index].float())
+            if levels is None:
+                levels = [[] for _ in features]
+            for level, value in enumerate(features):
+                levels[level].append((m, index, value))  # type: ignore[arg-type]
+        if levels is None:
+            raise ValueError("every sample of the batch misses every modality")
+        stacked = []
+        for entries in levels:
+            _, _, first = entries[0]  # type: ignore[misc]
+            shape = (num_samples, self.num_modalities, *first.shape[1:])
+            column = first.new_zeros(shape)
+            for m, index, value in entries:  # type: ignore[misc]
+                column = column.index_put((index, torch.full_like(index, m)), value)
+            stacked.append(column)
+        return MultiScaleFeatures(tuple(stacked[:-1]), stacked[-1])
+
+    def feature_tokens(self, h: MultiScaleFeatures) -> Tensor:
+        """Tensor[N, M, C d h w]: the bottleneck features the reconstruction rebuilds (L_aux)."""
+        return h.bottleneck.flatten(2)
+
+    def row_bytes(self, h: MultiScaleFeatures) -> int:
+        """Estimated activation bytes of one row through the fusions and the decoder."""
+        levels = [*h.skips, h.bottleneck]
+        size = sum(level[0, 0].numel() for level in levels)
+        return ROW_ACTIVATION_FACTOR * 4 * size
+
+    def rows_per_chunk(self, h: MultiScaleFeatures, num_rows: int) -> int:
+        budget = self.row_memory_gb * 2**30
+        return max(1, min(num_rows, math.floor(budget / self.row_bytes(h))))
+
+    def forward_rows(self, h: MultiScaleFeatures, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Rebuilt bottleneck tokens [R, M, C d h w] and logits [R, K, D, H, W] of rows (n, S)."""
+        num_rows = rows.shape[0]
+        chunk = self.rows_per_chunk(h, num_rows)
+        if chunk >= num_rows:
+            return self._rows(rows, h.bottleneck, *h.skips)
+        grad = torch.is_grad_enabled()
+        key = (num_rows, chunk)
+        if key not in self._logged:
+            self._logged.add(key)
+            log.info(
+                "%d rows run in chunks of %d (about %.0f MB of activations a row, budget "
+                "--row-memory-gb %g)%s",
+                num_rows,
+                chunk,
+                self.row_bytes(h) / 2**20,
+                self.row_memory_gb,
+                "; each chunk is recomputed in the backward pass" if grad else "",
+            )
+        tokens, outputs = [], []
+        for first in range(0, num_rows, chunk):
+            part = rows[first : first + chunk]
+            if grad:
+                t, o = checkpoint(self._rows, part, h.bottleneck, *h.skips, use_reentrant=False)
+            else:
+                t, o = self._rows(part, h.bottleneck, *h.skips)
+            tokens.append(t)
+            outputs.append(o)
+        return torch.cat(tokens), torch.cat(outputs)
+
+    def _rows(self, rows: Tensor, bottleneck: Tensor, *skips: Tensor) -> tuple[Tensor, Tensor]:
+        num_rows, modalities = rows.shape[0], self.num_modalities
+        channels, grid = bottleneck.shape[2], bottleneck.shape[3:]
+        kept = presence_matrix(rows[:, 1], modalities)
+        tokens = subset_gather(bottleneck.flatten(2).contiguous(), rows)  # (R, M, C P)
+        if self.reconstruction is not None:
+            per_voxel = tokens.view(num_rows, modalities, channels, -1).permute(0, 3, 1, 2)
+            voxels = per_voxel.shape[1]
+            rebuilt = self.reconstruction(
+                per_voxel.reshape(num_rows * voxels, modalities, channels),
+                kept.repeat_interleave(voxels, dim=0),
+            )
+            tokens = (
+                rebuilt.view(num_rows, voxels, modalities, channels)
+                .permute(0, 2, 3, 1)
+                .reshape(num_rows, modalities, -1)
+            )
+        fused = [self.fusion(tokens.view(num_rows, modalities, channels, *grid))]
+        samples = rows[:, 0]
+        for fusion, skip in zip(self.skip_fusions, skips):
+            fused.insert(-1, fusion(fusion.project(skip), samples, kept))
+        return tokens, self.decoder(fused)
+
+    def unimodal_outputs(
+        self, h: MultiScaleFeatures, present: Tensor
+    ) -> dict[int, tuple[Tensor, Tensor]]:
+        """m -> (indices of samples with m present, head logits on them)."""
+        outputs = {}
+        for m, name in enumerate(self.modalities):
+            index = samples_with_modality(present, m)
+            if index.numel():
+                features = [level[index, m] for level in (*h.skips, h.bottleneck)]
+                outputs[m] = (index, self.heads[name](features))
+        return outputs
