@@ -17,8 +17,10 @@
 #      (bench/memory_floor.py: time, achieved GB/s, copy GB/s, ratio);
 #   8. runs the GPU benchmarks without CUDA_LAUNCH_BLOCKING: aggregation and plan + aggregation
 #      (bench_shapley.py), subset_gather (bench_gather.py), a training step (bench_step.py);
-# and writes OUT_DIR/summary.md plus at most 7 more files (env.txt, build.log, tests.log,
-# tests.xml, bench.log, floor.json, bench.json). It exits 0 when every step passed, 1 when one
+#   9. times the BraTS training step at 80^3 (bench/brats_step.py: baseline, MCE exact, MCE with
+#      a row budget of 3; seconds per step and peak memory; needs monai, carried as a wheel);
+# and writes OUT_DIR/summary.md plus at most 8 more files (env.txt, build.log, tests.log,
+# tests.xml, bench.log, floor.json, bench.json, brats_step.json). It exits 0 when every step passed, 1 when one
 # failed, 2 when no GPU is visible or on bad usage; the summary is written in every case.
 #
 # Time: the whole run stays within MCE_CHECK_BUDGET_S (default 450 s, 7.5 minutes); each step has
@@ -72,8 +74,9 @@ JUNIT=$OUT/tests.xml
 BENCH_LOG=$OUT/bench.log
 FLOOR_JSON=$OUT/floor.json
 BENCH_JSON=$OUT/bench.json
+BRATS_JSON=$OUT/brats_step.json
 rm -f "$SUMMARY" "$ENV_LOG" "$BUILD_LOG" "$TEST_LOG" "$JUNIT" "$BENCH_LOG" "$FLOOR_JSON" \
-  "$BENCH_JSON"
+  "$BENCH_JSON" "$BRATS_JSON"
 
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
 export PIP_NO_INDEX=1 # no registry there: never wait for one
@@ -150,14 +153,14 @@ write_summary() {
     done
     echo
     if ! timeout 60 "$PYTHON" - "$JUNIT" "$BENCH_LOG" "$WORK/floor.md" "$BENCH_JSON" \
-      <<'PY' 2>&1; then
+      "$WORK/brats.md" <<'PY' 2>&1; then
 import json
 import os
 import re
 import sys
 import xml.etree.ElementTree as ElementTree
 
-junit, bench_log, floor_md, bench_json = sys.argv[1:5]
+junit, bench_log, floor_md, bench_json, brats_md = sys.argv[1:6]
 
 
 def first_line(text):
@@ -252,6 +255,12 @@ if os.path.exists(bench_json):
         print(f"(bench.json unreadable: {error})")
 else:
     print("(no bench.json: the benchmarks did not run)")
+
+print("\n## BraTS training step at 80^3 (bench/brats_step.py)\n")
+if os.path.exists(brats_md):
+    print(open(brats_md).read())
+else:
+    print("(not measured)")
 PY
       echo "(the detailed sections could not be written: see above)"
     fi
@@ -260,7 +269,7 @@ PY
     echo
     local file
     for file in "$ENV_LOG" "$BUILD_LOG" "$TEST_LOG" "$JUNIT" "$BENCH_LOG" "$FLOOR_JSON" \
-      "$BENCH_JSON"; do
+      "$BENCH_JSON" "$BRATS_JSON"; do
       [[ -e $file ]] && echo "- $(basename "$file")"
     done
   } >"$SUMMARY"
@@ -453,3 +462,7 @@ sys.exit(0 if benchmarks else 1)' "$BENCH_JSON" 2>/dev/null; then
   STEP_NOTES[-1]="no GPU benchmark ran (none measured or all skipped; log: bench.log)"
   FAILED=1
 fi
+# The BraTS step at the paper's crop: baseline, MCE exact and MCE with a row budget of 3.
+run_step brats-step 150 "$BENCH_LOG" bash -c 'set -o pipefail; "$0" bench/brats_step.py --device cuda --crop 80 \
+  --base 8 --levels 5 --rounds 5 --json "$1" | tee "$2"' "$PYTHON" "$BRATS_JSON" \
+  "$WORK/brats.md" || true

@@ -138,3 +138,18 @@ def test_mce_step_on_the_dense_model(shapley: str) -> None:
     for name in ("l_task", "l_single", "l_sub", "l_aux"):
         assert result.logs[name] >= 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.reconstruction.parameters())
+
+
+def test_unimodal_heads_light_or_shared_decoder() -> None:
+    light = build_model(crop=CROP, base=2, levels=3)
+    shared = build_model(crop=CROP, base=2, levels=3, head="decoder")
+    assert len({id(head) for head in light.heads.values()}) == 4
+    assert len({id(head) for head in shared.heads.values()}) == 1
+    present = torch.tensor([0b1001, 0b0110])
+    for model in (light, shared):
+        h = model.encode(inputs(2, 8), present)
+        outputs = model.unimodal_outputs(h, present)
+        assert sorted(outputs) == [0, 1, 2, 3]
+        for m, (index, logits) in outputs.items():
+            assert index.tolist() == [n for n in range(2) if (int(present[n]) >> m) & 1]
+            assert tuple(logits.shape) == (index.numel(), 4, CROP, CROP, CROP)

@@ -92,8 +92,11 @@ class UnimodalModel(nn.Module):
         return self.head(features)
 
 
-def unimodal_model(task: Task, modality: str) -> UnimodalModel:
-    """The task's encoder and unimodal head for ``modality``, freshly initialised."""
+def unimodal_model(task: Task, modality: str) -> nn.Module:
+    """The task's unimodal model for ``modality`` (``task.build_unimodal``, by default its
+    encoder and unimodal head), freshly initialised."""
+    if task.build_unimodal is not None:
+        return task.build_unimodal(modality)
     model = task.build_model()
     return UnimodalModel(model.encoders[modality], model.heads[modality])
 

@@ -25,6 +25,7 @@ __all__ = [
     "PreNormConv3d",
     "UNetEncoder3D",
     "UNetDecoder3D",
+    "LinearReadout3D",
     "BottleneckFusion",
     "SkipFusion",
     "level_channels",
@@ -224,3 +225,22 @@ class UNetDecoder3D(nn.Module):
             x = self.reduce[level](x)
             x = self.merge[level](torch.cat([x, skip], dim=1))
         return self.head(x)
+
+
+class LinearReadout3D(nn.Module):
+    """A light head: a 1x1x1 conv to K class logits at every level, upsampled to the finest
+    level and summed. It reads out what the encoder's features already hold at each scale, at
+    the cost of K-channel maps (a :class:`UNetDecoder3D` costs a decoder pass per modality)."""
+
+    def __init__(self, base: int, levels: int, num_classes: int) -> None:
+        super().__init__()
+        self.read = nn.ModuleList(nn.Conv3d(c, num_classes, 1) for c in level_channels(base, levels))
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        size = features[0].shape[2:]
+        logits = self.read[0](features[0])
+        for read, level in zip(self.read[1:], features[1:]):
+            logits = logits + F.interpolate(
+                read(level), size=size, mode="trilinear", align_corners=True
+            )
+        return logits

@@ -120,6 +120,8 @@ class Task:
             (dense tasks: whole volumes, streaming metrics). None: the default.
         evaluate_heads: (model, data, device) -> {modality: mean utility} of the unimodal
             heads, replacing :func:`~mce.evaluate.evaluate_unimodal_heads`. None: the default.
+        build_unimodal: (modality) -> the unimodal model [B, ...] -> outputs whose frozen copy
+            gives the upper bounds U_m (factor B); None: the model's encoder and unimodal head.
         options: the task's own settings and their defaults (``--task-option NAME=VALUE``),
             e.g. a crop size; each value's type is its default's.
         configure: (**options) -> the task built with those options (all of ``options``
@@ -145,6 +147,7 @@ class Task:
     infer: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor] | None = None
     evaluate: Callable[..., Evaluation] | None = None
     evaluate_heads: Callable[..., dict[str, float]] | None = None
+    build_unimodal: Callable[[str], torch.nn.Module] | None = None
     options: Mapping[str, int | float | str] = field(default_factory=dict)
     configure: Callable[..., Task] | None = None
 

@@ -10,8 +10,11 @@ background to each split's largest brain crop (about 36 MB a case: some 13 GB fo
 Recipe: a 3D U-Net encoder per modality (mmFormer's: 5 levels from 8 channels, an intra-modal
 Transformer at the bottleneck), the reconstruction Transformer on the bottleneck voxels, an
 mmFormer fusion (inter-modal Transformer, per-scale fusion of the present modalities' skips), a
-shared U-Net decoder; unimodal heads are one shared decoder applied to each modality's features
-(mmFormer's ``Decoder_sep``). Loss: cross-entropy + soft Dice per sample; utility: mean Dice over
+U-Net decoder. Unimodal heads (L_single) are light by default: per level a 1x1x1 conv to the
+class logits, upsampled and summed, a read-out of what each encoder holds; ``head=decoder``
+gives mmFormer's ``Decoder_sep`` instead, one shared U-Net decoder run on each modality's
+features, at four decoder passes a sample (on the CPU at 32^3 it took 1.0 s of a 1.7 s MCE
+step). The upper bounds U_m come from a separate 3D U-Net per sequence (encoder + decoder). Loss: cross-entropy + soft Dice per sample; utility: mean Dice over
 WT, TC and ET of the argmax, per row. Training: random 80^3 crops, half of them centred on
 tumour; AdamW 2e-4 (weight decay 1e-4), poly decay 0.9, batch 1, 400 epochs (Table 1).
 Evaluation: a sliding window (80^3, overlap 0.5) over whole volumes; Dice WT, TC, ET and
@@ -22,7 +25,8 @@ the paper's settings over (T1/T1c, FLAIR, T2), T1 and T1c sharing a rate: ``a`` 
 gives (0.2, 0.2, 0.5, 0.8); the default is Fig. 9's (0.8, 0.5, 0.2).
 
 Options (``--task-option NAME=VALUE``): ``crop`` (80; the training crop and window side, a
-multiple of 2^(levels-1)), ``base`` (8; channels of the first level), ``levels`` (5). Smaller
+multiple of 2^(levels-1)), ``base`` (8; channels of the first level), ``levels`` (5), ``head``
+(light or decoder). Smaller
 values give a quick model for smoke tests and CPU runs, e.g. ``crop=32 base=4 levels=4``.
 """
 
@@ -43,11 +47,13 @@ from mce.dense import DenseMultimodalModel
 from mce.nn.reconstruction import ReconstructionTransformer
 from mce.nn.unet3d import (
     BottleneckFusion,
+    LinearReadout3D,
     SkipFusion,
     UNetDecoder3D,
     UNetEncoder3D,
     level_channels,
 )
+from mce.pretrain import UnimodalModel
 from mce.segmentation import (
     SlidingWindow,
     TumourCrop,
@@ -62,7 +68,8 @@ __all__ = ["TASK", "PRESETS", "OPTIONS", "brats_task", "build_model", "load"]
 
 NUM_CLASSES = 4  # background, NCR/NET, edema, enhancing tumour
 SPLIT_SEED = 0
-OPTIONS: dict[str, int] = {"crop": 80, "base": 8, "levels": 5}
+OPTIONS: dict[str, int | str] = {"crop": 80, "base": 8, "levels": 5, "head": "light"}
+HEADS = ("light", "decoder")
 ROW_MEMORY_GB = 8.0  # activations of one chunk of rows (--row-memory-gb)
 
 # (T1/T1c, FLAIR, T2) settings a-f -> one rate per modality of MODALITIES (t1, t1ce, flair, t2)
@@ -125,19 +132,35 @@ def load(data_dir: Path | None) -> Splits:
     return Splits(train=train, validation=validation, test=test)
 
 
-def build_model(crop: int = 80, base: int = 8, levels: int = 5) -> DenseMultimodalModel:
-    """The 3D U-Net + mmFormer network for ``crop``^3 inputs (see the module doc)."""
+def _heads(width: int) -> int:
+    return next(h for h in (8, 4, 2, 1) if width % h == 0)
+
+
+def _encoder(crop: int, base: int, levels: int) -> UNetEncoder3D:
+    width = base << (levels - 1)
+    return UNetEncoder3D(
+        base, levels, crop >> (levels - 1), heads=_heads(width), mlp_dim=4 * width
+    )
+
+
+def build_model(
+    crop: int = 80, base: int = 8, levels: int = 5, head: str = "light"
+) -> DenseMultimodalModel:
+    """The 3D U-Net + mmFormer network for ``crop``^3 inputs (see the module doc); ``head``:
+    the unimodal heads, a :class:`LinearReadout3D` per modality ("light") or one shared
+    :class:`UNetDecoder3D` ("decoder", mmFormer's ``Decoder_sep``)."""
     channels = level_channels(base, levels)
     width, grid = channels[-1], crop >> (levels - 1)
-    heads = next(h for h in (8, 4, 2, 1) if width % h == 0)
-    shared_head = UNetDecoder3D(base, levels, NUM_CLASSES)  # mmFormer's Decoder_sep
+    heads = _heads(width)
+    if head == "decoder":
+        shared = UNetDecoder3D(base, levels, NUM_CLASSES)
+        unimodal_heads = {name: shared for name in MODALITIES}
+    else:
+        unimodal_heads = {name: LinearReadout3D(base, levels, NUM_CLASSES) for name in MODALITIES}
     return DenseMultimodalModel(
         MODALITIES,
-        encoders={
-            name: UNetEncoder3D(base, levels, grid, heads=heads, mlp_dim=4 * width)
-            for name in MODALITIES
-        },
-        heads={name: shared_head for name in MODALITIES},
+        encoders={name: _encoder(crop, base, levels) for name in MODALITIES},
+        heads=unimodal_heads,
         fusion=BottleneckFusion(len(MODALITIES), width, grid, heads=heads, mlp_dim=4 * width),
         skip_fusions=[SkipFusion(len(MODALITIES), c) for c in channels[:-1]],
         decoder=UNetDecoder3D(base, levels, NUM_CLASSES),
@@ -149,15 +172,24 @@ def build_model(crop: int = 80, base: int = 8, levels: int = 5) -> DenseMultimod
     )
 
 
-def brats_task(crop: int = 80, base: int = 8, levels: int = 5) -> Task:
-    """The BraTS2020 task with the given crop and network size (its ``options``).
+def build_unimodal(crop: int = 80, base: int = 8, levels: int = 5) -> UnimodalModel:
+    """The unimodal model of the upper bounds: the modality's encoder and a full U-Net decoder
+    (a 3D U-Net on one sequence)."""
+    return UnimodalModel(_encoder(crop, base, levels), UNetDecoder3D(base, levels, NUM_CLASSES))
+
+
+def brats_task(crop: int = 80, base: int = 8, levels: int = 5, head: str = "light") -> Task:
+    """The BraTS2020 task with the given crop, network size and unimodal heads (its
+    ``options``).
 
     Raises:
         ValueError: ``crop`` not a positive multiple of 2^(levels-1) with a bottleneck of at
-            least 2 voxels a side, ``base`` < 1 or ``levels`` < 2.
+            least 2 voxels a side, ``base`` < 1, ``levels`` < 2, or an unknown ``head``.
     """
     if levels < 2 or base < 1:
         raise ValueError(f"brats needs levels >= 2 and base >= 1, got {levels} and {base}")
+    if head not in HEADS:
+        raise ValueError(f"brats head must be one of {', '.join(HEADS)}, got {head!r}")
     stride = 1 << (levels - 1)
     if crop % stride or crop // stride < 2:
         raise ValueError(
@@ -170,7 +202,8 @@ def brats_task(crop: int = 80, base: int = 8, levels: int = 5) -> Task:
         name="brats",
         modalities=MODALITIES,
         load=load,
-        build_model=lambda: build_model(crop, base, levels),
+        build_model=lambda: build_model(crop, base, levels, head),
+        build_unimodal=lambda modality: build_unimodal(crop, base, levels),
         loss=dice_ce_loss,
         utility=dice_utility,
         metric_name="Dice (mean of WT, TC, ET)",
@@ -184,7 +217,7 @@ def brats_task(crop: int = 80, base: int = 8, levels: int = 5) -> Task:
         evaluate_heads=lambda model, data, device: evaluate_segmentation_heads(
             model, data, window, device=device
         ),
-        options={"crop": crop, "base": base, "levels": levels},
+        options={"crop": crop, "base": base, "levels": levels, "head": head},
         configure=brats_task,
         hparams=HyperParameters(
             epochs=400,  # Table 1
