@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from data.brats_fixture import write_brats_fixture
+
 from mce.config import HyperParameters, TrainConfig
 from mce.tasks import get_task
 from mce.tasks.brats import PRESETS, cache_dir_for, load
@@ -66,7 +66,9 @@ def test_cli_trains_and_evaluates_every_combination(brats_dir, tmp_path, cache_h
 def test_presets_give_t1_and_t1ce_one_rate(brats_dir) -> None:
     assert PRESETS["a"] == (0.2, 0.2, 0.5, 0.8)
     assert len(PRESETS) == 6 and all(rates[0] == rates[1] for rates in PRESETS.values())
-    config, _ = parse_config(["--task", "brats", "--data-dir", str(brats_dir), "--missing-rates", "d"])
+    config, _ = parse_config(
+        ["--task", "brats", "--data-dir", str(brats_dir), "--missing-rates", "d"]
+    )
     assert config.hparams.missing_rates == (0.5, 0.5, 0.8, 0.2)
     assert get_task("brats").hparams.missing_rates == (0.8, 0.8, 0.5, 0.2)  # Fig. 9
 
@@ -167,9 +169,7 @@ def test_resume_equals_uninterrupted(brats_dir, tmp_path, cache_home, one_thread
         shapley="sampled", row_budget=3, progress=False, seed=3,
     )  # fmt: skip
     straight = TrainConfig.for_task("brats", out=str(tmp_path / "straight"), **base)
-    resumed = TrainConfig.for_task(
-        "brats", out=str(tmp_path / "resumed"), **base
-    )
+    resumed = TrainConfig.for_task("brats", out=str(tmp_path / "resumed"), **base)
     expected = run(straight)
     assert run(resumed, stop_at_step=9) == {}  # 7 training cases: inside epoch 2
     assert run(resumed, resume=True) == expected
@@ -177,3 +177,18 @@ def test_resume_equals_uninterrupted(brats_dir, tmp_path, cache_home, one_thread
     final_b = load_checkpoint(tmp_path / "resumed" / "mce" / "checkpoint.pt")["model"]
     for key in final_a:
         assert torch.equal(final_a[key], final_b[key]), key
+
+
+def test_experiment_cells_carry_the_task_options(brats_dir, capsys) -> None:
+    from mce.experiment.cli import parse_spec
+    from mce.experiment.grid import cells_of
+
+    argv = ["--task", "brats", "--data-dir", str(brats_dir), *SMALL, "--settings", "a"]
+    spec, _ = parse_spec(argv)
+    assert spec.task_options == {"crop": 16, "base": 4, "levels": 3}
+    config = cells_of(spec, get_task("brats", spec.task_options))[0].config(spec, Path("out"))
+    assert config.task_options == spec.task_options
+    assert config.hparams.missing_rates == (0.2, 0.2, 0.5, 0.8)
+    with pytest.raises(SystemExit):
+        parse_spec(["--task", "brats", "--task-option", "crop=20"])
+    assert "multiple of 2^(levels-1)" in capsys.readouterr().err

@@ -137,7 +137,9 @@ def test_mce_step_on_the_dense_model(shapley: str) -> None:
         assert 3 <= result.logs["rows"] <= 4 + 4 + 1
     for name in ("l_task", "l_single", "l_sub", "l_aux"):
         assert result.logs[name] >= 0
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.reconstruction.parameters())
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in model.reconstruction.parameters()
+    )
 
 
 def test_unimodal_heads_light_or_shared_decoder() -> None:

@@ -79,7 +79,10 @@ def test_crop_is_the_same_for_every_modality_and_the_label() -> None:
     coords = _coordinates(shape)
     label = torch.zeros(2, *shape, dtype=torch.uint8)
     label[:, 12:15, 3:6, 2:5] = 3
-    inputs = {"a": coords[None, None].repeat(2, 1, 1, 1, 1), "b": -coords[None, None].repeat(2, 1, 1, 1, 1)}
+    inputs = {
+        "a": coords[None, None].repeat(2, 1, 1, 1, 1),
+        "b": -coords[None, None].repeat(2, 1, 1, 1, 1),
+    }
     crop = TumourCrop((8, 8, 8))
     torch.manual_seed(0)
     out, target = crop(inputs, label)

@@ -211,9 +211,7 @@ class TrainConfig:
         if self.hparams is None:
             from mce.tasks import get_task
 
-            object.__setattr__(
-                self, "hparams", get_task(self.task, self.task_options).hparams
-            )
+            object.__setattr__(self, "hparams", get_task(self.task, self.task_options).hparams)
 
     @classmethod
     def for_task(cls, task: str | Task = "digits", **settings: Any) -> TrainConfig:

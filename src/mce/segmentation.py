@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mce.data.brats import REGIONS, regions
@@ -38,7 +38,7 @@ ET_MIN_VOXELS = 500
 
 def _monai():  # imported on use: monai is the ``brats`` extra
     try:
-        import monai  # noqa: F401
+        import monai
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the BraTS task needs MONAI: pip install 'mce[brats]' (or pip install monai)"
@@ -160,6 +160,25 @@ def _stack(batch_inputs: Mapping[str, Tensor], modalities: Sequence[str]) -> Ten
     return torch.cat([batch_inputs[name].float() for name in modalities], dim=1)
 
 
+def _combinations_predictor(model, present: Tensor, combos: Sequence[int]):
+    """windows [w, M, *roi] of one sample (presence ``present`` [1]) -> softmax of every
+    combination's prediction [w, len(combos) K, *roi] (zeros where C & present is empty)."""
+
+    def predictor(windows: Tensor) -> Tensor:
+        count = windows.shape[0]
+        inputs = {name: windows[:, m : m + 1] for m, name in enumerate(model.modalities)}
+        rows_present = present.expand(count)
+        h = model.encode(inputs, rows_present)
+        rows, which = combination_rows(rows_present, combos)
+        _, logits = model.forward_rows(h, rows)
+        probs = logits.float().softmax(1)
+        out = probs.new_zeros(count, len(combos), *probs.shape[1:])
+        out[rows[:, 0], which] = probs
+        return out.flatten(1, 2)
+
+    return predictor
+
+
 @torch.no_grad()
 def evaluate_segmentation(
     model,
@@ -193,18 +212,7 @@ def evaluate_segmentation(
         batch = batch.to(device)
         present = batch.present
 
-        def predictor(windows: Tensor) -> Tensor:
-            count = windows.shape[0]
-            inputs = {name: windows[:, m : m + 1] for m, name in enumerate(model.modalities)}
-            rows_present = present.expand(count)
-            h = model.encode(inputs, rows_present)
-            rows, which = combination_rows(rows_present, combos)
-            _, logits = model.forward_rows(h, rows)
-            probs = logits.float().softmax(1)
-            out = probs.new_zeros(count, len(combos), *probs.shape[1:])
-            out[rows[:, 0], which] = probs
-            return out.flatten(1, 2)
-
+        predictor = _combinations_predictor(model, present, combos)
         stitched = window(predictor, _stack(batch.inputs, model.modalities))
         predicted = stitched.view(len(combos), -1, *stitched.shape[2:]).argmax(1)
         target = batch.target.long().expand(len(combos), *batch.target.shape[1:])
@@ -241,8 +249,8 @@ def evaluate_segmentation_heads(
         for m, name in enumerate(model.modalities):
             if not (int(batch.present[0]) >> m) & 1:
                 continue
-            head, encoder = model.heads[name], model.encoders[name]
-            logits = window(lambda x: head(encoder(x)), batch.inputs[name])
+            unimodal = nn.Sequential(model.encoders[name], model.heads[name])
+            logits = window(unimodal, batch.inputs[name])
             totals[m] += float(dice_utility(logits, batch.target)[0])
             counts[m] += 1
     return {

@@ -25,7 +25,7 @@ from mce.methods import METHODS, MCEConfig, MethodInputs, get_method
 from mce.methods.mce import ShapleyMode, Weighting
 from mce.pretrain import upper_bound_table
 from mce.records import CONFIG, RunRecord, write_config
-from mce.tasks import TASKS, Task, get_task
+from mce.tasks import TASKS, Task, get_task, task_from_arguments
 from mce.trainer import Trainer
 
 __all__ = [
@@ -474,17 +474,10 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     """Parse and validate; bad arguments exit with status 2 and a message naming the problem."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    task_options = {}
-    for item in args.task_option:
-        name, equals, value = item.partition("=")
-        if not equals or not name:
-            parser.error(f"--task-option {item!r}: expected NAME=VALUE")
-        task_options[name] = value
     try:
-        task = get_task(args.task, task_options)
+        task, task_options = task_from_arguments(args.task, args.task_option)
     except ValueError as error:
         parser.error(str(error))
-    task_options = {name: task.options[name] for name in task_options}  # typed
     if args.method != "compare" and args.method not in METHODS:  # after --task's imports
         parser.error(
             f"--method {args.method!r} is not a registered method; choose from "

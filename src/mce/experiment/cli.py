@@ -23,7 +23,7 @@ from mce.data.masks import parse_missing_rates
 from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of
 from mce.experiment.runner import run_experiment
 from mce.methods.mce import MCEConfig
-from mce.tasks import get_task
+from mce.tasks import task_from_arguments
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--task", default="digits", help="task name (default: digits)")
     parser.add_argument("--data-dir", default=None, help="data folder of tasks that read files")
+    parser.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a task's own setting, repeatable, the same in every cell (as python -m mce.train)",
+    )
     parser.add_argument(
         "--variants",
         default=None,
@@ -123,7 +130,7 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        task = get_task(args.task)
+        task, task_options = task_from_arguments(args.task, args.task_option)
     except ValueError as error:
         parser.error(str(error))
     names: list[str] = []
@@ -145,7 +152,8 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
                 raise ValueError(f"--set {item!r}: expected NAME=VALUE, NAME one of {MCE_NAMES}")
             overrides[name] = _parse_value(name, value)
         settings = tuple(
-            parse_missing_rates(text, len(task.modalities), task.presets) for text in args.settings or ()
+            parse_missing_rates(text, len(task.modalities), task.presets)
+            for text in args.settings or ()
         )
         folds = parse_seeds(args.folds) if args.folds else ()
         if folds and not task.folds:
@@ -162,6 +170,7 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
             device=args.device,
             data_dir=args.data_dir,
             cache_dir=args.cache_dir,
+            task_options=task_options,
         )
         # build one cell's config now, so a bad value fails before anything runs
         cells_of(spec, task)[0].config(spec, Path("."))

@@ -135,6 +135,7 @@ class ExperimentSpec:
         device: cpu, cuda or cuda:N.
         data_dir: data folder of tasks that read files.
         cache_dir: upper-bound model cache (None: the default of ``mce.train``).
+        task_options: the task's own options (``Task.options``), the same in every cell.
     """
 
     task: str
@@ -146,6 +147,7 @@ class ExperimentSpec:
     device: str = "cpu"
     data_dir: str | None = None
     cache_dir: str | None = None
+    task_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.variants if name not in VARIANTS]
@@ -178,6 +180,7 @@ class ExperimentSpec:
             "device": self.device,
             "data_dir": self.data_dir,
             "cache_dir": self.cache_dir,
+            "task_options": dict(self.task_options),
         }
 
 
@@ -215,6 +218,7 @@ class Cell:
             device=spec.device,
             data_dir=spec.data_dir,
             cache_dir=spec.cache_dir,
+            task_options=dict(spec.task_options),
             out=str(self.folder(out)),
             progress=False,
             **settings,

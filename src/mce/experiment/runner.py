@@ -34,7 +34,9 @@ def _check_spec(out: Path, spec: ExperimentSpec) -> None:
     saved = json.loads(path.read_text())
     now = json.loads(json.dumps(spec.to_dict()))
     differ = [
-        key for key in ("task", "overrides", "device", "data_dir") if saved.get(key) != now.get(key)
+        key
+        for key in ("task", "overrides", "device", "data_dir", "task_options")
+        if saved.get(key, {} if key == "task_options" else None) != now.get(key)
     ]
     if differ:
         raise ValueError(
@@ -81,7 +83,7 @@ def run_experiment(
         ValueError: the folder holds an experiment or finished cells with other settings.
     """
     started = time.perf_counter()
-    task = task if task is not None else get_task(spec.task)
+    task = task if task is not None else get_task(spec.task, spec.task_options)
     task = dataclasses.replace(task, load=functools.lru_cache(maxsize=1)(task.load))  # once
     out = Path(out if out is not None else f"runs/experiment-{task.name}")
     out.mkdir(parents=True, exist_ok=True)

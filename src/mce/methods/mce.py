@@ -217,9 +217,7 @@ class MCEMethod:
             loss = loss + cfg.lambda_sub * l_sub
             logs["l_sub"] = l_sub.item()
         if cfg.use_aux:
-            l_aux = aux_loss(
-                tokens, model.feature_tokens(h), rows, present, weights, self.average
-            )
+            l_aux = aux_loss(tokens, model.feature_tokens(h), rows, present, weights, self.average)
             loss = loss + cfg.lambda_aux * l_aux
             logs["l_aux"] = l_aux.item()
         logs["loss"] = loss.item()

@@ -15,6 +15,7 @@ where mmFormer's ``.view`` mixes the tokens of neighbouring voxels (see ``docs``
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -51,7 +52,9 @@ class PreNormConv3d(nn.Sequential):
 class _Residual(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(PreNormConv3d(channels, channels), PreNormConv3d(channels, channels))
+        self.body = nn.Sequential(
+            PreNormConv3d(channels, channels), PreNormConv3d(channels, channels)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -97,16 +100,21 @@ class UNetEncoder3D(nn.Module):
         super().__init__()
         channels = level_channels(base, levels)
         self.channels = channels
-        stages: list[nn.Module] = [
-            nn.Sequential(nn.Conv3d(1, base, 3, padding=1), _Residual(base))
-        ]
-        for previous, current in zip(channels, channels[1:]):
-            stages.append(nn.Sequential(PreNormConv3d(previous, current, stride=2), _Residual(current)))
+        stages: list[nn.Module] = [nn.Sequential(nn.Conv3d(1, base, 3, padding=1), _Residual(base))]
+        for previous, current in itertools.pairwise(channels):
+            stages.append(
+                nn.Sequential(PreNormConv3d(previous, current, stride=2), _Residual(current))
+            )
         self.stages = nn.ModuleList(stages)
         width = channels[-1]
         self.position = _GridPosition(width, grid)
         layer = nn.TransformerEncoderLayer(
-            width, heads, mlp_dim, dropout=dropout, batch_first=True, norm_first=True,
+            width,
+            heads,
+            mlp_dim,
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
             activation="gelu",
         )
         self.transformer = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
@@ -145,7 +153,12 @@ class BottleneckFusion(nn.Module):
         self.modality = nn.Parameter(torch.zeros(num_modalities, channels))
         self.position = _GridPosition(channels, grid)
         layer = nn.TransformerEncoderLayer(
-            channels, heads, mlp_dim, dropout=dropout, batch_first=True, norm_first=True,
+            channels,
+            heads,
+            mlp_dim,
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
             activation="gelu",
         )
         self.transformer = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
@@ -175,11 +188,16 @@ class SkipFusion(nn.Module):
         self.num_modalities = num_modalities
         self.norm = nn.InstanceNorm3d(num_modalities * channels)
         self.project_conv = nn.Conv3d(
-            num_modalities * channels, num_modalities * channels, 1, groups=num_modalities,
+            num_modalities * channels,
+            num_modalities * channels,
+            1,
+            groups=num_modalities,
             bias=False,
         )
         self.bias = nn.Parameter(torch.zeros(channels, 1, 1, 1))
-        self.rest = nn.Sequential(PreNormConv3d(channels, channels), PreNormConv3d(channels, channels, 1))
+        self.rest = nn.Sequential(
+            PreNormConv3d(channels, channels), PreNormConv3d(channels, channels, 1)
+        )
 
     def project(self, skips: Tensor) -> Tensor:
         """[N, M, C, ...] skips (zeros where absent) -> [N, M, C, ...] per-modality projections."""
@@ -207,7 +225,7 @@ class UNetDecoder3D(nn.Module):
         super().__init__()
         channels = level_channels(base, levels)
         self.reduce = nn.ModuleList(
-            PreNormConv3d(coarse, fine) for fine, coarse in zip(channels, channels[1:])
+            PreNormConv3d(coarse, fine) for fine, coarse in itertools.pairwise(channels)
         )
         self.merge = nn.ModuleList(
             nn.Sequential(PreNormConv3d(2 * fine, fine), PreNormConv3d(fine, fine, 1))
@@ -234,7 +252,9 @@ class LinearReadout3D(nn.Module):
 
     def __init__(self, base: int, levels: int, num_classes: int) -> None:
         super().__init__()
-        self.read = nn.ModuleList(nn.Conv3d(c, num_classes, 1) for c in level_channels(base, levels))
+        self.read = nn.ModuleList(
+            nn.Conv3d(c, num_classes, 1) for c in level_channels(base, levels)
+        )
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         size = features[0].shape[2:]

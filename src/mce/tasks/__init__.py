@@ -6,12 +6,20 @@ Built-in tasks are looked up by name; a user's own task by ``package.module:ATTR
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mce.tasks.base import Splits, Task, classification_loss, classification_utility
 
-__all__ = ["Task", "Splits", "TASKS", "get_task", "classification_loss", "classification_utility"]
+__all__ = [
+    "Task",
+    "Splits",
+    "TASKS",
+    "get_task",
+    "task_from_arguments",
+    "classification_loss",
+    "classification_utility",
+]
 
 # name -> module holding TASK; imported on first use (some tasks need optional packages)
 TASKS = {
@@ -58,3 +66,20 @@ def get_task(name: str, options: Mapping[str, Any] | None = None) -> Task:
             "(or package.module:ATTRIBUTE for your own)"
         )
     return importlib.import_module(TASKS[name]).TASK.with_options(options or {})
+
+
+def task_from_arguments(name: str, option_items: Sequence[str]) -> tuple[Task, dict[str, Any]]:
+    """The task of ``--task NAME`` configured by ``--task-option NAME=VALUE`` items, and those
+    options typed as the task's defaults (for the run's config).
+
+    Raises:
+        ValueError: an item that is not NAME=VALUE, or what :func:`get_task` raises.
+    """
+    given: dict[str, Any] = {}
+    for item in option_items:
+        option, equals, value = item.partition("=")
+        if not equals or not option:
+            raise ValueError(f"--task-option {item!r}: expected NAME=VALUE")
+        given[option] = value
+    task = get_task(name, given)
+    return task, {option: task.options[option] for option in given}

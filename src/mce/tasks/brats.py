@@ -74,7 +74,8 @@ ROW_MEMORY_GB = 8.0  # activations of one chunk of rows (--row-memory-gb)
 
 # (T1/T1c, FLAIR, T2) settings a-f -> one rate per modality of MODALITIES (t1, t1ce, flair, t2)
 PRESETS: dict[str, tuple[float, ...]] = {
-    name: (t1, t1, flair, t2) for name, (t1, flair, t2) in zip("abcdef", permutations((0.2, 0.5, 0.8)))
+    name: (t1, t1, flair, t2)
+    for name, (t1, flair, t2) in zip("abcdef", permutations((0.2, 0.5, 0.8)))
 }
 
 
@@ -138,9 +139,7 @@ def _heads(width: int) -> int:
 
 def _encoder(crop: int, base: int, levels: int) -> UNetEncoder3D:
     width = base << (levels - 1)
-    return UNetEncoder3D(
-        base, levels, crop >> (levels - 1), heads=_heads(width), mlp_dim=4 * width
-    )
+    return UNetEncoder3D(base, levels, crop >> (levels - 1), heads=_heads(width), mlp_dim=4 * width)
 
 
 def build_model(
