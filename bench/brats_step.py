@@ -3,9 +3,10 @@ sample) and MCE with a row budget (``--shapley sampled --row-budget R``), measur
 
 Run: ``python bench/brats_step.py [--device cuda] [--crop 80] [--base 8] [--levels 5]``.
 One sample (batch 1, as Table 1) with all four sequences, random inputs and labels; a step is
-the method's loss, backward and an AdamW update. Peak memory: ``torch.cuda.max_memory_allocated``
-on a GPU (reset before each variant's steps), the growth of the peak resident set of a fresh
-subprocess running the variant alone on the CPU. Prints a Markdown table and, with ``--json``,
+the method's loss, backward and an AdamW update; MCE scores U with four frozen unimodal U-Nets
+on the step's own crop, as the brats task does. Memory: the bytes of the tensors a step saves
+for its backward pass (exact, on any machine), and on a GPU ``torch.cuda.max_memory_allocated``
+of a step (reset after a warm-up step). Prints a Markdown table and, with ``--json``,
 writes the numbers.
 """
 
@@ -14,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
@@ -24,8 +23,9 @@ from mce.data.dataset import Batch
 from mce.methods import MethodInputs
 from mce.methods.baseline import BaselineMethod
 from mce.methods.mce import MCEConfig, MCEMethod
+from mce.pretrain import BatchUpperBounds
 from mce.segmentation import dice_ce_loss, dice_utility
-from mce.tasks.brats import build_model
+from mce.tasks.brats import build_model, build_unimodal
 
 VARIANTS = ("baseline", "exact", "sampled")
 
@@ -47,7 +47,14 @@ def make_step(variant: str, args: argparse.Namespace):
         counts=torch.tensor([44, 44, 110, 175]),  # (0.8, 0.5, 0.2) of 219 cases
         dataset_size=219,
         seed=0,
-        upper=torch.full((219, 4), 0.6),
+        upper=BatchUpperBounds(
+            {
+                name: build_unimodal(args.crop, args.base, args.levels).to(device)
+                for name in model.modalities
+            },
+            model.modalities,
+            dice_utility,
+        ),
     )
     if variant == "baseline":
         method = BaselineMethod(method_inputs)
@@ -62,6 +69,7 @@ def make_step(variant: str, args: argparse.Namespace):
         optimizer.step()
         return result.logs.get("rows", 1.0)
 
+    step.model, step.batch, step.method = model, batch, method  # type: ignore[attr-defined]
     return step
 
 
@@ -91,44 +99,35 @@ def time_steps(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     }
 
 
+def saved_activation_bytes(variant: str, args: argparse.Namespace) -> float:
+    """Bytes of the tensors one step keeps for its backward pass (each storage counted once):
+    the activation memory of the step, exact and the same on every machine."""
+    step_of = make_step(variant, args)
+    model, batch, method = step_of.model, step_of.batch, step_of.method
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        result = method.step(model, batch, 0)
+    result.loss.backward()
+    return float(sum(storages.values()))
+
+
 def peak_memory(variant: str, args: argparse.Namespace) -> float:
-    """Peak bytes of one variant's steps: CUDA allocator peak, or RSS growth in a subprocess."""
-    if args.device.startswith("cuda"):
-        step = make_step(variant, args)
-        step()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        return float(torch.cuda.max_memory_allocated())
-    command = [sys.executable, __file__, "--rss-of", variant, *_forwarded(args)]
-    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-
-
-def _forwarded(args: argparse.Namespace) -> list[str]:
-    return [
-        "--device", args.device, "--crop", str(args.crop), "--base", str(args.base),
-        "--levels", str(args.levels), "--row-budget", str(args.row_budget),
-        "--row-memory-gb", str(args.row_memory_gb),
-    ]  # fmt: skip
-
-
-def _peak_rss() -> int:
-    """Bytes: this process's peak resident set (VmHWM; unlike ``ru_maxrss``, which Linux keeps
-    across ``execve``, it starts afresh in a new program)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _rss_of(variant: str, args: argparse.Namespace) -> None:
+    """CUDA allocator peak of one step (after a warm-up step); NaN on the CPU."""
+    if not args.device.startswith("cuda"):
+        return float("nan")
     step = make_step(variant, args)
-    before = _peak_rss()
     step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     step()
-    print(_peak_rss() - before)
+    torch.cuda.synchronize()
+    return float(torch.cuda.max_memory_allocated())
 
 
 def main() -> None:
@@ -143,15 +142,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
-    parser.add_argument("--rss-of", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.rss_of:
-        _rss_of(args.rss_of, args)
-        return
     timings = time_steps(args)
     for variant in args.variants:
+        timings[variant]["saved_bytes"] = saved_activation_bytes(variant, args)
         timings[variant]["peak_bytes"] = peak_memory(variant, args)
     base = timings["baseline"]["median_s"] if "baseline" in timings else None
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
@@ -159,14 +155,18 @@ def main() -> None:
         f"BraTS step, {where}, crop {args.crop}^3, base {args.base}, levels {args.levels}, "
         f"batch 1, all 4 sequences, {args.rounds} interleaved rounds, torch {torch.__version__}"
     )
-    print("| variant | rows | median s/step | min s/step | x baseline | peak memory (MB) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| variant | rows | median s/step | min s/step | x baseline | saved for backward (MB) "
+        "| peak allocated (MB) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for variant, numbers in timings.items():
         ratio = numbers["median_s"] / base if base else float("nan")
         label = f"sampled R={args.row_budget}" if variant == "sampled" else variant
         print(
             f"| {label} | {numbers['rows']:.0f} | {numbers['median_s']:.3f} | "
-            f"{numbers['min_s']:.3f} | {ratio:.2f} | {numbers['peak_bytes'] / 2**20:.0f} |"
+            f"{numbers['min_s']:.3f} | {ratio:.2f} | {numbers['saved_bytes'] / 2**20:.0f} | "
+            f"{numbers['peak_bytes'] / 2**20:.0f} |"
         )
     if args.json:
         with open(args.json, "w") as file:

@@ -56,7 +56,7 @@ def test_cli_trains_and_evaluates_every_combination(brats_dir, tmp_path, cache_h
         }  # fmt: skip
     assert set(results["upper_bounds"]) == {"t1", "t1ce", "flair", "t2"}
     config = json.loads((out / "config.json").read_text())["config"]
-    assert config["task_options"] == {"crop": 16, "base": 4, "levels": 3}
+    assert config["task_options"] == {"crop": 16, "base": 4, "levels": 3, "head": "light"}
     assert config["hparams"]["lr_schedule"] == "poly"
     markdown = (out / "results.md").read_text()
     assert "dice_wt" in markdown and "t1+t1ce+flair+t2" in markdown
@@ -185,7 +185,7 @@ def test_experiment_cells_carry_the_task_options(brats_dir, capsys) -> None:
 
     argv = ["--task", "brats", "--data-dir", str(brats_dir), *SMALL, "--settings", "a"]
     spec, _ = parse_spec(argv)
-    assert spec.task_options == {"crop": 16, "base": 4, "levels": 3}
+    assert spec.task_options == {"crop": 16, "base": 4, "levels": 3, "head": "light"}
     config = cells_of(spec, get_task("brats", spec.task_options))[0].config(spec, Path("out"))
     assert config.task_options == spec.task_options
     assert config.hparams.missing_rates == (0.2, 0.2, 0.5, 0.8)

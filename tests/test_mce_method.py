@@ -459,3 +459,21 @@ def test_hand_written_loop_rejects_a_wrong_loss(fixed_seed, monkeypatch, inject,
     terms well past the tolerance."""
     inject(monkeypatch)
     assert _mismatches(fixed_seed) == caught_by
+
+
+def test_u_from_a_callable_equals_u_from_the_table(seed):
+    """A task with random crops scores U on each batch (``upper`` a callable); the same values
+    as a table give the same step."""
+    model, batch, upper, counts = _setup(seed)
+    seen = []
+
+    def per_batch(b: Batch) -> torch.Tensor:
+        seen.append(b.index.tolist())
+        return upper[b.index]
+
+    from_table = MCEMethod(_inputs(counts, upper, seed), MCEConfig()).step(model, batch, 0)
+    from_call = MCEMethod(_inputs(counts, per_batch, seed), MCEConfig()).step(model, batch, 0)
+    assert seen == [batch.index.tolist()]
+    assert from_call.logs == from_table.logs
+    with pytest.raises(ValueError, match="a Tensor"):
+        _inputs(counts, [[0.0, 1.0]], seed)

@@ -14,8 +14,10 @@ from mce.model import full_rows
 from mce.segmentation import (
     SlidingWindow,
     TumourCrop,
+    content_box,
     dice_ce_loss,
     dice_utility,
+    et_post_dice,
     evaluate_segmentation,
     region_dice,
 )
@@ -117,6 +119,8 @@ def test_crop_pads_small_volumes_and_favours_tumour() -> None:
 
 
 def test_sliding_window_covers_the_volume() -> None:
+    """Every voxel is predicted once or averaged with equal weights (a pointwise predictor is
+    reproduced exactly)."""
     x = torch.randn(2, 3, 13, 9, 17)
     out = SlidingWindow((8, 8, 8))(lambda w: 2 * w, x)
     assert torch.allclose(out, 2 * x, atol=1e-6)
@@ -163,3 +167,40 @@ def test_evaluation_equals_one_subset_at_a_time() -> None:
         sum(v for k, v in evaluation.scores.items() if k != "average") / 15
     )
     assert set(evaluation.metrics) == {"dice_wt", "dice_tc", "dice_et", "dice_et_post"}
+
+
+def test_et_post_processing_erases_small_et_only() -> None:
+    target = torch.zeros(3, 6, 6, 6, dtype=torch.long)
+    target[0, :2, :2, :2] = 3  # 8 ET voxels to find
+    predicted = torch.zeros_like(target)
+    predicted[0, :1, :2, :2] = 3  # 4 voxels of it: raw Dice 2*4/(4+8)
+    predicted[1, 0, 0, 0] = 3  # a false-positive voxel where there is no ET
+    predicted[2, :3, :3, :3] = 3  # 27 false-positive voxels: above the threshold, kept
+    raw = region_dice(predicted, target)[:, 2]
+    post = et_post_dice(predicted, target, min_voxels=5)
+    assert torch.allclose(raw, torch.tensor([8 / 12, 0.0, 0.0]))
+    assert torch.allclose(post, torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.allclose(et_post_dice(predicted, target, min_voxels=1), raw)
+
+
+def test_content_box_and_background_outside_it() -> None:
+    x = torch.zeros(1, 2, 12, 10, 9)
+    x[0, 1, 3:7, 2:9, 4:5] = torch.rand(4, 7, 1) + 0.5
+    assert content_box(x[0]) == (slice(3, 7), slice(2, 9), slice(4, 5))
+    seen = []
+
+    def predictor(windows: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(windows.shape[2:]))
+        return torch.full((windows.shape[0], 3, *windows.shape[2:]), 0.25)
+
+    out = SlidingWindow((4, 4, 4))(predictor, x)
+    assert tuple(out.shape) == (1, 3, 12, 10, 9)
+    assert all(shape == (4, 4, 4) for shape in seen)
+    inside = out[0, :, 3:7, 2:9, 4:5]
+    assert torch.allclose(inside, torch.full_like(inside, 0.25))
+    outside = out[0].clone()
+    outside[:, 3:7, 2:9, 4:5] = float("nan")
+    keep = ~torch.isnan(outside[0])
+    assert bool((outside[0][keep] == 1).all()) and bool((outside[1:][:, keep] == 0).all())
+    with pytest.raises(ValueError, match="all zeros"):
+        SlidingWindow((4, 4, 4))(predictor, torch.zeros(1, 2, 5, 5, 5))

@@ -181,7 +181,8 @@ class TrainConfig:
     no_cache: bool = False  # retrain the unimodal models even when cached
     progress: bool = True  # progress bars
     # activation budget of one chunk of plan rows in a dense model (DenseMultimodalModel);
-    # None: the task's default. Changes memory and time, not results (resume may change it).
+    # None: the task's default. Changes memory and time; in training also where dropout draws
+    # its masks, so a resumed run keeps it
     row_memory_gb: float | None = None
     # which epoch's model is tested: "last" (the paper's behaviour) or "validation": the epoch
     # with the best validation score (the task's selection_metric averaged over the modality

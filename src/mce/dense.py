@@ -16,8 +16,10 @@ Each present (sample, modality) is encoded once into feature maps at several sca
 Everything after the encoders runs once over a plan's rows. When the rows of a step would
 exceed ``row_memory_gb`` of activations (estimated per row from the decoder's widths), they run
 in chunks; with gradients each chunk is checkpointed (its activations are recomputed in the
-backward pass), so any method's loss over all rows is unchanged and one ``backward`` still
-serves it. The chunking is logged once per (rows, chunk) size.
+backward pass, with the same dropout masks), so any method's loss is computed over all rows as
+before and one ``backward`` still serves it. In eval mode chunking changes nothing but rounding;
+in training, dropout draws its masks chunk by chunk, so the budget is part of a run's settings
+(a resumed run must use the same). The chunking is logged once per (rows, chunk) size.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ ROW_ACTIVATION_FACTOR = 32
 """Floats kept per channel-voxel of a row's levels (norms, activations and conv outputs of the
 up path, the fused skips, the logits, the loss): the per-row memory estimate is
 ``factor x 4 bytes x sum over levels of channels x voxels``. Calibrated on the BraTS model at
-32^3 (base 8, 4 levels): 43 MB a row measured (peak growth of 15 rows over 1), 45 MB estimated."""
+32^3 (base 8, 4 levels): 42 MB a row saved for backward (15 rows against 1), 45 MB estimated."""
 
 
 class MultiScaleFeatures(NamedTuple):

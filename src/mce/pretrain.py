@@ -17,6 +17,8 @@ import json
 import logging
 import math
 import re
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 from mce.bits import samples_with_modality
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
-from mce.data.dataset import MultimodalData
+from mce.data.dataset import Batch, MultimodalData
 from mce.records import package_version
 from mce.tasks.base import Task
 from mce.trainer import build_optimizer
@@ -65,10 +67,57 @@ class UpperBounds:
             out), ``steps`` (optimizer steps trained), ``best_step`` (the step of the chosen
             state), ``stopped_early`` (before the step budget) and ``cached`` (reused from the
             cache rather than trained in this call). JSON-ready.
+        models: modality -> the frozen unimodal model (for :class:`BatchUpperBounds`).
     """
 
     table: Tensor
     report: dict[str, dict[str, Any]]
+    models: dict[str, nn.Module] = dataclasses.field(default_factory=dict)
+
+
+class BatchUpperBounds:
+    """U of a batch from the frozen unimodal models run on that batch's own inputs.
+
+    For tasks whose training inputs change every step (random crops), a per-sample table
+    measured on whole inputs would compare a different quantity with the Shapley values of the
+    batch; this scores each sample where modality m is present with m's frozen model, in eval
+    mode and without gradients (one forward pass per modality and step).
+
+    Args:
+        models: modality -> frozen unimodal model (input [B, ...] -> outputs).
+        modalities: the task's modality order (column m of the result).
+        utility: (outputs, target) -> per-sample utility in [0, 1].
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, nn.Module],
+        modalities: Sequence[str],
+        utility: Callable[[Tensor, Tensor], Tensor],
+    ) -> None:
+        self.models, self.modalities, self.utility = dict(models), tuple(modalities), utility
+        for model in self.models.values():
+            model.eval()
+            model.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> Tensor:
+        """Tensor[N_b, M]: utility of m's model on each sample of ``batch`` (0 where absent)."""
+        values = torch.zeros(
+            batch.present.shape[0], len(self.modalities), device=batch.present.device
+        )
+        for m, name in enumerate(self.modalities):
+            index = samples_with_modality(batch.present, m)
+            if not index.numel():
+                continue
+            model = self.models[name]
+            x = batch.inputs[name][index].float()
+            if name in batch.lengths:
+                outputs = model(x, batch.lengths[name][index])
+            else:
+                outputs = model(x)
+            values[index, m] = self.utility(outputs, batch.target[index]).float()
+        return values
 
 
 class UnimodalModel(nn.Module):
@@ -180,7 +229,8 @@ def cache_key(
 ) -> str:
     """Canonical JSON of everything that changes modality's unimodal model.
 
-    It covers the task, the modality, the architecture (``repr`` of the model), the pretraining
+    It covers the task and its options (``Task.options``: a crop size changes a model that
+    ``repr`` does not show), the modality, the architecture (``repr`` of the model), the pretraining
     hyper-parameters, the missing-rate setting, the seed, the training split's
     :func:`data_fingerprint` (inputs, targets and mask), the package version and
     :data:`CACHE_FORMAT`. The cache file is named by its sha256 and stores it to check on load.
@@ -196,6 +246,8 @@ def cache_key(
         "seed": seed,
         "data": fingerprint,
     }
+    if task.options:
+        key["task_options"] = dict(task.options)
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 
@@ -355,6 +407,7 @@ def upper_bound_table(
     table = torch.zeros(len(train), train.num_modalities)
     fingerprint = data_fingerprint(train)
     report: dict[str, dict[str, Any]] = {}
+    models: dict[str, nn.Module] = {}
     for m, name in enumerate(train.modalities):
         index = samples_with_modality(train.present, m)
         if index.numel() < 2:
@@ -390,6 +443,7 @@ def upper_bound_table(
                 progress,
             )
             save_atomic({"model": model.state_dict(), "key": key, "fit": fit}, path)
+        models[name] = model
         utility = _evaluate(model, task, inputs, lengths, target)[0]
         table[index, m] = utility.cpu()
         report[name] = {
@@ -418,4 +472,4 @@ def upper_bound_table(
             "reusing" if cached else "trained and cached at",
             path,
         )
-    return UpperBounds(table=table, report=report)
+    return UpperBounds(table=table, report=report, models=models)

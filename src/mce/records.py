@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mce.config import TrainConfig
+from mce.config import HyperParameters, TrainConfig
 from mce.methods.mce import MCEConfig
 
 __all__ = ["RunRecord", "write_config", "ablation_label", "package_version", "git_commit"]
@@ -53,6 +53,26 @@ def git_commit() -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
+def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The settings (top-level keys) in which a saved ``config.json`` differs from ``config``.
+
+    ``out`` is ignored (a folder may be spelt differently). A setting the saved file lacks (it
+    was written before the setting existed) counts as its default, which is what that run used.
+    """
+    now = json.loads(json.dumps(config.to_dict()))
+    defaults = json.loads(
+        json.dumps(TrainConfig(task=config.task, hparams=HyperParameters()).to_dict())
+    )
+    differ = []
+    for key in sorted((set(saved) | set(now)) - {"out"}):
+        before = saved.get(key, defaults.get(key))
+        if isinstance(before, dict) and isinstance(defaults.get(key), dict):
+            before = {**defaults[key], **before}
+        if before != now.get(key):
+            differ.append(key)
+    return differ
+
+
 def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
     """Write ``config.json``; on resume, first check that the settings are the saved ones.
 
@@ -63,10 +83,7 @@ def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
     current = config.to_dict()
     if resume:
         saved = json.loads(path.read_text()).get("config", {})
-        now = json.loads(json.dumps(current))
-        # the folder may be spelt differently; the row memory budget does not change results
-        keys = sorted((set(saved) | set(now)) - {"out", "row_memory_gb"})
-        differ = [key for key in keys if saved.get(key) != now.get(key)]
+        differ = config_differences(saved, config)
         if differ:
             raise ValueError(
                 f"--resume with settings that differ from the run in {out} "

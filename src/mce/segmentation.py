@@ -26,8 +26,10 @@ __all__ = [
     "dice_ce_loss",
     "region_dice",
     "dice_utility",
+    "et_post_dice",
     "TumourCrop",
     "SlidingWindow",
+    "content_box",
     "evaluate_segmentation",
     "evaluate_segmentation_heads",
 ]
@@ -75,6 +77,14 @@ def region_dice(predicted: Tensor, target: Tensor) -> Tensor:
     """Dice [B, 3] of the regions (WT, TC, ET) of class maps ``predicted`` and ``target``
     [B, D, H, W]; an empty region predicted empty scores 1."""
     return _dice(regions(predicted), regions(target.long()))
+
+
+def et_post_dice(predicted: Tensor, target: Tensor, min_voxels: int = ET_MIN_VOXELS) -> Tensor:
+    """Dice [B] of ET after the customary post-processing: a predicted ET of fewer than
+    ``min_voxels`` voxels is erased (mmFormer relabels it), class maps [B, D, H, W]."""
+    et = predicted == 3
+    et = et & (et.flatten(1).sum(1) >= min_voxels).view(-1, 1, 1, 1)
+    return _dice(et[:, None], (target.long() == 3)[:, None])[:, 0]
 
 
 def dice_utility(outputs: Tensor, target: Tensor) -> Tensor:
@@ -132,21 +142,43 @@ class TumourCrop:
         )
 
 
+def content_box(x: Tensor) -> tuple[slice, slice, slice]:
+    """The bounding box of the voxels of x [C, D, H, W] that are non-zero in any channel (for a
+    BraTS case: its brain crop; padding and background are zero)."""
+    mask = (x != 0).any(0)
+    if not bool(mask.any()):
+        return (slice(0, 0),) * 3
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = torch.nonzero(mask.any(other))[:, 0]
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return box[0], box[1], box[2]
+
+
 class SlidingWindow:
     """Whole-volume inference by MONAI's sliding window: windows of ``roi``, ``overlap`` 0.5
     (mmFormer's stride 64 of 128), outputs averaged where windows overlap.
 
     Called as ``window(predictor, x)`` with x [B, C, D, H, W] and predictor mapping a batch of
-    windows [w, C, *roi] to [w, K, *roi]; returns [B, K, D, H, W].
+    windows [w, C, *roi] to [w, K, *roi]; returns [B, K, D, H, W]. With ``content_only`` the
+    windows cover only each sample's :func:`content_box` (the brain, not the padding around
+    it), and the voxels outside it get the one-hot background (channel 0).
     """
 
-    def __init__(self, roi: Sequence[int], overlap: float = 0.5, windows_per_pass: int = 2):
+    def __init__(
+        self,
+        roi: Sequence[int],
+        overlap: float = 0.5,
+        windows_per_pass: int = 2,
+        content_only: bool = True,
+    ) -> None:
         self.roi = tuple(int(s) for s in roi)
         self.overlap, self.windows_per_pass = overlap, windows_per_pass
+        self.content_only = content_only
 
-    def __call__(self, predictor: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        monai = _monai()
-        return monai.inferers.sliding_window_inference(
+    def _infer(self, predictor: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        return _monai().inferers.sliding_window_inference(
             x.float(),
             self.roi,
             self.windows_per_pass,
@@ -154,6 +186,27 @@ class SlidingWindow:
             overlap=self.overlap,
             mode="constant",
         )
+
+    def __call__(self, predictor: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+        if not self.content_only:
+            return self._infer(predictor, x)
+        outputs = []
+        for sample in x:
+            box = content_box(sample)
+            if box[0].stop == 0:  # nothing but zeros: all background, nothing to run
+                outputs.append(None)
+                continue
+            inside = self._infer(predictor, sample[(slice(None), *box)][None])[0]
+            out = inside.new_zeros(inside.shape[0], *sample.shape[1:])
+            out[0] = 1.0
+            out[(slice(None), *box)] = inside
+            outputs.append(out)
+        if all(out is None for out in outputs):
+            raise ValueError("every sample's input is all zeros: nothing to segment")
+        like = next(out for out in outputs if out is not None)
+        background = torch.zeros_like(like)
+        background[0] = 1.0
+        return torch.stack([background if out is None else out for out in outputs])
 
 
 def _stack(batch_inputs: Mapping[str, Tensor], modalities: Sequence[str]) -> Tensor:
@@ -217,9 +270,7 @@ def evaluate_segmentation(
         predicted = stitched.view(len(combos), -1, *stitched.shape[2:]).argmax(1)
         target = batch.target.long().expand(len(combos), *batch.target.shape[1:])
         dice = region_dice(predicted, target).double().cpu()  # (combos, 3)
-        et = predicted == 3
-        et = et & (et.flatten(1).sum(1) >= et_min_voxels).view(-1, 1, 1, 1)
-        post = _dice(et[:, None], (target == 3)[:, None])[:, 0]
+        post = et_post_dice(predicted, target, et_min_voxels)
         scored = torch.tensor([(c & int(present[0])) != 0 for c in combos])
         values = torch.cat([dice.mean(1, keepdim=True), dice, post.double().cpu()[:, None]], 1)
         totals[scored] += values[scored]

@@ -23,7 +23,7 @@ from mce.evaluate import Evaluation, evaluate_combinations, evaluate_unimodal_he
 from mce.lce import presence_counts
 from mce.methods import METHODS, MCEConfig, MethodInputs, get_method
 from mce.methods.mce import ShapleyMode, Weighting
-from mce.pretrain import upper_bound_table
+from mce.pretrain import BatchUpperBounds, upper_bound_table
 from mce.records import CONFIG, RunRecord, write_config
 from mce.tasks import TASKS, Task, get_task, task_from_arguments
 from mce.trainer import Trainer
@@ -77,7 +77,12 @@ def run(
         UsageError: ``config.select`` is "validation" and the task has no validation split.
         ValueError: a fold outside the task's folds, or another invalid setting.
     """
-    task = task if task is not None else get_task(config.task, config.task_options)
+    if task is None:
+        task = get_task(config.task, config.task_options)
+    else:
+        task = task.with_options(config.task_options)
+    if dict(task.options) != config.task_options:  # recorded resolved and typed
+        config = dataclasses.replace(config, task_options=dict(task.options))
     # a task with folds loads fold 1 unless told otherwise; config.json records which
     config = dataclasses.replace(config, fold=task.check_fold(config.fold))
     hparams = config.hparams
@@ -235,6 +240,9 @@ def _build_method(
             no_cache=config.no_cache,
         )
         upper = bounds.table
+        if task.augment is not None:  # inputs change every step: score each batch itself
+            upper = BatchUpperBounds(bounds.models, task.modalities, task.utility)
+            log.info("factor B: U from the frozen unimodal models run on every batch's inputs")
         if upper_bounds is not None:
             upper_bounds.update(bounds.report)
     inputs = MethodInputs(
@@ -290,7 +298,8 @@ def _add_hparam_options(parser: argparse.ArgumentParser) -> None:
     for flag, options in hparam_arguments(_task_values):
         if flag == "--missing-rates":
             options["help"] += (
-                f": rates in [0, 1), comma-separated, or a 3-modality preset {_PRESET_HELP}"
+                f": rates in [0, 1), comma-separated, or a 3-modality preset {_PRESET_HELP} "
+                "(tasks may name their own: brats a-f over (T1/T1c, FLAIR, T2))"
             )
         group.add_argument(flag, **options)
 
@@ -309,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a task's own setting, repeatable (brats: crop, base, levels; e.g. "
+        help="a task's own setting, repeatable (brats: crop, base, levels, head; e.g. "
         "--task-option crop=32 for a small crop)",
     )
     data.add_argument(
@@ -478,6 +487,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         task, task_options = task_from_arguments(args.task, args.task_option)
     except ValueError as error:
         parser.error(str(error))
+    if args.row_memory_gb is not None and not 0 < args.row_memory_gb < float("inf"):
+        parser.error(f"--row-memory-gb must be a positive number, got {args.row_memory_gb}")
     if args.method != "compare" and args.method not in METHODS:  # after --task's imports
         parser.error(
             f"--method {args.method!r} is not a registered method; choose from "

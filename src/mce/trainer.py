@@ -53,8 +53,10 @@ class Trainer:
     """Runs one method to completion with atomic per-epoch checkpoints and exact resume.
 
     The data order of epoch e is a permutation seeded by (seed, e); the checkpoint holds the
-    model, optimizer, scheduler, global RNG state and position (epoch, batch, step), so an
-    interrupted run resumed from its checkpoint reproduces the uninterrupted run exactly (CPU).
+    model, optimizer, scheduler, the CPU and CUDA RNG states and the position (epoch, batch,
+    step), so an interrupted run resumed from its checkpoint reproduces the uninterrupted run
+    exactly on the CPU (with one thread where multi-threaded kernels sum in varying order), and
+    up to the GPU kernels' own nondeterminism on a GPU.
 
     With ``validate``, the model is scored after every epoch (logged as ``validation/<name>``
     in ``log.csv`` and TensorBoard, on the epoch's last step) and the state of the best epoch
@@ -120,6 +122,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": torch.get_rng_state(),
+            # dropout on a GPU draws from the CUDA generators
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
@@ -137,6 +141,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch, self.batch_in_epoch, self.step = (
             state["epoch"],
             state["batch_in_epoch"],

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from mce.config import TrainConfig
 from mce.experiment.grid import RESULTS, ExperimentSpec, cells_of
 from mce.experiment.summary import SUMMARY, summarize_experiment, write_summary
-from mce.records import CONFIG
+from mce.records import CONFIG, config_differences
 from mce.tasks import Task, get_task
 from mce.train import run as train_run
 
@@ -47,9 +47,7 @@ def _check_spec(out: Path, spec: ExperimentSpec) -> None:
 
 def _check_finished(cell_dir: Path, config: TrainConfig) -> None:
     saved = json.loads((cell_dir / CONFIG).read_text()).get("config", {})
-    now = json.loads(json.dumps(config.to_dict()))
-    keys = sorted((set(saved) | set(now)) - {"out"})
-    differ = [key for key in keys if saved.get(key) != now.get(key)]
+    differ = config_differences(saved, config)
     if differ:
         raise ValueError(
             f"finished cell {cell_dir} was run with other settings ({', '.join(differ)}); "

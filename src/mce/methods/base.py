@@ -16,12 +16,22 @@ from torch import Tensor
 from mce.data.dataset import Batch
 from mce.model import MultimodalModel
 
-__all__ = ["LossFn", "UtilityFn", "MethodInputs", "StepResult", "TrainingMethod", "MethodSpec"]
+__all__ = [
+    "LossFn",
+    "UtilityFn",
+    "UpperFn",
+    "MethodInputs",
+    "StepResult",
+    "TrainingMethod",
+    "MethodSpec",
+]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """(outputs, target) -> per-sample loss, Tensor[B]."""
 UtilityFn = Callable[[Tensor, Tensor], Tensor]
 """(outputs, target) -> per-sample utility in [0, 1], Tensor[B]."""
+UpperFn = Callable[[Batch], Tensor]
+"""batch -> Tensor[B, M]: the frozen unimodal models' utility on each sample of the batch."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,7 +45,9 @@ class MethodInputs:
         dataset_size: samples in the training split.
         seed: run seed (Monte Carlo plans use seed and step).
         upper: Tensor[N_train, M] utility of the frozen unimodal model of m on each training
-            sample (0 where m is absent), when the method needs it (factor B, Eq. 8).
+            sample (0 where m is absent), when the method needs it (factor B, Eq. 8); or, for
+            tasks whose training inputs change every step (random crops), an :data:`UpperFn`
+            scoring each batch's own inputs (:class:`mce.pretrain.BatchUpperBounds`).
 
     Raises:
         ValueError: counts is not Tensor[M] int64, dataset_size is not a positive int, or upper
@@ -47,7 +59,7 @@ class MethodInputs:
     counts: Tensor
     dataset_size: int
     seed: int
-    upper: Tensor | None = None
+    upper: Tensor | UpperFn | None = None
 
     def __post_init__(self) -> None:
         if self.counts.dim() != 1 or self.counts.dtype != torch.int64:
@@ -58,7 +70,11 @@ class MethodInputs:
         size = self.dataset_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"dataset_size must be a positive int, got {size!r}")
-        if self.upper is None:
+        if self.upper is None or not isinstance(self.upper, Tensor):
+            if self.upper is not None and not callable(self.upper):
+                raise ValueError(
+                    f"upper must be a Tensor[N_train, M] or a callable, got {type(self.upper)}"
+                )
             return
         expected = (size, self.counts.shape[0])
         if tuple(self.upper.shape) != expected:

@@ -168,6 +168,14 @@ class MCEMethod:
                 module.training = training
         return self.inputs.utility(clean, target)
 
+    def _batch_upper(self, batch: Batch) -> Tensor:
+        """Tensor[N_b, M]: the frozen unimodal models' utility on each sample of the batch."""
+        upper = self.inputs.upper
+        if isinstance(upper, Tensor):
+            return upper[batch.index.to(upper.device)]
+        assert upper is not None
+        return upper(batch)
+
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
         cfg, inputs = self.config, self.inputs
         present, num_modalities = batch.present, model.num_modalities
@@ -188,8 +196,7 @@ class MCEMethod:
             utility = self._row_utility(model, h, rows, outputs, row_target)
             phi = self.contributions(plan, utility)
             presence = mask_to_presence(present, num_modalities).to(torch.float32)
-            table = inputs.upper
-            upper = (table[batch.index.to(table.device)].to(presence.device) * presence).sum(0)
+            upper = (self._batch_upper(batch).to(presence.device) * presence).sum(0)
             factors = lce_factors(counts, inputs.dataset_size, present, upper.contiguous(), phi)
             factor_b = factors.b
             factor_a = factors.a if cfg.use_a else ones

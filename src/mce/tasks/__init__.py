@@ -69,8 +69,8 @@ def get_task(name: str, options: Mapping[str, Any] | None = None) -> Task:
 
 
 def task_from_arguments(name: str, option_items: Sequence[str]) -> tuple[Task, dict[str, Any]]:
-    """The task of ``--task NAME`` configured by ``--task-option NAME=VALUE`` items, and those
-    options typed as the task's defaults (for the run's config).
+    """The task of ``--task NAME`` configured by ``--task-option NAME=VALUE`` items, and all of
+    its options resolved and typed (for the run's config).
 
     Raises:
         ValueError: an item that is not NAME=VALUE, or what :func:`get_task` raises.
@@ -82,4 +82,4 @@ def task_from_arguments(name: str, option_items: Sequence[str]) -> tuple[Task, d
             raise ValueError(f"--task-option {item!r}: expected NAME=VALUE")
         given[option] = value
     task = get_task(name, given)
-    return task, {option: task.options[option] for option in given}
+    return task, dict(task.options)
