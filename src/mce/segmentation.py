@@ -10,12 +10,14 @@ sliding window, the crops, the soft Dice loss and the Dice metric.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mce._optional import require
 from mce.data.brats import REGIONS, regions
 from mce.data.dataset import MultimodalData
 from mce.evaluate import Evaluation, combination_name
@@ -23,34 +25,25 @@ from mce.model import combination_rows
 
 __all__ = [
     "ET_MIN_VOXELS",
+    "SlidingWindow",
+    "TumourCrop",
+    "content_box",
     "dice_ce_loss",
-    "region_dice",
     "dice_utility",
     "et_post_dice",
-    "TumourCrop",
-    "SlidingWindow",
-    "content_box",
     "evaluate_segmentation",
     "evaluate_segmentation_heads",
+    "region_dice",
 ]
 
 ET_MIN_VOXELS = 500
 """ET post-processing (mmFormer, BraTS custom): a predicted ET under this many voxels is erased."""
 
 
-def _monai():  # imported on use: monai is the ``brats`` extra
-    try:
-        import monai
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the BraTS task needs MONAI: pip install 'mce[brats]' (or pip install monai)"
-        ) from error
-    import monai.inferers
-    import monai.losses
-    import monai.metrics
-    import monai.transforms
-
-    return monai
+def _monai() -> ModuleType:  # imported on use: monai is the ``brats`` extra
+    for part in ("inferers", "losses", "metrics", "transforms"):
+        require(f"monai.{part}", "brats", "the brats task")
+    return require("monai", "brats", "the brats task")
 
 
 def dice_ce_loss(outputs: Tensor, target: Tensor) -> Tensor:

@@ -60,6 +60,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from mce._optional import require
 from mce.checkpoint import write_atomic
 from mce.data.brats_split import (  # re-exported: the reader's public names
     SPLIT_SIZES,
@@ -131,13 +132,7 @@ class BratsCase:
 
 
 def _nibabel() -> ModuleType:
-    try:
-        import nibabel
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "reading BraTS needs nibabel: pip install 'mce[brats]' (or pip install nibabel)"
-        ) from error
-    return nibabel
+    return require("nibabel", "brats", "reading BraTS")
 
 
 def list_cases(root: str | os.PathLike[str]) -> list[str]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mce._optional import require
 from mce.data.dataset import MultimodalData
 
 if TYPE_CHECKING:
@@ -66,13 +67,7 @@ class IemocapSplits:
 
 
 def _h5py() -> ModuleType:
-    try:
-        import h5py
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "reading IEMOCAP needs h5py: pip install 'mce[iemocap]' (or pip install h5py)"
-        ) from error
-    return h5py
+    return require("h5py", "iemocap", "reading IEMOCAP")
 
 
 def _load_npy(path: Path, allow_pickle: bool) -> np.ndarray:

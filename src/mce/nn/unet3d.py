@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "PreNormConv3d",
-    "UNetEncoder3D",
-    "UNetDecoder3D",
-    "LinearReadout3D",
     "BottleneckFusion",
+    "LinearReadout3D",
+    "PreNormConv3d",
     "SkipFusion",
+    "UNetDecoder3D",
+    "UNetEncoder3D",
     "level_channels",
 ]
 
@@ -58,6 +58,20 @@ class _Residual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
+
+
+def _transformer(width: int, heads: int, mlp_dim: int, dropout: float) -> nn.TransformerEncoder:
+    """One pre-norm Transformer encoder layer with GELU, as mmFormer's (depth 1)."""
+    layer = nn.TransformerEncoderLayer(
+        width,
+        heads,
+        mlp_dim,
+        dropout=dropout,
+        batch_first=True,
+        norm_first=True,
+        activation="gelu",
+    )
+    return nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
 
 
 class _GridPosition(nn.Module):
@@ -108,16 +122,7 @@ class UNetEncoder3D(nn.Module):
         self.stages = nn.ModuleList(stages)
         width = channels[-1]
         self.position = _GridPosition(width, grid)
-        layer = nn.TransformerEncoderLayer(
-            width,
-            heads,
-            mlp_dim,
-            dropout=dropout,
-            batch_first=True,
-            norm_first=True,
-            activation="gelu",
-        )
-        self.transformer = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.transformer = _transformer(width, heads, mlp_dim, dropout)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         features = []
@@ -152,16 +157,7 @@ class BottleneckFusion(nn.Module):
         super().__init__()
         self.modality = nn.Parameter(torch.zeros(num_modalities, channels))
         self.position = _GridPosition(channels, grid)
-        layer = nn.TransformerEncoderLayer(
-            channels,
-            heads,
-            mlp_dim,
-            dropout=dropout,
-            batch_first=True,
-            norm_first=True,
-            activation="gelu",
-        )
-        self.transformer = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.transformer = _transformer(channels, heads, mlp_dim, dropout)
         self.project = nn.Conv3d(num_modalities * channels, channels, 1)
 
     def forward(self, tokens: Tensor) -> Tensor:
