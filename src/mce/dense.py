@@ -109,14 +109,23 @@ class DenseMultimodalModel(MultimodalModel):
         lengths: Mapping[str, Tensor] | None = None,
     ) -> MultiScaleFeatures:
         """Features of every level, computed only where a modality is present (inputs
-        Tensor[N, 1, D, H, W] per modality; ``lengths`` is unused)."""
+        Tensor[N, ...] per modality; the encoder of a modality with ``lengths``, e.g. a padded
+        point cloud, is called as ``encoder(x, lengths)``). An encoder may return one tensor
+        (a single level) or a tuple of levels, fine to coarse."""
+        lengths = lengths or {}
         num_samples = present.shape[0]
         levels: list[list[Tensor]] | None = None
         for m, name in enumerate(self.modalities):
             index = samples_with_modality(present, m)
             if not index.numel():
                 continue
-            features = self.encoders[name](inputs[name][index].float())
+            x = inputs[name][index].float()
+            if name in lengths:
+                features = self.encoders[name](x, lengths[name].to(index.device)[index])
+            else:
+                features = self.encoders[name](x)
+            if isinstance(features, Tensor):
+                features = (features,)
             if levels is None:
                 levels = [[] for _ in features]
             for level, value in enumerate(features):
