@@ -135,17 +135,6 @@ def test_cli_names_a_broken_case(tmp_path, cache_home, capsys) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_poly_schedule() -> None:
-    hparams = HyperParameters(epochs=10, lr=1.0, lr_schedule="poly", lr_power=0.9)
-    parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer, scheduler = build_optimizer([parameter], hparams)
-    for epoch in range(10):
-        assert optimizer.param_groups[0]["lr"] == pytest.approx((1 - epoch / 10) ** 0.9)
-        optimizer.step()
-        scheduler.step()
-    with pytest.raises(ValueError, match="lr_schedule must be one of step, poly"):
-        HyperParameters(lr_schedule="cosine")
-
 
 @pytest.fixture
 def one_thread():

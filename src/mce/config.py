@@ -46,11 +46,12 @@ class HyperParameters:
         0, "StepLR: multiply the lr by lr_gamma every lr_step epochs (0: constant lr)", minimum=0
     )
     lr_gamma: float = _field(0.1, "StepLR decay factor", positive=True)
-    lr_schedule: Literal["step", "poly"] = _field(
+    lr_schedule: Literal["step", "poly", "onecycle"] = _field(
         "step",
-        "per-epoch lr schedule: step (StepLR, lr_step and lr_gamma) or poly "
-        "(lr (1 - epoch / epochs)^lr_power, as mmFormer)",
-        choices=("step", "poly"),
+        "lr schedule: step (StepLR per epoch, lr_step and lr_gamma), poly (per epoch, lr (1 - "
+        "epoch / epochs)^lr_power, as mmFormer) or onecycle (per step, lr the peak, as "
+        "Simple-BEV)",
+        choices=("step", "poly", "onecycle"),
     )
     lr_power: float = _field(0.9, "exponent of the poly schedule", positive=True)
     grad_clip: float = _field(1.0, "clip the gradient norm to this (0: no clipping)", minimum=0)

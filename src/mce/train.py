@@ -557,8 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except UsageError as error:
         build_parser().error(str(error))  # exits with status 2
-    except (ValueError, FloatingPointError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, FloatingPointError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)  # ImportError: an optional extra is missing
         return 1
     return 0
 

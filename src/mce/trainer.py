@@ -26,11 +26,15 @@ log = logging.getLogger("mce.train")
 CHECKPOINT = "checkpoint.pt"
 
 
+PER_STEP_SCHEDULES = ("onecycle",)  # stepped after every optimizer step, not every epoch
+
+
 def build_optimizer(
-    parameters, hparams: HyperParameters
+    parameters, hparams: HyperParameters, steps_per_epoch: int = 1
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimizer and its per-epoch schedule: StepLR (constant when ``lr_step`` is 0) or
-    poly, ``lr (1 - epoch / epochs)^lr_power``."""
+    """The optimizer and its schedule: per epoch StepLR (constant when ``lr_step`` is 0) or
+    poly, ``lr (1 - epoch / epochs)^lr_power``; per step OneCycle (Simple-BEV's: 5 % warm-up,
+    linear annealing, no momentum cycling) over ``epochs x steps_per_epoch`` steps."""
     if hparams.optimizer == "sgd":
         optimizer = torch.optim.SGD(
             parameters, lr=hparams.lr, momentum=hparams.momentum, weight_decay=hparams.weight_decay
@@ -39,6 +43,15 @@ def build_optimizer(
         optimizer = torch.optim.AdamW(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)
     else:
         optimizer = torch.optim.Adam(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)
+    if hparams.lr_schedule == "onecycle":
+        return optimizer, torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=hparams.lr,
+            total_steps=hparams.epochs * steps_per_epoch + 1,
+            pct_start=0.05,
+            anneal_strategy="linear",
+            cycle_momentum=False,
+        )
     if hparams.lr_schedule == "poly":
         epochs, power = hparams.epochs, hparams.lr_power
         return optimizer, torch.optim.lr_scheduler.LambdaLR(
@@ -105,7 +118,10 @@ class Trainer:
         self.best_model: dict[str, torch.Tensor] | None = None
         torch.manual_seed(seed)
         self.model = build_model().to(device)
-        self.optimizer, self.scheduler = build_optimizer(self.model.parameters(), hparams)
+        self.optimizer, self.scheduler = build_optimizer(
+            self.model.parameters(), hparams, steps_per_epoch=-(-len(train) // hparams.batch_size)
+        )
+        self.per_step_schedule = hparams.lr_schedule in PER_STEP_SCHEDULES
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
 
     @property
@@ -230,7 +246,8 @@ class Trainer:
                 self.batch_in_epoch += 1
             self.epoch += 1
             self.batch_in_epoch = 0
-            self.scheduler.step()
+            if not self.per_step_schedule:
+                self.scheduler.step()
             if self.validate is not None:
                 self._select(logger)
             self.save()
@@ -249,6 +266,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hparams.grad_clip)
         self.optimizer.step()
         result.logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.per_step_schedule:
+            self.scheduler.step()
         return result.logs
 
 

@@ -342,8 +342,8 @@ class BevDecoder(nn.Module):
         self.up1 = nn.Conv2d(dim, dim, 1)
         self.head = nn.Sequential(_bev_block(dim, dim), nn.Conv2d(dim, 1, 1))
 
-    def forward(self, features: Sequence[Tensor]) -> Tensor:
-        x = features[-1]
+    def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+        x = features if isinstance(features, Tensor) else features[-1]
         half = self.down1(x)
         quarter = self.down2(half)
         half = half + F.interpolate(self.up2(quarter), size=half.shape[2:], mode="bilinear")

@@ -27,6 +27,7 @@ TASKS = {
     "avmnist": "mce.tasks.avmnist",
     "iemocap": "mce.tasks.iemocap",
     "brats": "mce.tasks.brats",
+    "nuscenes": "mce.tasks.nuscenes",
 }
 
 

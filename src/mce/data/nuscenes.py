@@ -1,0 +1,396 @@
+"""nuScenes (Section 4.1): the samples of an official split, read through nuscenes-devkit, with
+every sensor and the target in one bird's-eye-view frame (as Simple-BEV).
+
+``dataroot`` is the folder that holds the version folder (``v1.0-trainval/`` or ``v1.0-mini/``,
+with its 13 JSON tables), ``maps/``, ``samples/`` and ``sweeps/``: what the devkit's
+``NuScenes(version, dataroot)`` opens. Splits are the devkit's (``create_splits_scenes``):
+``train``/``val`` for v1.0-trainval, ``mini_train``/``mini_val`` for v1.0-mini; samples are
+ordered by (scene, timestamp).
+
+Frames. The ego frame is that of the LIDAR_TOP keyframe's pose; the reference frame is the
+front camera's (x right, y down, z forward), through the camera's calibration; camera poses at
+their own timestamps are not used (as Simple-BEV). The BEV grid lies in the reference frame: X
+cells across x, Z cells along z (default 200 x 200 over 100 m x 100 m, 0.5 m cells) and
+``height_bins`` slices of y in [-4, 6] m (1.25 m for 8 bins).
+
+What a sample holds (:class:`NuScenesSample`):
+
+- ``images``: uint8 [6, 3, H, W], the six cameras in ``CAMERAS`` order resized (bilinear) to
+  ``image_size``, with ``intrinsics`` [6, 3, 3] scaled to that size and ``cam_from_ref``
+  [6, 4, 4] (reference frame -> each camera);
+- ``lidar``: float32 [P, 4], the points of the keyframe and ``lidar_sweeps - 1`` earlier sweeps
+  (x, y, z in the reference frame, and the time lag dt in s), points within 2.2 m of the sensor
+  removed (Simple-BEV);
+- ``radar``: float32 [Q, 3 + 16], the five radars' points of ``radar_sweeps`` sweeps: x, y, z in
+  the reference frame, then 16 feature channels: the 15 PCD fields other than x, y, z (dyn_prop,
+  id, rcs, vx, vy, vx_comp, vy_comp, is_quality_valid, ambig_state, x_rms, y_rms, invalid_state,
+  pdh0, vx_rms, vy_rms; velocities rotated into the reference frame's x-z plane) and dt. No
+  radar filter is applied (Simple-BEV's ``use_radar_filters=False``). The paper's "5 position +
+  15 non-position" fields are read here as x, y, z (which place a point) and these 15, plus the
+  time lag Simple-BEV adds;
+- ``target``: float32 [Z, X], 1 inside the footprint of every annotation whose category contains
+  "vehicle" (Simple-BEV's superclass), and ``valid`` [Z, X], 0 on the footprints of vehicles
+  with visibility "1" (0-40 % visible), which the loss and IoU ignore.
+
+Every problem raises ``ValueError`` naming it: a dataroot without the version folder, a missing
+or unreadable table, a sample file that is missing, a corrupt point cloud or image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from mce._optional import require
+
+__all__ = [
+    "MODALITIES",
+    "CAMERAS",
+    "RADARS",
+    "LIDAR",
+    "RADAR_FEATURES",
+    "SPLITS",
+    "BevGrid",
+    "NuScenesSample",
+    "NuScenesReader",
+    "open_nuscenes",
+    "split_tokens",
+]
+
+MODALITIES = ("camera", "lidar", "radar")  # the paper's (C, L, R)
+CAMERAS = (
+    "CAM_FRONT_LEFT",
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK_LEFT",
+    "CAM_BACK",
+    "CAM_BACK_RIGHT",
+)
+REFERENCE_CAMERA = "CAM_FRONT"
+LIDAR = "LIDAR_TOP"
+RADARS = (
+    "RADAR_FRONT",
+    "RADAR_FRONT_LEFT",
+    "RADAR_FRONT_RIGHT",
+    "RADAR_BACK_LEFT",
+    "RADAR_BACK_RIGHT",
+)
+RADAR_FIELDS = (
+    "x", "y", "z", "dyn_prop", "id", "rcs", "vx", "vy", "vx_comp", "vy_comp",
+    "is_quality_valid", "ambig_state", "x_rms", "y_rms", "invalid_state", "pdh0", "vx_rms",
+    "vy_rms",
+)  # fmt: skip
+RADAR_FEATURES = (*RADAR_FIELDS[3:], "dt")  # the 16 channels after x, y, z
+SPLITS = {"v1.0-trainval": ("train", "val"), "v1.0-mini": ("mini_train", "mini_val")}
+TABLES = (
+    "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
+    "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility",
+)  # fmt: skip
+MIN_DISTANCE = 2.2  # m: points closer to their sensor are dropped (Simple-BEV)
+_ALL_STATES = list(range(18))  # keep every radar state: no filtering
+
+
+def _require(module: str) -> ModuleType:
+    return require(module, "nuscenes", "the nuscenes task", package="nuscenes-devkit")
+
+
+@dataclass(frozen=True)
+class BevGrid:
+    """The BEV grid in the reference camera frame: ``cells`` x ``cells`` over x and z in
+    [-half_extent, half_extent] m, ``height_bins`` slices of y in [y_min, y_max] m."""
+
+    cells: int = 200
+    half_extent: float = 50.0
+    height_bins: int = 8
+    y_min: float = -4.0
+    y_max: float = 6.0
+
+    @property
+    def cell_size(self) -> float:
+        return 2 * self.half_extent / self.cells
+
+    def to_cells(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Continuous (column, row) cell coordinates of points (x, z) (cell centres at k + 0.5)."""
+        return (x + self.half_extent) / self.cell_size, (z + self.half_extent) / self.cell_size
+
+
+@dataclass(frozen=True)
+class NuScenesSample:
+    """One sample in the reference frame (see the module doc for each array)."""
+
+    token: str
+    images: np.ndarray
+    intrinsics: np.ndarray
+    cam_from_ref: np.ndarray
+    lidar: np.ndarray
+    radar: np.ndarray
+    target: np.ndarray
+    valid: np.ndarray
+
+
+def open_nuscenes(dataroot: str | os.PathLike[str], version: str | None = None) -> Any:
+    """The devkit's ``NuScenes`` of ``dataroot``, checked first so that problems are named.
+
+    Args:
+        dataroot: the folder holding the version folder, ``maps/``, ``samples/``, ``sweeps/``.
+        version: "v1.0-trainval" or "v1.0-mini"; None: the one version folder found.
+
+    Raises:
+        ValueError: no (or an ambiguous) version folder, a missing or unreadable table.
+        ImportError: nuscenes-devkit is not installed (the ``nuscenes`` extra).
+    """
+    devkit = _require("nuscenes.nuscenes")  # first: a missing extra is the first thing to say
+    root = Path(dataroot)
+    if not root.is_dir():
+        raise ValueError(f"nuScenes dataroot {root} is not a folder")
+    found = [name for name in SPLITS if (root / name).is_dir()]
+    if version is None:
+        if len(found) != 1:
+            raise ValueError(
+                f"nuScenes dataroot {root} must hold exactly one of {', '.join(SPLITS)} "
+                f"(found {', '.join(found) or 'none'}; name the version to choose)"
+            )
+        version = found[0]
+    if version not in SPLITS:
+        raise ValueError(f"nuScenes version must be one of {', '.join(SPLITS)}, got {version!r}")
+    if not (root / version).is_dir():
+        raise ValueError(f"nuScenes dataroot {root} has no {version}/ folder of tables")
+    for table in TABLES:
+        path = root / version / f"{table}.json"
+        if not path.is_file():
+            raise ValueError(f"nuScenes table {path} is missing")
+        try:
+            with open(path) as file:
+                json.load(file)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"nuScenes table {path} is unreadable: {error}") from error
+    try:
+        return devkit.NuScenes(
+            version=version, dataroot=str(root), verbose=False
+        )
+    except (AssertionError, KeyError, OSError, ValueError) as error:
+        raise ValueError(
+            f"nuscenes-devkit cannot open {root / version}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def split_tokens(nusc: Any, split: str) -> list[str]:
+    """Sample tokens of an official split, ordered by (scene token, timestamp).
+
+    Args:
+        split: "train" or "val" (for v1.0-mini: "mini_train" or "mini_val"; "train"/"val" are
+            mapped to those).
+    """
+    train, val = SPLITS[nusc.version]
+    split = {"train": train, "val": val}.get(split, split)
+    if split not in (train, val):
+        raise ValueError(f"split must be train or val for {nusc.version}, got {split!r}")
+    scenes = set(_require("nuscenes.utils.splits").create_splits_scenes()[split])
+    chosen = [
+        sample
+        for sample in nusc.sample
+        if nusc.get("scene", sample["scene_token"])["name"] in scenes
+    ]
+    chosen.sort(key=lambda sample: (sample["scene_token"], sample["timestamp"]))
+    return [sample["token"] for sample in chosen]
+
+
+def _transform(translation: Sequence[float], rotation: Sequence[float]) -> np.ndarray:
+    """4 x 4 matrix of a (translation, quaternion [w, x, y, z]) pose: child -> parent."""
+    quaternion = _require("pyquaternion").Quaternion(rotation)
+    matrix = np.eye(4)
+    matrix[:3, :3] = quaternion.rotation_matrix
+    matrix[:3, 3] = translation
+    return matrix
+
+
+class NuScenesReader:
+    """Reads :class:`NuScenesSample` records of an opened dataroot.
+
+    Args:
+        nusc: the devkit's ``NuScenes`` (:func:`open_nuscenes`).
+        grid: the BEV grid of the target.
+        image_size: (H, W) of the resized camera images (Simple-BEV: 448 x 800).
+        lidar_sweeps: LIDAR_TOP sweeps aggregated per sample (keyframe included).
+        radar_sweeps: sweeps aggregated per radar (Simple-BEV's paper model: 5).
+    """
+
+    def __init__(
+        self,
+        nusc: Any,
+        grid: BevGrid = BevGrid(),
+        image_size: tuple[int, int] = (448, 800),
+        lidar_sweeps: int = 1,
+        radar_sweeps: int = 5,
+    ) -> None:
+        if lidar_sweeps < 1 or radar_sweeps < 1:
+            raise ValueError("lidar_sweeps and radar_sweeps must be at least 1")
+        self.nusc, self.grid, self.image_size = nusc, grid, tuple(image_size)
+        self.lidar_sweeps, self.radar_sweeps = lidar_sweeps, radar_sweeps
+
+    # -- frames ---------------------------------------------------------------------------------
+
+    def _sensor_to_ego(self, sample_data: dict) -> np.ndarray:
+        calibration = self.nusc.get("calibrated_sensor", sample_data["calibrated_sensor_token"])
+        return _transform(calibration["translation"], calibration["rotation"])
+
+    def _ego_to_global(self, sample_data: dict) -> np.ndarray:
+        pose = self.nusc.get("ego_pose", sample_data["ego_pose_token"])
+        return _transform(pose["translation"], pose["rotation"])
+
+    def _path(self, sample_data: dict) -> Path:
+        path = Path(self.nusc.dataroot) / sample_data["filename"]
+        if not path.is_file():
+            raise ValueError(f"nuScenes sample file {path} is missing")
+        return path
+
+    # -- sensors --------------------------------------------------------------------------------
+
+    def _cameras(
+        self, sample: dict, ref_from_ego: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        image_module = _require("PIL.Image")
+        height, width = self.image_size
+        images = np.zeros((len(CAMERAS), 3, height, width), dtype=np.uint8)
+        intrinsics = np.zeros((len(CAMERAS), 3, 3), dtype=np.float32)
+        cam_from_ref = np.zeros((len(CAMERAS), 4, 4), dtype=np.float32)
+        ego_from_ref = np.linalg.inv(ref_from_ego)
+        for c, channel in enumerate(CAMERAS):
+            data = self.nusc.get("sample_data", sample["data"][channel])
+            path = self._path(data)
+            try:
+                with image_module.open(path) as image:
+                    original = image.size  # (W, H)
+                    resized = image.convert("RGB").resize((width, height), image_module.BILINEAR)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"nuScenes image {path} is unreadable: {error}") from error
+            images[c] = np.asarray(resized).transpose(2, 0, 1)
+            calibration = self.nusc.get("calibrated_sensor", data["calibrated_sensor_token"])
+            k = np.asarray(calibration["camera_intrinsic"], dtype=np.float64)
+            if k.shape != (3, 3):
+                raise ValueError(f"nuScenes camera {channel} of {path} has no 3x3 intrinsics")
+            scale = np.diag([width / original[0], height / original[1], 1.0])
+            intrinsics[c] = scale @ k
+            cam_from_ref[c] = np.linalg.inv(self._sensor_to_ego(data)) @ ego_from_ref
+        return images, intrinsics, cam_from_ref
+
+    def _sweeps(self, sample: dict, channel: str, count: int) -> list[dict]:
+        """The keyframe sample_data of ``channel`` and up to ``count - 1`` earlier sweeps."""
+        data = self.nusc.get("sample_data", sample["data"][channel])
+        chain = [data]
+        while len(chain) < count and chain[-1]["prev"]:
+            chain.append(self.nusc.get("sample_data", chain[-1]["prev"]))
+        return chain
+
+    def _to_ref(
+        self, points: np.ndarray, data: dict, ref_from_global: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(xyz [N, 3] in the reference frame, the sensor -> reference rotation [3, 3])."""
+        ref_from_sensor = ref_from_global @ self._ego_to_global(data) @ self._sensor_to_ego(data)
+        xyz = points @ ref_from_sensor[:3, :3].T + ref_from_sensor[:3, 3]
+        return xyz, ref_from_sensor[:3, :3]
+
+    def _lidar(self, sample: dict, ref_from_global: np.ndarray, key_time: float) -> np.ndarray:
+        parts = []
+        for data in self._sweeps(sample, LIDAR, self.lidar_sweeps):
+            path = self._path(data)
+            raw = np.fromfile(path, dtype=np.float32)
+            if raw.size % 5 or not np.isfinite(raw).all():
+                raise ValueError(
+                    f"nuScenes lidar file {path} is corrupt ({raw.size} float32 values, not 5 "
+                    "finite values a point)"
+                )
+            points = raw.reshape(-1, 5)[:, :3].astype(np.float64)
+            points = points[np.linalg.norm(points[:, :2], axis=1) > MIN_DISTANCE]
+            xyz, _ = self._to_ref(points, data, ref_from_global)
+            dt = np.full((len(xyz), 1), key_time - 1e-6 * data["timestamp"])
+            parts.append(np.concatenate([xyz, dt], 1))
+        return np.concatenate(parts).astype(np.float32)
+
+    def _radar(self, sample: dict, ref_from_global: np.ndarray, key_time: float) -> np.ndarray:
+        cloud = _require("nuscenes.utils.data_classes")
+        parts = []
+        for channel in RADARS:
+            for data in self._sweeps(sample, channel, self.radar_sweeps):
+                path = self._path(data)
+                try:
+                    points = cloud.RadarPointCloud.from_file(
+                        str(path), _ALL_STATES, _ALL_STATES, _ALL_STATES
+                    ).points.T.astype(np.float64)
+                except Exception as error:  # the devkit's parser raises many kinds
+                    raise ValueError(
+                        f"nuScenes radar file {path} is corrupt ({type(error).__name__}: {error})"
+                    ) from error
+                if points.shape[1] != len(RADAR_FIELDS) or not np.isfinite(points).all():
+                    raise ValueError(f"nuScenes radar file {path} is corrupt (fields or NaN)")
+                points = points[np.linalg.norm(points[:, :2], axis=1) > MIN_DISTANCE]
+                xyz, rotation = self._to_ref(points[:, :3], data, ref_from_global)
+                features = points[:, 3:].copy()
+                for vx, vy in ((3, 4), (5, 6)):  # vx, vy and vx_comp, vy_comp: sensor -> ref
+                    velocity = np.stack([features[:, vx], features[:, vy], 0 * features[:, vx]], 1)
+                    rotated = velocity @ rotation.T
+                    features[:, vx], features[:, vy] = rotated[:, 0], rotated[:, 2]
+                dt = np.full((len(xyz), 1), key_time - 1e-6 * data["timestamp"])
+                parts.append(np.concatenate([xyz, features, dt], 1))
+        return np.concatenate(parts).astype(np.float32)
+
+    # -- target ---------------------------------------------------------------------------------
+
+    def _target(self, sample: dict, ref_from_global: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cv2 = _require("cv2")
+        cells = self.grid.cells
+        target = np.zeros((cells, cells), dtype=np.uint8)
+        hidden = np.zeros((cells, cells), dtype=np.uint8)
+        for token in sample["anns"]:
+            annotation = self.nusc.get("sample_annotation", token)
+            if "vehicle" not in annotation["category_name"]:
+                continue
+            width, length, _ = annotation["size"]  # devkit order: w, l, h
+            corners = (
+                np.array([[length, width], [length, -width], [-length, -width], [-length, width]])
+                / 2
+            )  # box frame: x forward (length), y left (width)
+            box = _transform(annotation["translation"], annotation["rotation"])
+            points = np.concatenate([corners, np.zeros((4, 1))], 1) @ box[:3, :3].T + box[:3, 3]
+            ref = points @ ref_from_global[:3, :3].T + ref_from_global[:3, 3]
+            column, row = self.grid.to_cells(ref[:, 0], ref[:, 2])
+            polygon = np.round(np.stack([column, row], 1) * 16 - 8).astype(np.int32)  # shift 4
+            cv2.fillPoly(target, [polygon], 1, lineType=cv2.LINE_8, shift=4)
+            if annotation["visibility_token"] == "1":
+                cv2.fillPoly(hidden, [polygon], 1, lineType=cv2.LINE_8, shift=4)
+        return target.astype(np.float32), (1 - hidden).astype(np.float32)
+
+    # -- a sample -------------------------------------------------------------------------------
+
+    def read(self, token: str) -> NuScenesSample:
+        """The sample ``token`` (see the module doc).
+
+        Raises:
+            ValueError: a missing or corrupt file of the sample, named.
+        """
+        sample = self.nusc.get("sample", token)
+        lidar_key = self.nusc.get("sample_data", sample["data"][LIDAR])
+        ego_to_global = self._ego_to_global(lidar_key)
+        front = self.nusc.get("sample_data", sample["data"][REFERENCE_CAMERA])
+        ref_from_ego = np.linalg.inv(self._sensor_to_ego(front))
+        ref_from_global = ref_from_ego @ np.linalg.inv(ego_to_global)
+        key_time = 1e-6 * lidar_key["timestamp"]
+        images, intrinsics, cam_from_ref = self._cameras(sample, ref_from_ego)
+        target, valid = self._target(sample, ref_from_global)
+        return NuScenesSample(
+            token=token,
+            images=images,
+            intrinsics=intrinsics,
+            cam_from_ref=cam_from_ref,
+            lidar=self._lidar(sample, ref_from_global, key_time),
+            radar=self._radar(sample, ref_from_global, key_time),
+            target=target,
+            valid=valid,
+        )

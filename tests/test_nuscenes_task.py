@@ -1,0 +1,224 @@
+"""The nuScenes reader and task on a dataroot in the real format, opened by nuscenes-devkit:
+frames and targets, named errors, training and evaluation through the CLI, exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.nuscenes_fixture import write_nuscenes_fixture
+from mce.config import TrainConfig
+from mce.data.nuscenes import (
+    RADAR_FEATURES,
+    BevGrid,
+    NuScenesReader,
+    open_nuscenes,
+    split_tokens,
+)
+from mce.tasks.nuscenes import bev_loss, iou_utility
+
+SMALL = {"image_height": 36, "image_width": 64, "cells": 16, "dim": 8, "radar_sweeps": 2}
+SMALL_ARGS = [item for k, v in SMALL.items() for item in ("--task-option", f"{k}={v}")]
+GRID = BevGrid(cells=40, half_extent=50.0, height_bins=8)
+
+
+@pytest.fixture(scope="module")
+def dataroot(tmp_path_factory) -> Path:
+    return write_nuscenes_fixture(
+        tmp_path_factory.mktemp("nuscenes") / "data", samples_per_scene=6, sweeps=2
+    )
+
+
+@pytest.fixture(scope="module")
+def nusc(dataroot):
+    return open_nuscenes(dataroot)
+
+
+def test_splits_follow_the_devkit(nusc) -> None:
+    train, val = split_tokens(nusc, "train"), split_tokens(nusc, "val")
+    assert len(train) == len(val) == 6 and not set(train) & set(val)
+    times = [nusc.get("sample", token)["timestamp"] for token in train]
+    assert times == sorted(times)
+    with pytest.raises(ValueError, match="split must be train or val"):
+        split_tokens(nusc, "test")
+
+
+def test_a_sample_in_the_reference_frame(nusc) -> None:
+    reader = NuScenesReader(nusc, GRID, (36, 64), lidar_sweeps=2, radar_sweeps=2)
+    sample = reader.read(split_tokens(nusc, "train")[0])
+    assert sample.images.shape == (6, 3, 36, 64) and sample.images.dtype == np.uint8
+    assert sample.intrinsics.shape == (6, 3, 3) and sample.cam_from_ref.shape == (6, 4, 4)
+    # the front camera (index 1) is the reference frame itself
+    assert np.allclose(sample.cam_from_ref[1], np.eye(4), atol=1e-5)
+    assert sample.lidar.shape[1] == 4 and sample.radar.shape[1] == 3 + len(RADAR_FEATURES)
+    assert set(np.unique(sample.lidar[:, 3]).round(3)) >= {0.0}  # keyframe dt = 0
+    assert (sample.lidar[:, 3] >= 0).all() and (sample.lidar[:, 3] > 0).any()  # a sweep
+    assert sample.target.shape == sample.valid.shape == (40, 40)
+    assert sample.target.sum() > 0
+    assert ((sample.valid == 0) <= (sample.target == 1)).all()  # hidden cells are vehicles
+    # LiDAR points on the vehicles' surfaces fall in their footprints
+    column = ((sample.lidar[:, 0] + 50) / GRID.cell_size).astype(int)
+    row = ((sample.lidar[:, 2] + 50) / GRID.cell_size).astype(int)
+    inside = (column >= 0) & (column < 40) & (row >= 0) & (row < 40)
+    assert sample.target[row[inside], column[inside]].sum() > 20
+
+
+def test_every_vehicle_projects_into_a_camera(nusc) -> None:
+    """Box centres, moved into the reference frame the way the target is, land inside at least
+    one camera image through that camera's intrinsics and cam_from_ref: the frames agree."""
+    reader = NuScenesReader(nusc, GRID, (90, 160), radar_sweeps=1)
+    token = split_tokens(nusc, "val")[0]
+    sample = reader.read(token)
+    rows, columns = np.nonzero(sample.target)
+    assert len(rows)
+    seen = 0
+    for r, c in zip(rows, columns):
+        x = -50 + (c + 0.5) * GRID.cell_size
+        z = -50 + (r + 0.5) * GRID.cell_size
+        point = np.array([x, 0.5, z, 1.0])  # near the ground (y down)
+        for k, transform in zip(sample.intrinsics, sample.cam_from_ref):
+            camera = transform @ point
+            if camera[2] <= 0.5:
+                continue
+            u, v, w = k @ camera[:3]
+            if 0 <= u / w < 160 and 0 <= v / w < 90:
+                seen += 1
+                break
+    assert seen == len(rows)
+
+
+def test_loss_and_utility_ignore_hidden_cells() -> None:
+    target = torch.zeros(2, 2, 4, 4)
+    target[:, 1] = 1
+    target[0, 0, :2, :2] = 1
+    logits = torch.full((2, 1, 4, 4), -5.0)
+    logits[0, 0, :2, :2] = 5.0
+    assert torch.allclose(iou_utility(logits, target), torch.tensor([1.0, 1.0]))
+    logits[1, 0, 3, 3] = 5.0  # a false positive ...
+    assert float(iou_utility(logits, target)[1]) == 0.0
+    target[1, 1, 3, 3] = 0  # ... on a hidden cell is ignored
+    assert float(iou_utility(logits, target)[1]) == 1.0
+    loss = bev_loss(logits, target)
+    assert loss.shape == (2,) and bool((loss < 0.05).all())
+
+
+def _broken(dataroot: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "broken"
+    shutil.copytree(dataroot, copy)
+    return copy
+
+
+def test_errors_are_named(dataroot, nusc, tmp_path) -> None:
+    with pytest.raises(ValueError, match="is not a folder"):
+        open_nuscenes(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="exactly one of v1.0-trainval, v1.0-mini"):
+        open_nuscenes(empty)
+    with pytest.raises(ValueError, match="has no v1.0-trainval/ folder"):
+        open_nuscenes(dataroot, "v1.0-trainval")
+    broken = _broken(dataroot, tmp_path)
+    (broken / "v1.0-mini" / "sample_data.json").unlink()
+    with pytest.raises(ValueError, match="sample_data.json is missing"):
+        open_nuscenes(broken)
+    (broken / "v1.0-mini" / "sample_data.json").write_text("{not json")
+    with pytest.raises(ValueError, match="sample_data.json is unreadable"):
+        open_nuscenes(broken)
+
+
+@pytest.mark.parametrize(
+    ("channel", "damage", "message"),
+    [
+        ("LIDAR_TOP", "delete", "sample file .*LIDAR_TOP.* is missing"),
+        ("LIDAR_TOP", "truncate", "lidar file .*LIDAR_TOP.* is corrupt"),
+        ("RADAR_FRONT", "garbage", "radar file .*RADAR_FRONT.* is corrupt"),
+        ("CAM_BACK", "garbage", "image .*CAM_BACK.* is unreadable"),
+    ],
+)
+def test_broken_files_are_named(dataroot, tmp_path, channel, damage, message) -> None:
+    broken = _broken(dataroot, tmp_path)
+    nusc = open_nuscenes(broken)
+    token = split_tokens(nusc, "train")[0]
+    data = nusc.get("sample_data", nusc.get("sample", token)["data"][channel])
+    path = broken / data["filename"]
+    if damage == "delete":
+        path.unlink()
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:-6])
+    else:
+        path.write_bytes(b"not a sensor file at all")
+    with pytest.raises(ValueError, match=message):
+        NuScenesReader(nusc, GRID, (36, 64), radar_sweeps=1).read(token)
+
+
+def test_cli_trains_and_evaluates_every_combination(dataroot, tmp_path) -> None:
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "mce.train", "--task", "nuscenes", "--data-dir", str(dataroot),
+        *SMALL_ARGS, "--epochs", "1", "--pretrain-steps", "2", "--pretrain-eval-every", "2",
+        "--missing-rates", "0.2,0.3,0.4", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    for method in ("mce", "baseline"):
+        scores = results["scores"][method]
+        assert len(scores) == 8 and "camera+lidar+radar" in scores
+        assert all(0 <= value <= 100 for value in scores.values())
+        assert set(results["metrics"][method]) == {"sample_iou"}
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["task_options"]["cells"] == 16
+    assert config["hparams"]["lr_schedule"] == "onecycle"
+
+
+def test_resume_equals_uninterrupted(dataroot, tmp_path, monkeypatch) -> None:
+    from mce.checkpoint import load_checkpoint
+    from mce.train import run
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        base = dict(
+            method="mce", data_dir=str(dataroot), task_options=dict(SMALL), epochs=2,
+            pretrain_steps=2, pretrain_eval_every=2, missing_rates=(0.2, 0.3, 0.4),
+            progress=False, seed=1,
+        )  # fmt: skip
+        expected = run(TrainConfig.for_task("nuscenes", out=str(tmp_path / "a"), **base))
+        resumed = TrainConfig.for_task("nuscenes", out=str(tmp_path / "b"), **base)
+        assert run(resumed, stop_at_step=8) == {}
+        assert run(resumed, resume=True) == expected
+    finally:
+        torch.set_num_threads(threads)
+    final_a = load_checkpoint(tmp_path / "a" / "mce" / "checkpoint.pt")
+    final_b = load_checkpoint(tmp_path / "b" / "mce" / "checkpoint.pt")
+    for key in final_a["model"]:
+        assert torch.equal(final_a["model"][key], final_b["model"][key]), key
+    assert final_a["scheduler"] == final_b["scheduler"]
+
+
+def test_a_missing_extra_is_named(monkeypatch, capsys) -> None:
+    import mce._optional
+
+    real = mce._optional.importlib.import_module
+
+    def without_devkit(name: str):
+        if name.startswith("nuscenes"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name)
+
+    monkeypatch.setattr(mce._optional.importlib, "import_module", without_devkit)
+    from mce.train import main
+
+    assert main(["--task", "nuscenes", "--data-dir", ".", "--no-progress"]) == 1
+    error = capsys.readouterr().err
+    assert "pip install 'mce[nuscenes]'" in error and "nuscenes-devkit" in error
