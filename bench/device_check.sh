@@ -17,11 +17,13 @@
 #      (bench/memory_floor.py: time, achieved GB/s, copy GB/s, ratio);
 #   8. runs the GPU benchmarks without CUDA_LAUNCH_BLOCKING: aggregation and plan + aggregation
 #      (bench_shapley.py), subset_gather (bench_gather.py), a training step (bench_step.py);
-#   9. times the BraTS training step at 80^3 (bench/brats_step.py: baseline, MCE exact, MCE with
-#      a row budget of 3; seconds per step and peak memory; needs monai, carried as a wheel);
-# and writes OUT_DIR/summary.md plus at most 8 more files (env.txt, build.log, tests.log,
-# tests.xml, bench.log, floor.json, bench.json, brats_step.json). It exits 0 when every step passed, 1 when one
-# failed, 2 when no GPU is visible or on bad usage; the summary is written in every case.
+#   9. times the dense tasks' training steps (bench/dense_step.py: baseline, MCE exact, MCE with a
+#      row budget of 3; seconds per step and peak memory): BraTS at 80^3 (needs monai, carried as
+#      a wheel) and nuScenes at 448x800 with a 200x200 BEV;
+# and writes OUT_DIR/summary.md plus at most 9 more files (env.txt, build.log, tests.log,
+# tests.xml, bench.log, floor.json, bench.json, brats_step.json, nuscenes_step.json). It exits 0
+# when every step passed, 1 when one failed, 2 when no GPU is visible or on bad usage; the
+# summary is written in every case.
 #
 # Time: the whole run stays within MCE_CHECK_BUDGET_S (default 450 s, 7.5 minutes); each step has
 # its own timeout, cut to what is left of the budget; a step with under 20 s left is not run (and
@@ -75,8 +77,9 @@ BENCH_LOG=$OUT/bench.log
 FLOOR_JSON=$OUT/floor.json
 BENCH_JSON=$OUT/bench.json
 BRATS_JSON=$OUT/brats_step.json
+NUSCENES_JSON=$OUT/nuscenes_step.json
 rm -f "$SUMMARY" "$ENV_LOG" "$BUILD_LOG" "$TEST_LOG" "$JUNIT" "$BENCH_LOG" "$FLOOR_JSON" \
-  "$BENCH_JSON" "$BRATS_JSON"
+  "$BENCH_JSON" "$BRATS_JSON" "$NUSCENES_JSON"
 
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
 export PIP_NO_INDEX=1 # no registry there: never wait for one
@@ -153,14 +156,14 @@ write_summary() {
     done
     echo
     if ! timeout 60 "$PYTHON" - "$JUNIT" "$BENCH_LOG" "$WORK/floor.md" "$BENCH_JSON" \
-      "$WORK/brats.md" <<'PY' 2>&1; then
+      "$WORK/brats.md" "$WORK/nuscenes.md" <<'PY' 2>&1; then
 import json
 import os
 import re
 import sys
 import xml.etree.ElementTree as ElementTree
 
-junit, bench_log, floor_md, bench_json, brats_md = sys.argv[1:6]
+junit, bench_log, floor_md, bench_json, brats_md, nuscenes_md = sys.argv[1:7]
 
 
 def first_line(text):
@@ -256,11 +259,12 @@ if os.path.exists(bench_json):
 else:
     print("(no bench.json: the benchmarks did not run)")
 
-print("\n## BraTS training step at 80^3 (bench/brats_step.py)\n")
-if os.path.exists(brats_md):
-    print(open(brats_md).read())
-else:
-    print("(not measured)")
+for title, path in (
+    ("BraTS training step at 80^3", brats_md),
+    ("nuScenes training step at 448x800, BEV 200x200", nuscenes_md),
+):
+    print(f"\n## {title} (bench/dense_step.py)\n")
+    print(open(path).read() if os.path.exists(path) else "(not measured)")
 PY
       echo "(the detailed sections could not be written: see above)"
     fi
@@ -269,7 +273,7 @@ PY
     echo
     local file
     for file in "$ENV_LOG" "$BUILD_LOG" "$TEST_LOG" "$JUNIT" "$BENCH_LOG" "$FLOOR_JSON" \
-      "$BENCH_JSON" "$BRATS_JSON"; do
+      "$BENCH_JSON" "$BRATS_JSON" "$NUSCENES_JSON"; do
       [[ -e $file ]] && echo "- $(basename "$file")"
     done
   } >"$SUMMARY"
@@ -462,7 +466,10 @@ sys.exit(0 if benchmarks else 1)' "$BENCH_JSON" 2>/dev/null; then
   STEP_NOTES[-1]="no GPU benchmark ran (none measured or all skipped; log: bench.log)"
   FAILED=1
 fi
-# The BraTS step at the paper's crop: baseline, MCE exact and MCE with a row budget of 3.
-run_step brats-step 150 "$BENCH_LOG" bash -c 'set -o pipefail; "$0" bench/brats_step.py --device cuda --crop 80 \
-  --base 8 --levels 5 --rounds 5 --json "$1" | tee "$2"' "$PYTHON" "$BRATS_JSON" \
-  "$WORK/brats.md" || true
+# The dense tasks' steps at the paper's sizes: baseline, MCE exact and MCE with a row budget of 3.
+run_step brats-step 150 "$BENCH_LOG" bash -c 'set -o pipefail; "$0" bench/dense_step.py --task brats \
+  --device cuda --crop 80 --base 8 --levels 5 --rounds 5 --json "$1" | tee "$2"' "$PYTHON" \
+  "$BRATS_JSON" "$WORK/brats.md" || true
+run_step nuscenes-step 150 "$BENCH_LOG" bash -c 'set -o pipefail; "$0" bench/dense_step.py \
+  --task nuscenes --device cuda --rounds 5 --json "$1" | tee "$2"' "$PYTHON" "$NUSCENES_JSON" \
+  "$WORK/nuscenes.md" || true

@@ -222,3 +222,25 @@ def test_a_missing_extra_is_named(monkeypatch, capsys) -> None:
     assert main(["--task", "nuscenes", "--data-dir", ".", "--no-progress"]) == 1
     error = capsys.readouterr().err
     assert "pip install 'mce[nuscenes]'" in error and "nuscenes-devkit" in error
+
+
+def test_cli_reproduces_a_presence_csv(dataroot, nusc, tmp_path) -> None:
+    tokens = split_tokens(nusc, "train")
+    rows = ["sample_token,camera,lidar,radar"]
+    masks = ["1,1,0", "0,1,1", "1,0,1", "1,1,1", "0,0,1", "1,0,0"]
+    rows += [f"{token},{mask}" for token, mask in zip(tokens, masks)]
+    (tmp_path / "presence.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "mce.train", "--task", "nuscenes", "--data-dir", str(dataroot),
+        *SMALL_ARGS, "--epochs", "1", "--method", "baseline", "--no-progress", "--out", str(out),
+        "--presence-csv", str(tmp_path / "presence.csv"),
+    ]  # fmt: skip
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = torch.load(out / "masks.pt", weights_only=True)
+    expected = [sum(int(bit) << m for m, bit in enumerate(mask.split(","))) for mask in masks]
+    assert saved["present"].tolist() == expected
+    results = json.loads((out / "results.json").read_text())
+    assert results["missing_rates"]["actual"] == {"camera": 2 / 6, "lidar": 3 / 6, "radar": 2 / 6}

@@ -176,6 +176,8 @@ class TrainConfig:
     data_dir: str | None = None  # data folder of tasks that read files
     seed: int = 0  # masks, initialisation, data order, Monte Carlo plans
     drop_all_missing: bool = False  # independent masks, all-missing samples dropped (not exact)
+    # training masks read from this CSV (sample id + a 0/1 column per modality) instead of drawn
+    presence_csv: str | None = None
     device: str = "cpu"  # cpu, cuda or cuda:N
     out: str | None = None  # run folder; None: runs/<task>-<method>-<date>-<time>
     cache_dir: str | None = None  # unimodal models; None: $XDG_CACHE_HOME/mce (~/.cache/mce)

@@ -18,7 +18,7 @@ import torch
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HPARAM_NAMES, SELECT_MODES, HyperParameters, TrainConfig, hparam_arguments
 from mce.data.dataset import MultimodalData
-from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates
+from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates, presence_from_csv
 from mce.evaluate import Evaluation, evaluate_combinations, evaluate_unimodal_heads
 from mce.lce import presence_counts
 from mce.methods import METHODS, MCEConfig, MethodInputs, get_method
@@ -109,9 +109,12 @@ def run(
             f"--select validation needs a validation split, and task {task.name!r} has none "
             "(its load returns (train, test)); use --select last"
         )
-    masked = apply_missing_rates(
-        train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
-    )
+    if config.presence_csv:
+        masked = presence_from_csv(config.presence_csv, train_full)
+    else:
+        masked = apply_missing_rates(
+            train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
+        )
     out.mkdir(parents=True, exist_ok=True)
     write_config(out, config, resume)
     _save_or_check_masks(out, masked, resume)
@@ -137,6 +140,7 @@ def run(
             "training_samples": len(train),
             "dropped_samples": masked.dropped,
             "drop_all_missing": config.drop_all_missing,
+            "presence_csv": config.presence_csv,
         },
     )
     selecting = config.select == "validation"
@@ -349,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
         "an error",
     )
     run_group.add_argument(
+        "--presence-csv",
+        default=None,
+        metavar="FILE",
+        help="read the training masks from FILE instead of drawing them: a header sample_token "
+        "(or id) and one column per modality, a 0/1 row per sample (reproduces a published "
+        "split; tasks whose samples have ids: nuscenes)",
+    )
+    run_group.add_argument(
         "--select",
         choices=SELECT_MODES,
         default="last",
@@ -535,6 +547,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         data_dir=args.data_dir,
         seed=args.seed,
         drop_all_missing=args.drop_all_missing,
+        presence_csv=args.presence_csv,
         device=args.device,
         out=args.out,
         cache_dir=args.cache_dir,

@@ -52,9 +52,12 @@ class MultimodalData:
     target: Tensor
     present: Tensor
     lengths: dict[str, Tensor] = field(default_factory=dict)
+    ids: tuple[str, ...] = ()  # the samples' names in their data set (e.g. nuScenes tokens)
 
     def __post_init__(self) -> None:
         n = self.target.shape[0]
+        if self.ids and (len(self.ids) != n or len(set(self.ids)) != n):
+            raise ValueError(f"ids must name each of the {n} samples once")
         if set(self.inputs) != set(self.modalities):
             raise ValueError(f"inputs hold {sorted(self.inputs)}, expected {list(self.modalities)}")
         for name, tensor in self.inputs.items():
@@ -195,6 +198,7 @@ class MultimodalData:
             self.target[index],
             self.present[index],
             {k: v[index] for k, v in self.lengths.items()},
+            _select(self.ids, index),
         )
 
     def random_split(self, fraction: float, seed: int) -> tuple[MultimodalData, MultimodalData]:
@@ -216,7 +220,7 @@ class MultimodalData:
             )
             if name in self.lengths:
                 lengths[name] = torch.where(has, self.lengths[name], torch.zeros_like(has).long())
-        return MultimodalData(self.modalities, inputs, self.target, present, lengths)
+        return MultimodalData(self.modalities, inputs, self.target, present, lengths, self.ids)
 
     def batch(self, index: Tensor) -> Batch:
         """The samples at ``index``; sequence modalities are cut to the batch's longest length
@@ -235,6 +239,14 @@ class MultimodalData:
         order = torch.arange(len(self)) if order is None else torch.as_tensor(order)
         for first in range(start * batch_size, len(self), batch_size):
             yield self.batch(order[first : first + batch_size])
+
+
+def _select(ids: tuple[str, ...], index: Tensor) -> tuple[str, ...]:
+    """The ids at ``index`` (positions or a boolean mask), as tensor indexing picks rows."""
+    if not ids:
+        return ()
+    picked = torch.arange(len(ids))[torch.as_tensor(index)].flatten().tolist()
+    return tuple(ids[i] for i in picked)
 
 
 def _valid_frames(lengths: Tensor, num_frames: int) -> Tensor:

@@ -14,10 +14,13 @@ The masks are seeded (one ``torch.Generator`` per call) and the same for the sam
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import permutations
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -393,3 +396,62 @@ def apply_missing_rates(
     }
     stated = {name: float(rate) for name, rate in zip(data.modalities, rates)}
     return MaskedSplit(masked, kept, len(data) - kept.shape[0], stated, actual)
+
+
+def presence_from_csv(path: str | os.PathLike[str], data: MultimodalData) -> MaskedSplit:
+    """Masks read from a CSV instead of drawn, to reproduce a published split exactly.
+
+    The file has a header ``sample_token`` (or ``id``) followed by one column per modality, in
+    any order, and a row of 0/1 per sample; rows of samples outside ``data`` are ignored.
+
+    Raises:
+        ValueError: the file is missing or malformed (the columns, a value other than 0/1, a
+            sample listed twice), ``data`` has no sample ids, a sample of ``data`` has no row, a
+            row keeps no modality, or keeps one the data itself lacks; each named.
+    """
+    path = Path(path)
+    if not data.ids:
+        raise ValueError(
+            f"presence CSV {path}: this task's samples have no ids to match the rows with"
+        )
+    try:
+        with open(path, newline="") as file:
+            rows = list(csv.reader(file))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"presence CSV {path} cannot be read: {error}") from error
+    if not rows:
+        raise ValueError(f"presence CSV {path} is empty")
+    header = [name.strip() for name in rows[0]]
+    if header[0] not in ("sample_token", "id") or sorted(header[1:]) != sorted(data.modalities):
+        raise ValueError(
+            f"presence CSV {path}: the header must be sample_token (or id) and the columns "
+            f"{', '.join(data.modalities)}, got {', '.join(header)}"
+        )
+    order = [header.index(name) for name in data.modalities]
+    table: dict[str, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header) or any(row[c].strip() not in ("0", "1") for c in order):
+            raise ValueError(
+                f"presence CSV {path}, line {line}: expected {len(header)} fields with 0/1 "
+                f"for each modality, got {row}"
+            )
+        token = row[0].strip()
+        if token in table:
+            raise ValueError(f"presence CSV {path}, line {line}: sample {token} listed twice")
+        table[token] = sum(int(row[c]) << m for m, c in enumerate(order))
+    missing = [token for token in data.ids if token not in table]
+    if missing:
+        raise ValueError(
+            f"presence CSV {path} has no row for {len(missing)} sample(s) of the split, e.g. "
+            f"{missing[0]}"
+        )
+    present = torch.tensor([table[token] for token in data.ids], dtype=torch.int64)
+    for n in torch.nonzero((present == 0) | (present & ~data.present != 0)).flatten().tolist():
+        problem = "keeps no modality" if present[n] == 0 else "keeps a modality the data lacks"
+        raise ValueError(f"presence CSV {path}: sample {data.ids[n]} {problem}")
+    masked = data.with_presence(present)
+    missing_counts_ = (~presence_matrix(present, data.num_modalities)).sum(dim=0)
+    actual = {
+        name: float(missing_counts_[m]) / len(masked) for m, name in enumerate(data.modalities)
+    }
+    return MaskedSplit(masked, torch.arange(len(masked)), 0, dict(actual), actual)

@@ -161,6 +161,7 @@ def _stack(samples: list[NuScenesSample]) -> MultimodalData:
         torch.stack([stacked("target"), stacked("valid")], 1),
         torch.full((len(samples),), (1 << len(MODALITIES)) - 1, dtype=torch.int64),
         {"lidar": lidar_lengths, "radar": radar_lengths},
+        ids=tuple(sample.token for sample in samples),
     )
 
 
