@@ -21,6 +21,7 @@ from torch import nn
 from mce.data.dataset import Batch
 from mce.lce import LCEFactors, presence_counts
 from mce.methods import MCEConfig, MCEMethod, MethodInputs
+from mce.methods import mce as mce_method
 from mce.methods.official import official_batch_shapley
 from mce.model import MultimodalModel, full_rows
 from mce.nn import ConcatFusion, ReconstructionTransformer
@@ -477,3 +478,34 @@ def test_u_from_a_callable_equals_u_from_the_table(seed):
     assert from_call.logs == from_table.logs
     with pytest.raises(ValueError, match="a Tensor"):
         _inputs(counts, [[0.0, 1.0]], seed)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_clean_utilities_skip_their_pass_only_when_rows_are_deterministic(seed, dropout):
+    """Without dropout or batch norm in the rows' modules the training outputs are the clean
+    ones: the eval-mode pass is skipped and phi, B are unchanged; with dropout it runs."""
+    model = _tiny_model(seed)
+    model.reconstruction = ReconstructionTransformer(3, _DIM, heads=2, ff_dim=16, dropout=dropout)
+    model.train()
+    batch = _three_modality_batch(seed)
+    upper = torch.rand(_DATASET_SIZE, 3, generator=torch.Generator().manual_seed(seed))
+    inputs = MethodInputs(_ce, _p_target, torch.tensor([30, 20, 10]), _DATASET_SIZE, seed, upper)
+    calls = []
+    original = MultimodalModel.forward_rows
+
+    def counted(self, h, rows):
+        calls.append(torch.is_grad_enabled())
+        return original(self, h, rows)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MultimodalModel, "forward_rows", counted)
+        torch.manual_seed(seed)
+        logs = MCEMethod(inputs, MCEConfig()).step(model, batch, 0).logs
+        assert calls == ([True] if dropout == 0 else [True, False])
+        patch.setattr(mce_method, "_same_in_training", lambda modules: False)
+        torch.manual_seed(seed)
+        forced = MCEMethod(inputs, MCEConfig()).step(model, batch, 0).logs
+    if dropout == 0:
+        for key in logs:
+            if key.startswith(("phi/", "B/")):
+                assert logs[key] == pytest.approx(forced[key], abs=1e-6), key

@@ -244,3 +244,63 @@ def test_cli_reproduces_a_presence_csv(dataroot, nusc, tmp_path) -> None:
     assert saved["present"].tolist() == expected
     results = json.loads((out / "results.json").read_text())
     assert results["missing_rates"]["actual"] == {"camera": 2 / 6, "lidar": 3 / 6, "radar": 2 / 6}
+
+
+def test_target_matches_the_devkits_boxes(nusc) -> None:
+    """The vehicle target against footprints built independently with the devkit's Box (global
+    -> LIDAR_TOP ego pose -> front camera), at 0.5 m cells: a mirrored axis, swapped width and
+    length or a wrong frame would not overlap."""
+    from matplotlib.path import Path as Polygon
+    from nuscenes.utils.data_classes import Box  # noqa: F401  (the type nusc.get_box returns)
+    from pyquaternion import Quaternion
+
+    grid = BevGrid(cells=200, half_extent=50.0, height_bins=8)
+    reader = NuScenesReader(nusc, grid, (36, 64), radar_sweeps=1)
+    centres = -50 + (np.arange(200) + 0.5) * 0.5
+    zz, xx = np.meshgrid(centres, centres, indexing="ij")
+    cells = np.stack([xx.ravel(), zz.ravel()], 1)
+    for token in split_tokens(nusc, "train")[:3]:
+        sample = nusc.get("sample", token)
+        pose = nusc.get(
+            "ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"]
+        )
+        front = nusc.get("sample_data", sample["data"]["CAM_FRONT"])
+        mount = nusc.get("calibrated_sensor", front["calibrated_sensor_token"])
+        expected = np.zeros(200 * 200, dtype=bool)
+        hidden = np.zeros(200 * 200, dtype=bool)
+        for annotation in sample["anns"]:
+            box = nusc.get_box(annotation)
+            if "vehicle" not in box.name:
+                continue
+            box.translate(-np.array(pose["translation"]))
+            box.rotate(Quaternion(pose["rotation"]).inverse)
+            box.translate(-np.array(mount["translation"]))
+            box.rotate(Quaternion(mount["rotation"]).inverse)
+            inside = Polygon(box.bottom_corners()[[0, 2]].T).contains_points(cells)
+            expected |= inside
+            if nusc.get("sample_annotation", annotation)["visibility_token"] == "1":
+                hidden |= inside
+        got = reader.read(token)
+        target, visible = got.target.ravel() > 0, got.valid.ravel() > 0
+        # fillPoly (as Simple-BEV) also fills the cells the outline crosses: every footprint
+        # cell is in the target, and every target cell is within one cell of a footprint
+        assert (target & expected).sum() >= 0.95 * expected.sum(), token
+        near = _dilate(expected.reshape(200, 200)).ravel()
+        assert (target & ~near).sum() <= 0.05 * target.sum(), token
+        assert hidden.any() and (~visible).any()
+        assert ((~visible) & hidden).sum() >= 0.95 * hidden.sum()
+        assert ((~visible) & ~_dilate(hidden.reshape(200, 200)).ravel()).sum() == 0
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """mask grown by one cell in each of the 8 directions."""
+    padded = np.pad(mask, 1)
+    rows, columns = mask.shape
+    return np.any(
+        [
+            padded[1 + dr : 1 + dr + rows, 1 + dc : 1 + dc + columns]
+            for dr in (-1, 0, 1)
+            for dc in (-1, 0, 1)
+        ],
+        axis=0,
+    )

@@ -49,6 +49,15 @@ def test_bad_files_are_named(tmp_path, text, message) -> None:
         presence_from_csv(path, _data())
 
 
+def test_a_spreadsheet_export_reads_the_same(tmp_path) -> None:
+    path = tmp_path / "presence.csv"
+    path.write_bytes("\ufeffid,a,b\r\n\r\ns0,1,1\r\ns1,1,0\r\ns2,1,0\r\ns3,0,1\r\n\r\n".encode())
+    assert presence_from_csv(path, _data()).data.present.tolist() == [3, 1, 1, 2]
+    (tmp_path / "blank.csv").write_text("\n\n")
+    with pytest.raises(ValueError, match="is empty"):
+        presence_from_csv(tmp_path / "blank.csv", _data())
+
+
 def test_missing_file_and_data_without_ids(tmp_path) -> None:
     with pytest.raises(ValueError, match="cannot be read"):
         presence_from_csv(tmp_path / "none.csv", _data())

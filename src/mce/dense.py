@@ -142,6 +142,10 @@ class DenseMultimodalModel(MultimodalModel):
             stacked.append(column)
         return MultiScaleFeatures(tuple(stacked[:-1]), stacked[-1])
 
+    def row_modules(self) -> list[nn.Module | None]:
+        """The modules :meth:`forward_rows` runs (skip fusions too)."""
+        return [*super().row_modules(), self.skip_fusions]
+
     def feature_tokens(self, h: MultiScaleFeatures) -> Tensor:
         """Tensor[N, M, C d h w]: the bottleneck features the reconstruction rebuilds (L_aux)."""
         return h.bottleneck.flatten(2)

@@ -108,6 +108,10 @@ class MultimodalModel(nn.Module):
             columns.append(column)
         return torch.stack(columns, dim=1)
 
+    def row_modules(self) -> list[nn.Module | None]:
+        """The modules :meth:`forward_rows` runs (reconstruction, fusion, decoder)."""
+        return [self.reconstruction, self.fusion, self.decoder]
+
     def feature_tokens(self, h: Tensor) -> Tensor:
         """Tensor[N, M, F]: the encoder features the reconstruction module rebuilds, i.e. the
         targets of L_aux (Eq. 13); here ``h`` itself."""

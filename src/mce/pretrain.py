@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 3
 """Version of the training procedure and file layout; bump it when either changes."""
 
-_CHUNK = 512  # samples per evaluation forward pass
-
 
 @dataclass(frozen=True)
 class UpperBounds:
@@ -277,23 +275,33 @@ def _load_cached(path: Path, key: str, model: nn.Module) -> dict[str, Any] | Non
     return fit
 
 
+def _on(device: torch.device, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    return x.to(device), None if lengths is None else lengths.to(device)
+
+
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, task: Task, inputs: Tensor, lengths: Tensor | None, target: Tensor
+    model: nn.Module,
+    task: Task,
+    inputs: Tensor,
+    lengths: Tensor | None,
+    target: Tensor,
+    device: torch.device,
 ) -> Tensor:
-    """Tensor[2, K]: per-sample utility and loss, in eval mode (dropout off)."""
+    """Tensor[2, K] on the CPU: per-sample utility and loss, in eval mode (dropout off), in
+    chunks of ``task.inference_batch`` samples moved to ``device`` one at a time."""
     was_training = model.training
     model.eval()
     rows = []
-    chunk = 1 if task.infer is not None else _CHUNK  # whole volumes: one at a time
+    chunk = task.inference_batch
     for first in range(0, inputs.shape[0], chunk):
-        x, part_lengths = _take(inputs, lengths, slice(first, first + chunk))
+        x, part_lengths = _on(device, *_take(inputs, lengths, slice(first, first + chunk)))
         if task.infer is not None:
             outputs = task.infer(model, x)
         else:
             outputs = model(x, part_lengths)
-        part = target[first : first + chunk]
-        rows.append(torch.stack([task.utility(outputs, part), task.loss(outputs, part)]))
+        part = target[first : first + chunk].to(device)
+        rows.append(torch.stack([task.utility(outputs, part), task.loss(outputs, part)]).cpu())
     model.train(was_training)
     return torch.cat(rows, dim=1).float()
 
@@ -308,15 +316,17 @@ def _fit(
     heldout_index: Tensor,
     hparams: HyperParameters,
     generator: torch.Generator,
-    desc: str,
+    modality: str,
     progress: bool,
 ) -> dict[str, Any]:
     """Train ``model`` to convergence on ``fit_index`` and leave it in its best held-out state.
 
     States are ranked by held-out mean utility, ties broken by the lower held-out mean loss.
     """
-    optimizer, _ = build_optimizer(model.parameters(), hparams)
-    device = inputs.device
+    # a constant lr: the run's schedule (steps per epoch of its own split) does not apply here
+    constant = dataclasses.replace(hparams, lr_schedule="step", lr_step=0)
+    optimizer, _ = build_optimizer(model.parameters(), constant)
+    device = next(model.parameters()).device
     held_inputs, held_lengths = _take(inputs, lengths, heldout_index)
     held_target = target[heldout_index]
     best = (-math.inf, math.inf)
@@ -324,17 +334,18 @@ def _fit(
     best_step, stale, step, order = 0, 0, 0, torch.empty(0, dtype=torch.int64)
     budget = hparams.pretrain_steps
     model.train()
-    bar = tqdm(total=budget, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=budget, desc=f"pretrain {modality}", disable=not progress, leave=False)
     while step < budget:
         if order.numel() == 0:
             order = fit_index[torch.randperm(fit_index.numel(), generator=generator)]
-        batch, order = order[: hparams.batch_size].to(device), order[hparams.batch_size :]
+        batch, order = order[: hparams.batch_size], order[hparams.batch_size :]
         x, batch_lengths = _take(inputs, lengths, batch)
         batch_target = target[batch]
-        if task.augment is not None:
-            augmented, batch_target = task.augment({"x": x}, batch_target)
-            x = augmented["x"]
-        loss = task.loss(model(x, batch_lengths), batch_target).mean()
+        if task.augment is not None:  # on the CPU, as the trainer's batches
+            augmented, batch_target = task.augment({modality: x}, batch_target)
+            x = augmented[modality]
+        x, batch_lengths = _on(device, x, batch_lengths)
+        loss = task.loss(model(x, batch_lengths), batch_target.to(device)).mean()
         optimizer.zero_grad()
         loss.backward()
         if hparams.grad_clip:
@@ -345,7 +356,9 @@ def _fit(
         if step % hparams.pretrain_eval_every and step < budget:
             continue
         utility, held_loss = (
-            _evaluate(model, task, held_inputs, held_lengths, held_target).mean(dim=1).tolist()
+            _evaluate(model, task, held_inputs, held_lengths, held_target, device)
+            .mean(dim=1)
+            .tolist()
         )
         bar.set_postfix(heldout=f"{utility:.3f}")
         if utility > best[0] or (utility == best[0] and held_loss < best[1]):
@@ -415,8 +428,9 @@ def upper_bound_table(
                 f"modality {name!r} is present in {index.numel()} training sample(s); its "
                 "upper-bound model needs at least 2 (training and held-out)"
             )
-        inputs, target = train.inputs[name][index].to(device), train.target[index].to(device)
-        lengths = train.lengths[name][index].to(device) if name in train.lengths else None
+        # kept on the CPU; batches move to the device one at a time
+        inputs, target = train.inputs[name][index], train.target[index]
+        lengths = train.lengths[name][index] if name in train.lengths else None
         torch.manual_seed(seed + m)
         model = unimodal_model(task, name).to(device)
         key = cache_key(
@@ -439,13 +453,13 @@ def upper_bound_table(
                 heldout_index,
                 hparams,
                 generator,
-                f"pretrain {name}",
+                name,
                 progress,
             )
             save_atomic({"model": model.state_dict(), "key": key, "fit": fit}, path)
         models[name] = model
-        utility = _evaluate(model, task, inputs, lengths, target)[0]
-        table[index, m] = utility.cpu()
+        utility = _evaluate(model, task, inputs, lengths, target, torch.device(device))[0]
+        table[index, m] = utility
         report[name] = {
             "heldout_utility": fit["heldout_utility"],
             "training_utility": float(utility.mean()),

@@ -356,9 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--presence-csv",
         default=None,
         metavar="FILE",
-        help="read the training masks from FILE instead of drawing them: a header sample_token "
-        "(or id) and one column per modality, a 0/1 row per sample (reproduces a published "
-        "split; tasks whose samples have ids: nuscenes)",
+        help="read the training masks from FILE instead of drawing them (--missing-rates is then "
+        "ignored; results report the file's rates): a header sample_token (or id) and one "
+        "column per modality, a 0/1 row per sample (reproduces a published split; tasks whose "
+        "samples have ids: nuscenes)",
     )
     run_group.add_argument(
         "--select",

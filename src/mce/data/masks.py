@@ -415,8 +415,8 @@ def presence_from_csv(path: str | os.PathLike[str], data: MultimodalData) -> Mas
             f"presence CSV {path}: this task's samples have no ids to match the rows with"
         )
     try:
-        with open(path, newline="") as file:
-            rows = list(csv.reader(file))
+        with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's BOM
+            rows = [row for row in csv.reader(file) if any(field.strip() for field in row)]
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"presence CSV {path} cannot be read: {error}") from error
     if not rows:
@@ -429,7 +429,7 @@ def presence_from_csv(path: str | os.PathLike[str], data: MultimodalData) -> Mas
         )
     order = [header.index(name) for name in data.modalities]
     table: dict[str, int] = {}
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in enumerate(rows[1:], start=2):  # line: among the non-empty lines
         if len(row) != len(header) or any(row[c].strip() not in ("0", "1") for c in order):
             raise ValueError(
                 f"presence CSV {path}, line {line}: expected {len(header)} fields with 0/1 "

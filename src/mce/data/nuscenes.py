@@ -19,8 +19,9 @@ What a sample holds (:class:`NuScenesSample`):
   ``image_size``, with ``intrinsics`` [6, 3, 3] scaled to that size and ``cam_from_ref``
   [6, 4, 4] (reference frame -> each camera);
 - ``lidar``: float32 [P, 4], the points of the keyframe and ``lidar_sweeps - 1`` earlier sweeps
-  (x, y, z in the reference frame, and the time lag dt in s), points within 2.2 m of the sensor
-  removed (Simple-BEV);
+  (x, y, z in the reference frame, and the time lag dt in s before the LIDAR_TOP keyframe; a
+  radar keyframe a few ms later has a small negative lag), points within 2.2 m of their sensor
+  in x-y removed (Simple-BEV removes a 2.2 m square);
 - ``radar``: float32 [Q, 3 + 16], the five radars' points of ``radar_sweeps`` sweeps: x, y, z in
   the reference frame, then 16 feature channels: the 15 PCD fields other than x, y, z (dyn_prop,
   id, rcs, vx, vy, vx_comp, vy_comp, is_quality_valid, ambig_state, x_rms, y_rms, invalid_state,
@@ -29,7 +30,8 @@ What a sample holds (:class:`NuScenesSample`):
   15 non-position" fields are read here as x, y, z (which place a point) and these 15, plus the
   time lag Simple-BEV adds;
 - ``target``: float32 [Z, X], 1 inside the footprint of every annotation whose category contains
-  "vehicle" (Simple-BEV's superclass), and ``valid`` [Z, X], 0 on the footprints of vehicles
+  "vehicle" (Simple-BEV's superclass; drawn with ``cv2.fillPoly`` as Simple-BEV, which also fills
+  the cells the outline crosses), and ``valid`` [Z, X], 0 on the footprints of vehicles
   with visibility "1" (0-40 % visible), which the loss and IoU ignore.
 
 Every problem raises ``ValueError`` naming it: a dataroot without the version folder, a missing

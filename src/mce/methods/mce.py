@@ -73,8 +73,9 @@ class MCEConfig:
     use_sub: bool = True  # L_sub term
     use_aux: bool = True  # L_aux term
     weighting: Weighting = "paper"  # row averaging of L_sub, L_aux: Eqs. 11/13 or authors' code
-    # v_n(S) from an eval-mode, no-grad forward over the rows (dropout off); False: from the
-    # training forward's outputs, with dropout noise in phi (see bench/utility_noise.py)
+    # v_n(S) from an eval-mode, no-grad forward over the rows (dropout off; skipped when the
+    # rows' modules have no dropout or batch norm, the training outputs being the same); False:
+    # from the training forward's outputs, with dropout noise in phi (bench/utility_noise.py)
     clean_utility: bool = True
 
     def __post_init__(self) -> None:
@@ -156,7 +157,7 @@ class MCEMethod:
     ) -> Tensor:
         """v_n(S) of every row (Eq. 4): of the training outputs, or (``clean_utility``) of an
         eval-mode forward of the same features and rows, so that dropout adds no noise to phi."""
-        if not self.config.clean_utility:
+        if not self.config.clean_utility or _same_in_training(model.row_modules()):
             return self.inputs.utility(outputs.detach(), target)
         modes = [(module, module.training) for module in model.modules()]
         try:
@@ -230,6 +231,21 @@ class MCEMethod:
         logs["loss"] = loss.item()
         logs["rows"] = float(rows.shape[0])
         return StepResult(loss, logs)
+
+
+def _same_in_training(modules) -> bool:
+    """Whether these modules compute in training what they compute in eval mode: no active
+    dropout (``nn.Dropout*`` or attention dropout) and no batch norm. Then the training
+    forward's outputs are the clean utilities' and the eval-mode pass is skipped."""
+    for root in modules:
+        for module in root.modules() if root is not None else ():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                return False
+            if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+                return False
+            if isinstance(module, torch.nn.MultiheadAttention) and module.dropout > 0:
+                return False
+    return True
 
 
 def _build(inputs: MethodInputs, options: Any) -> MCEMethod:

@@ -112,6 +112,8 @@ class Task:
         augment: (inputs {modality: Tensor[B, ...]}, target) -> the same, transformed: applied
             to every training batch (the run's and the upper-bound models'), e.g. random
             crops; its randomness comes from torch's RNG, so runs stay seeded. None: none.
+        inference_batch: samples per no-grad forward outside training (the upper-bound
+            utilities): 512 by default, 1 for whole volumes or full-resolution camera rigs.
         infer: (model, inputs Tensor[B, ...]) -> outputs: how a unimodal model is applied to
             whole inputs outside training (the upper-bound utilities), e.g. a sliding window.
             None: ``model(inputs)``.
@@ -144,6 +146,7 @@ class Task:
     augment: Callable[[Mapping[str, Tensor], Tensor], tuple[dict[str, Tensor], Tensor]] | None = (
         None
     )
+    inference_batch: int = 512
     infer: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor] | None = None
     evaluate: Callable[..., Evaluation] | None = None
     evaluate_heads: Callable[..., dict[str, float]] | None = None

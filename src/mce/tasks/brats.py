@@ -210,6 +210,7 @@ def brats_task(crop: int = 80, base: int = 8, levels: int = 5, head: str = "ligh
         needs_data_dir=True,
         presets=PRESETS,
         augment=TumourCrop(roi),
+        inference_batch=1,
         infer=lambda model, x: window(model, x),
         evaluate=lambda model, data, device, progress: evaluate_segmentation(
             model, data, window, device=device, progress=progress
