@@ -13,21 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from data.nuscenes_fixture import write_nuscenes_fixture
+
 from mce.config import TrainConfig
 from mce.data.nuscenes import (
     RADAR_FEATURES,
-    BevGrid,
     NuScenesReader,
     open_nuscenes,
     split_tokens,
 )
+from mce.nn.bev import Grid3D
 from mce.tasks.nuscenes import bev_loss, iou_utility
 
 SMALL = {"image_height": 36, "image_width": 64, "cells": 16, "dim": 8, "radar_sweeps": 2}
 SMALL_ARGS = [item for k, v in SMALL.items() for item in ("--task-option", f"{k}={v}")]
-GRID = BevGrid(cells=40, half_extent=50.0, height_bins=8)
+GRID = Grid3D(cells=40, half_extent=50.0, height_bins=8)
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def test_target_matches_the_devkits_boxes(nusc) -> None:
     from nuscenes.utils.data_classes import Box  # noqa: F401  (the type nusc.get_box returns)
     from pyquaternion import Quaternion
 
-    grid = BevGrid(cells=200, half_extent=50.0, height_bins=8)
+    grid = Grid3D(cells=200, half_extent=50.0, height_bins=8)
     reader = NuScenesReader(nusc, grid, (36, 64), radar_sweeps=1)
     centres = -50 + (np.arange(200) + 0.5) * 0.5
     zz, xx = np.meshgrid(centres, centres, indexing="ij")

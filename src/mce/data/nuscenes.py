@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from mce._optional import require
+from mce.nn.bev import Grid3D
 
 __all__ = [
     "MODALITIES",
@@ -59,7 +60,6 @@ __all__ = [
     "LIDAR",
     "RADAR_FEATURES",
     "SPLITS",
-    "BevGrid",
     "NuScenesSample",
     "NuScenesReader",
     "open_nuscenes",
@@ -101,26 +101,6 @@ _ALL_STATES = list(range(18))  # keep every radar state: no filtering
 
 def _require(module: str) -> ModuleType:
     return require(module, "nuscenes", "the nuscenes task", package="nuscenes-devkit")
-
-
-@dataclass(frozen=True)
-class BevGrid:
-    """The BEV grid in the reference camera frame: ``cells`` x ``cells`` over x and z in
-    [-half_extent, half_extent] m, ``height_bins`` slices of y in [y_min, y_max] m."""
-
-    cells: int = 200
-    half_extent: float = 50.0
-    height_bins: int = 8
-    y_min: float = -4.0
-    y_max: float = 6.0
-
-    @property
-    def cell_size(self) -> float:
-        return 2 * self.half_extent / self.cells
-
-    def to_cells(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Continuous (column, row) cell coordinates of points (x, z) (cell centres at k + 0.5)."""
-        return (x + self.half_extent) / self.cell_size, (z + self.half_extent) / self.cell_size
 
 
 @dataclass(frozen=True)
@@ -174,9 +154,7 @@ def open_nuscenes(dataroot: str | os.PathLike[str], version: str | None = None) 
         except (OSError, ValueError) as error:
             raise ValueError(f"nuScenes table {path} is unreadable: {error}") from error
     try:
-        return devkit.NuScenes(
-            version=version, dataroot=str(root), verbose=False
-        )
+        return devkit.NuScenes(version=version, dataroot=str(root), verbose=False)
     except (AssertionError, KeyError, OSError, ValueError) as error:
         raise ValueError(
             f"nuscenes-devkit cannot open {root / version}: {type(error).__name__}: {error}"
@@ -218,7 +196,7 @@ class NuScenesReader:
 
     Args:
         nusc: the devkit's ``NuScenes`` (:func:`open_nuscenes`).
-        grid: the BEV grid of the target.
+        grid: the BEV grid of the target (default: Simple-BEV's 200 x 200 over 100 m).
         image_size: (H, W) of the resized camera images (Simple-BEV: 448 x 800).
         lidar_sweeps: LIDAR_TOP sweeps aggregated per sample (keyframe included).
         radar_sweeps: sweeps aggregated per radar (Simple-BEV's paper model: 5).
@@ -227,14 +205,15 @@ class NuScenesReader:
     def __init__(
         self,
         nusc: Any,
-        grid: BevGrid = BevGrid(),
+        grid: Grid3D | None = None,
         image_size: tuple[int, int] = (448, 800),
         lidar_sweeps: int = 1,
         radar_sweeps: int = 5,
     ) -> None:
         if lidar_sweeps < 1 or radar_sweeps < 1:
             raise ValueError("lidar_sweeps and radar_sweeps must be at least 1")
-        self.nusc, self.grid, self.image_size = nusc, grid, tuple(image_size)
+        self.nusc, self.image_size = nusc, tuple(image_size)
+        self.grid = Grid3D() if grid is None else grid
         self.lidar_sweeps, self.radar_sweeps = lidar_sweeps, radar_sweeps
 
     # -- frames ---------------------------------------------------------------------------------
@@ -362,7 +341,10 @@ class NuScenesReader:
             box = _transform(annotation["translation"], annotation["rotation"])
             points = np.concatenate([corners, np.zeros((4, 1))], 1) @ box[:3, :3].T + box[:3, 3]
             ref = points @ ref_from_global[:3, :3].T + ref_from_global[:3, 3]
-            column, row = self.grid.to_cells(ref[:, 0], ref[:, 2])
+            column, row = (
+                (ref[:, 0] + self.grid.half_extent) / self.grid.cell_size,
+                (ref[:, 2] + self.grid.half_extent) / self.grid.cell_size,
+            )  # continuous cell coordinates: cell k spans [k, k + 1)
             polygon = np.round(np.stack([column, row], 1) * 16 - 8).astype(np.int32)  # shift 4
             cv2.fillPoly(target, [polygon], 1, lineType=cv2.LINE_8, shift=4)
             if annotation["visibility_token"] == "1":

@@ -53,11 +53,20 @@ class Grid3D:
     def shape(self) -> tuple[int, int, int]:
         return self.cells, self.height_bins, self.cells
 
+    @property
+    def cell_size(self) -> float:
+        """Metres a cell spans along x and z."""
+        return 2 * self.half_extent / self.cells
+
+    @property
+    def bin_height(self) -> float:
+        """Metres a height slice spans along y."""
+        return (self.y_max - self.y_min) / self.height_bins
+
 
 def _voxel_index(xyz: Tensor, grid: Grid3D) -> tuple[Tensor, Tensor]:
     """(flat voxel index z*Y*X + y*X + x, inside mask) of points [..., 3]."""
-    size = 2 * grid.half_extent / grid.cells
-    height = (grid.y_max - grid.y_min) / grid.height_bins
+    size, height = grid.cell_size, grid.bin_height
     x = torch.floor((xyz[..., 0] + grid.half_extent) / size).long()
     z = torch.floor((xyz[..., 2] + grid.half_extent) / size).long()
     y = torch.floor((xyz[..., 1] - grid.y_min) / height).long()
@@ -96,8 +105,7 @@ def rasterize_points(
 
 def voxel_centres(grid: Grid3D, device: torch.device | str = "cpu") -> Tensor:
     """[Z, Y, X, 3] voxel centres (x, y, z) in the reference frame."""
-    size = 2 * grid.half_extent / grid.cells
-    height = (grid.y_max - grid.y_min) / grid.height_bins
+    size, height = grid.cell_size, grid.bin_height
     x = -grid.half_extent + (torch.arange(grid.cells, device=device) + 0.5) * size
     y = grid.y_min + (torch.arange(grid.height_bins, device=device) + 0.5) * height
     zz, yy, xx = torch.meshgrid(x, y, x, indexing="ij")  # z uses the same cells as x

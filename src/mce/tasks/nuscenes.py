@@ -44,7 +44,6 @@ from mce.config import HyperParameters
 from mce.data.dataset import MultimodalData
 from mce.data.nuscenes import (
     MODALITIES,
-    BevGrid,
     NuScenesReader,
     NuScenesSample,
     open_nuscenes,
@@ -239,7 +238,7 @@ def nuscenes_task(
         nusc = open_nuscenes(data_dir, version or None)
         reader = NuScenesReader(
             nusc,
-            BevGrid(cells, 50.0, height_bins, -4.0, 6.0),
+            grid,
             image_size,
             lidar_sweeps=lidar_sweeps,
             radar_sweeps=radar_sweeps,
@@ -272,7 +271,7 @@ def nuscenes_task(
             "radar_sweeps": radar_sweeps,
             "camera_weights": camera_weights,
             "version": version,
-        },  # fmt: skip
+        },
         configure=nuscenes_task,
         hparams=HyperParameters(
             epochs=2,  # Table 1's 50k iterations at batch 1: 2 x 28,130 = 56,260 steps
