@@ -304,3 +304,13 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
         ],
         axis=0,
     )
+
+
+def test_reading_on_threads_gives_the_same_samples_in_order(nusc) -> None:
+    reader = NuScenesReader(nusc, GRID, (36, 64), radar_sweeps=2)
+    tokens = split_tokens(nusc, "val")
+    one, three = reader.read_all(tokens), reader.read_all(tokens, workers=3)
+    assert [s.token for s in three] == tokens
+    for a, b in zip(one, three):
+        for name in ("images", "intrinsics", "cam_from_ref", "lidar", "radar", "target", "valid"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name

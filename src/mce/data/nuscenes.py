@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -352,6 +353,14 @@ class NuScenesReader:
         return target.astype(np.float32), (1 - hidden).astype(np.float32)
 
     # -- a sample -------------------------------------------------------------------------------
+
+    def read_all(self, tokens: Sequence[str], workers: int = 1) -> list[NuScenesSample]:
+        """:meth:`read` of every token, in order, on ``workers`` threads (image decoding, file
+        reads and most numpy work release the GIL)."""
+        if workers <= 1:
+            return [self.read(token) for token in tokens]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(self.read, tokens))
 
     def read(self, token: str) -> NuScenesSample:
         """The sample ``token`` (see the module doc).

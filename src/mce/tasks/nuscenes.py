@@ -27,7 +27,7 @@ scored one sample at a time.
 Options (``--task-option NAME=VALUE``): ``image_height`` (448), ``image_width`` (800),
 ``cells`` (200 BEV cells a side over 100 m), ``height_bins`` (8), ``dim`` (128), ``lidar_sweeps``
 (1), ``radar_sweeps`` (5), ``camera_weights`` ("": random init), ``version`` ("": the one
-version folder found). E.g. ``image_height=56 image_width=96 cells=32 dim=16`` for a CPU run.
+version folder found), ``workers`` (4 threads reading samples). E.g. ``image_height=56 image_width=96 cells=32 dim=16`` for a CPU run.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ OPTIONS: dict[str, int | str] = {
     "radar_sweeps": 5,
     "camera_weights": "",
     "version": "",
+    "workers": 4,
 }
 POS_WEIGHT = 2.13  # Simple-BEV's positive weight of the BCE
 RADAR_CHANNELS = 16
@@ -192,6 +193,7 @@ def nuscenes_task(
     radar_sweeps: int = 5,
     camera_weights: str = "",
     version: str = "",
+    workers: int = 4,
 ) -> Task:
     """The nuScenes task with the given resolution and sensor settings (its ``options``)."""
     for name, value in (("image_height", image_height), ("image_width", image_width),
@@ -244,7 +246,7 @@ def nuscenes_task(
             radar_sweeps=radar_sweeps,
         )
         train, val = (
-            _stack([reader.read(token) for token in split_tokens(nusc, split)])
+            _stack(reader.read_all(split_tokens(nusc, split), workers=workers))
             for split in ("train", "val")
         )
         return Splits(train=train, test=val)
@@ -271,6 +273,7 @@ def nuscenes_task(
             "radar_sweeps": radar_sweeps,
             "camera_weights": camera_weights,
             "version": version,
+            "workers": workers,
         },
         configure=nuscenes_task,
         hparams=HyperParameters(
