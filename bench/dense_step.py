@@ -28,7 +28,7 @@ from mce.data.dataset import Batch
 from mce.methods import MethodInputs
 from mce.methods.baseline import BaselineMethod
 from mce.methods.mce import MCEConfig, MCEMethod
-from mce.nn.bev import pack_cameras
+from mce.nn.bev import CAMERA_GEOMETRY, camera_geometry
 from mce.pretrain import BatchUpperBounds
 from mce.segmentation import dice_ce_loss, dice_utility
 from mce.tasks.brats import build_model, build_unimodal
@@ -81,7 +81,7 @@ def _nuscenes(args: argparse.Namespace, device: torch.device):
     target[:, 1] = 1.0
     batch = Batch(
         {
-            "camera": pack_cameras(images, intrinsics.expand(1, 6, 3, 3), cam_from_ref),
+            "camera": images.to(torch.uint8),
             "lidar": lidar,
             "radar": radar,
         },
@@ -89,6 +89,7 @@ def _nuscenes(args: argparse.Namespace, device: torch.device):
         torch.tensor([0b111]),
         torch.tensor([0]),
         {"lidar": torch.tensor([30_000]), "radar": torch.tensor([3_500])},
+        {CAMERA_GEOMETRY: camera_geometry(intrinsics.expand(1, 6, 3, 3), cam_from_ref)},
     )
     counts = torch.tensor([22504, 14065, 5626])  # setting a of 28,130 samples
     return model, batch, bev_loss, iou_utility, counts, torch.full((28130, 3), 0.5)

@@ -12,10 +12,10 @@ from mce.nn.bev import (
     CameraEncoder,
     Grid3D,
     PointEncoder,
+    camera_geometry,
     lift_cameras,
-    pack_cameras,
     rasterize_points,
-    unpack_cameras,
+    split_geometry,
     voxel_centres,
 )
 
@@ -105,15 +105,14 @@ def test_lift_cameras_matches_a_loop() -> None:
     assert float((lifted != 0).float().mean()) > 0.2  # the cameras do see part of the grid
 
 
-def test_packing_round_trips_and_names_a_bad_size() -> None:
-    images = torch.randint(0, 256, (2, 6, 3, 4, 5)).to(torch.uint8)
+def test_geometry_round_trips_and_names_a_bad_size() -> None:
     intrinsics, transforms = torch.randn(2, 6, 3, 3), torch.randn(2, 6, 4, 4)
-    packed = pack_cameras(images, intrinsics, transforms)
-    back = unpack_cameras(packed, (4, 5))
-    assert torch.equal(back[0], images.float())
-    assert torch.equal(back[1], intrinsics) and torch.equal(back[2], transforms)
-    with pytest.raises(ValueError, match="expected 25 \\+ 3 x 4 x 6"):
-        unpack_cameras(packed, (4, 6))
+    geometry = camera_geometry(intrinsics, transforms)
+    assert geometry.shape == (2, 6, 25)
+    back = split_geometry(geometry)
+    assert torch.equal(back[0], intrinsics) and torch.equal(back[1], transforms)
+    with pytest.raises(ValueError, match="25 values a camera"):
+        split_geometry(geometry[..., :24])
 
 
 def test_encoders_and_decoder_give_bev_maps() -> None:
@@ -121,8 +120,10 @@ def test_encoders_and_decoder_give_bev_maps() -> None:
     camera = CameraEncoder(grid, (32, 48), dim=8)
     images = torch.randint(0, 256, (2, 6, 3, 32, 48)).to(torch.uint8)
     intrinsics = torch.tensor([[20.0, 0, 24], [0, 20.0, 16], [0, 0, 1]]).expand(2, 6, 3, 3)
-    packed = pack_cameras(images, intrinsics, torch.eye(4).expand(2, 6, 4, 4))
-    assert camera(packed).shape == (2, 8, 16, 16)
+    geometry = camera_geometry(intrinsics, torch.eye(4).expand(2, 6, 4, 4))
+    assert camera(images, geometry).shape == (2, 8, 16, 16)
+    with pytest.raises(ValueError, match="camera images must be"):
+        camera(images[..., :40], geometry)
     radar = PointEncoder(grid, features=16, dim=8)
     points = torch.randn(2, 30, 19) * 4
     assert radar(points, torch.tensor([30, 5])).shape == (2, 8, 16, 16)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mce.bits import presence_matrix, samples_with_modality
-from mce.model import MultimodalModel
+from mce.model import MultimodalModel, run_encoder
 from mce.nn.unet3d import BottleneckFusion, SkipFusion, UNetDecoder3D
 from mce.ops import subset_gather
 
@@ -107,6 +107,7 @@ class DenseMultimodalModel(MultimodalModel):
         inputs: Mapping[str, Tensor],
         present: Tensor,
         lengths: Mapping[str, Tensor] | None = None,
+        context: Mapping[str, Tensor] | None = None,
     ) -> MultiScaleFeatures:
         """Features of every level, computed only where a modality is present (inputs
         Tensor[N, ...] per modality; the encoder of a modality with ``lengths``, e.g. a padded
@@ -119,11 +120,9 @@ class DenseMultimodalModel(MultimodalModel):
             index = samples_with_modality(present, m)
             if not index.numel():
                 continue
-            x = inputs[name][index].float()
-            if name in lengths:
-                features = self.encoders[name](x, lengths[name].to(index.device)[index])
-            else:
-                features = self.encoders[name](x)
+            part = lengths[name].to(index.device)[index] if name in lengths else None
+            rows = {key: value[index] for key, value in (context or {}).items()}
+            features = run_encoder(self.encoders[name], inputs[name][index].float(), part, rows)
             if isinstance(features, Tensor):
                 features = (features,)
             if levels is None:

@@ -74,7 +74,7 @@ def evaluate_combinations(
         leave=False,
     ):
         batch = batch.to(device)
-        h = model.encode(batch.inputs, batch.present, batch.lengths)
+        h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
         rows, which = combination_rows(batch.present, combos)
         _, outputs = model.forward_rows(h, rows)
         targets = batch.target[rows[:, 0]]
@@ -136,7 +136,7 @@ def evaluate_unimodal_heads(
     counts = torch.zeros(model.num_modalities, dtype=torch.float64)
     for batch in data.batches(batch_size):
         batch = batch.to(device)
-        h = model.encode(batch.inputs, batch.present, batch.lengths)
+        h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
         for m, (index, outputs) in model.unimodal_outputs(h, batch.present).items():
             values = utility(outputs, batch.target[index]).double()
             totals[m] += float(values.sum())

@@ -10,7 +10,25 @@ from torch import Tensor, nn
 from mce.bits import presence_matrix, samples_with_modality
 from mce.ops import subset_gather
 
-__all__ = ["MultimodalModel", "full_rows", "combination_rows"]
+__all__ = ["MultimodalModel", "full_rows", "combination_rows", "run_encoder"]
+
+
+def run_encoder(
+    encoder: nn.Module,
+    x: Tensor,
+    lengths: Tensor | None = None,
+    context: Mapping[str, Tensor] | None = None,
+) -> Tensor | tuple[Tensor, ...]:
+    """``encoder(x)``, ``encoder(x, lengths)`` for a sequence modality, plus
+    ``context=context[encoder.context_key]`` for an encoder that declares a ``context_key``
+    (side data such as camera calibrations; rows already those of ``x``)."""
+    key = getattr(encoder, "context_key", None)
+    extra = {}
+    if key is not None:
+        if context is None or key not in context:
+            raise ValueError(f"{type(encoder).__name__} needs the samples' context {key!r}")
+        extra["context"] = context[key]
+    return encoder(x, **extra) if lengths is None else encoder(x, lengths, **extra)
 
 
 def full_rows(present: Tensor) -> Tensor:
@@ -82,6 +100,7 @@ class MultimodalModel(nn.Module):
         inputs: Mapping[str, Tensor],
         present: Tensor,
         lengths: Mapping[str, Tensor] | None = None,
+        context: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """Features h [N, M, dim], computed only where a modality is present (zeros elsewhere).
 
@@ -91,6 +110,8 @@ class MultimodalModel(nn.Module):
             lengths: name -> Tensor[N] int64 valid frames of a sequence modality padded as
                 [N, T, ...] (e.g. ``batch.lengths``); its encoder is called as
                 ``encoder(x[index], lengths[name][index])``, the others as ``encoder(x[index])``.
+            context: the samples' side data (``batch.context``), for encoders with a
+                ``context_key`` (see :func:`run_encoder`).
         """
         lengths = lengths or {}
         num_samples = present.shape[0]
@@ -99,11 +120,9 @@ class MultimodalModel(nn.Module):
             index = samples_with_modality(present, m)
             column = torch.zeros(num_samples, self.dim, device=present.device)
             if index.numel():
-                x = inputs[name][index]
-                if name in lengths:
-                    features = self.encoders[name](x, lengths[name].to(index.device)[index])
-                else:
-                    features = self.encoders[name](x)
+                part = lengths[name].to(index.device)[index] if name in lengths else None
+                rows = {key: value[index] for key, value in (context or {}).items()}
+                features = run_encoder(self.encoders[name], inputs[name][index], part, rows)
                 column = column.index_copy(0, index, features)
             columns.append(column)
         return torch.stack(columns, dim=1)
@@ -130,10 +149,11 @@ class MultimodalModel(nn.Module):
         inputs: Mapping[str, Tensor],
         present: Tensor,
         lengths: Mapping[str, Tensor] | None = None,
+        context: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
-        """Prediction of each sample from all of its present modalities (``lengths``: as in
-        :meth:`encode`)."""
-        h = self.encode(inputs, present, lengths)
+        """Prediction of each sample from all of its present modalities (``lengths``,
+        ``context``: as in :meth:`encode`)."""
+        h = self.encode(inputs, present, lengths, context)
         return self.forward_rows(h, full_rows(present))[1]
 
     def unimodal_outputs(self, h: Tensor, present: Tensor) -> dict[int, tuple[Tensor, Tensor]]:

@@ -12,12 +12,12 @@ entry is retrained, never reused.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
 import math
 import re
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from mce.bits import samples_with_modality
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData
+from mce.model import run_encoder
 from mce.records import package_version
 from mce.tasks.base import Task
 from mce.trainer import build_optimizer
@@ -108,12 +109,10 @@ class BatchUpperBounds:
             index = samples_with_modality(batch.present, m)
             if not index.numel():
                 continue
-            model = self.models[name]
+            lengths = batch.lengths[name][index] if name in batch.lengths else None
+            context = {key: value[index] for key, value in batch.context.items()}
             x = batch.inputs[name][index].float()
-            if name in batch.lengths:
-                outputs = model(x, batch.lengths[name][index])
-            else:
-                outputs = model(x)
+            outputs = _predict(self.models[name], x, lengths, context)
             values[index, m] = self.utility(outputs, batch.target[index]).float()
         return values
 
@@ -132,11 +131,16 @@ class UnimodalModel(nn.Module):
         self.encoder = encoder
         self.head = head
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        context: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
         """x: the modality's input [B, ...]; lengths: Tensor[B] int64 valid frames of a padded
-        sequence modality (None for the others) -> the head's output."""
-        features = self.encoder(x) if lengths is None else self.encoder(x, lengths)
-        return self.head(features)
+        sequence modality (None for the others); context: the samples' side data, for an
+        encoder with a ``context_key`` -> the head's output."""
+        return self.head(run_encoder(self.encoder, x, lengths, context))
 
 
 def unimodal_model(task: Task, modality: str) -> nn.Module:
@@ -189,11 +193,12 @@ def split_holdout(
 
 def data_fingerprint(data: MultimodalData) -> str:
     """The sha256 of a split's targets, presence (the missing-modality mask), inputs and
-    sequence lengths (when it has any)."""
+    sequence lengths and context (when it has any)."""
     digest = hashlib.sha256()
     lengths = [data.lengths[name] for name in data.modalities if name in data.lengths]
     inputs = [data.inputs[name] for name in data.modalities]
-    for tensor in (data.target, data.present, *inputs, *lengths):
+    context = [data.context[key] for key in sorted(data.context)]
+    for tensor in (data.target, data.present, *inputs, *lengths, *context):
         digest.update(f"{tuple(tensor.shape)} {tensor.dtype}".encode())
         digest.update(tensor.contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
@@ -279,6 +284,22 @@ def _on(device: torch.device, x: Tensor, lengths: Tensor | None) -> tuple[Tensor
     return x.to(device), None if lengths is None else lengths.to(device)
 
 
+def _predict(
+    model: nn.Module, x: Tensor, lengths: Tensor | None, context: Mapping[str, Tensor]
+) -> Tensor:
+    """A unimodal model's outputs: :class:`UnimodalModel` takes the context mapping; any other
+    module is called as an encoder would be (:func:`mce.model.run_encoder`)."""
+    if isinstance(model, UnimodalModel):
+        return model(x, lengths, context)
+    return run_encoder(model, x, lengths, context)
+
+
+def _context_rows(
+    context: Mapping[str, Tensor], index: Tensor | slice, device: torch.device
+) -> dict[str, Tensor]:
+    return {key: value[index].to(device) for key, value in context.items()}
+
+
 @torch.no_grad()
 def _evaluate(
     model: nn.Module,
@@ -287,6 +308,7 @@ def _evaluate(
     lengths: Tensor | None,
     target: Tensor,
     device: torch.device,
+    context: Mapping[str, Tensor],
 ) -> Tensor:
     """Tensor[2, K] on the CPU: per-sample utility and loss, in eval mode (dropout off), in
     chunks of ``task.inference_batch`` samples moved to ``device`` one at a time."""
@@ -299,7 +321,8 @@ def _evaluate(
         if task.infer is not None:
             outputs = task.infer(model, x)
         else:
-            outputs = model(x, part_lengths)
+            part_context = _context_rows(context, slice(first, first + chunk), device)
+            outputs = _predict(model, x, part_lengths, part_context)
         part = target[first : first + chunk].to(device)
         rows.append(torch.stack([task.utility(outputs, part), task.loss(outputs, part)]).cpu())
     model.train(was_training)
@@ -312,6 +335,7 @@ def _fit(
     inputs: Tensor,
     lengths: Tensor | None,
     target: Tensor,
+    context: Mapping[str, Tensor],
     fit_index: Tensor,
     heldout_index: Tensor,
     hparams: HyperParameters,
@@ -329,6 +353,7 @@ def _fit(
     device = next(model.parameters()).device
     held_inputs, held_lengths = _take(inputs, lengths, heldout_index)
     held_target = target[heldout_index]
+    held_context = {key: value[heldout_index] for key, value in context.items()}
     best = (-math.inf, math.inf)
     best_state = copy.deepcopy(model.state_dict())
     best_step, stale, step, order = 0, 0, 0, torch.empty(0, dtype=torch.int64)
@@ -345,7 +370,8 @@ def _fit(
             augmented, batch_target = task.augment({modality: x}, batch_target)
             x = augmented[modality]
         x, batch_lengths = _on(device, x, batch_lengths)
-        loss = task.loss(model(x, batch_lengths), batch_target.to(device)).mean()
+        rows = _context_rows(context, batch, device)
+        loss = task.loss(_predict(model, x, batch_lengths, rows), batch_target.to(device)).mean()
         optimizer.zero_grad()
         loss.backward()
         if hparams.grad_clip:
@@ -356,7 +382,7 @@ def _fit(
         if step % hparams.pretrain_eval_every and step < budget:
             continue
         utility, held_loss = (
-            _evaluate(model, task, held_inputs, held_lengths, held_target, device)
+            _evaluate(model, task, held_inputs, held_lengths, held_target, device, held_context)
             .mean(dim=1)
             .tolist()
         )
@@ -431,6 +457,7 @@ def upper_bound_table(
         # kept on the CPU; batches move to the device one at a time
         inputs, target = train.inputs[name][index], train.target[index]
         lengths = train.lengths[name][index] if name in train.lengths else None
+        context = {key: value[index] for key, value in train.context.items()}
         torch.manual_seed(seed + m)
         model = unimodal_model(task, name).to(device)
         key = cache_key(
@@ -449,6 +476,7 @@ def upper_bound_table(
                 inputs,
                 lengths,
                 target,
+                context,
                 fit_index,
                 heldout_index,
                 hparams,
@@ -458,7 +486,7 @@ def upper_bound_table(
             )
             save_atomic({"model": model.state_dict(), "key": key, "fit": fit}, path)
         models[name] = model
-        utility = _evaluate(model, task, inputs, lengths, target, torch.device(device))[0]
+        utility = _evaluate(model, task, inputs, lengths, target, torch.device(device), context)[0]
         table[index, m] = utility
         report[name] = {
             "heldout_utility": fit["heldout_utility"],

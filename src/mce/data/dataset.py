@@ -18,13 +18,15 @@ class Batch:
     """One batch. ``inputs[name]`` holds every sample's input (zeros where absent);
     ``present`` the presence bitmasks; ``index`` the samples' positions in their split;
     ``lengths[name]`` (sequence modalities only) int64 [B], the valid frames of each sample's
-    padded sequence ``inputs[name]`` [B, T, ...] (0 where the modality is absent)."""
+    padded sequence ``inputs[name]`` [B, T, ...] (0 where the modality is absent); ``context``
+    the samples' side data (see :class:`MultimodalData`)."""
 
     inputs: dict[str, Tensor]
     target: Tensor
     present: Tensor
     index: Tensor
     lengths: dict[str, Tensor] = field(default_factory=dict)
+    context: dict[str, Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -33,6 +35,7 @@ class Batch:
             self.present.to(device),
             self.index.to(device),
             {k: v.to(device) for k, v in self.lengths.items()},
+            {k: v.to(device) for k, v in self.context.items()},
         )
 
 
@@ -53,9 +56,17 @@ class MultimodalData:
     present: Tensor
     lengths: dict[str, Tensor] = field(default_factory=dict)
     ids: tuple[str, ...] = ()  # the samples' names in their data set (e.g. nuScenes tokens)
+    # per-sample side data that masks never remove (e.g. camera calibrations): key -> Tensor[N,
+    # ...]; an encoder whose ``context_key`` names one receives it (see MultimodalModel.encode)
+    context: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = self.target.shape[0]
+        for key, tensor in self.context.items():
+            if tensor.shape[0] != n:
+                raise ValueError(f"context {key!r} has {tensor.shape[0]} samples, targets have {n}")
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"context {key!r} holds NaN or infinite values")
         if self.ids and (len(self.ids) != n or len(set(self.ids)) != n):
             raise ValueError(f"ids must name each of the {n} samples once")
         if set(self.inputs) != set(self.modalities):
@@ -199,6 +210,7 @@ class MultimodalData:
             self.present[index],
             {k: v[index] for k, v in self.lengths.items()},
             _select(self.ids, index),
+            {k: v[index] for k, v in self.context.items()},
         )
 
     def random_split(self, fraction: float, seed: int) -> tuple[MultimodalData, MultimodalData]:
@@ -220,7 +232,9 @@ class MultimodalData:
             )
             if name in self.lengths:
                 lengths[name] = torch.where(has, self.lengths[name], torch.zeros_like(has).long())
-        return MultimodalData(self.modalities, inputs, self.target, present, lengths, self.ids)
+        return MultimodalData(
+            self.modalities, inputs, self.target, present, lengths, self.ids, self.context
+        )
 
     def batch(self, index: Tensor) -> Batch:
         """The samples at ``index``; sequence modalities are cut to the batch's longest length
@@ -230,7 +244,8 @@ class MultimodalData:
         for name, value in lengths.items():
             longest = max(int(value.max()) if value.numel() else 0, 1)
             inputs[name] = inputs[name][:, :longest]
-        return Batch(inputs, self.target[index], self.present[index], index, lengths)
+        context = {k: v[index] for k, v in self.context.items()}
+        return Batch(inputs, self.target[index], self.present[index], index, lengths, context)
 
     def batches(
         self, batch_size: int, order: Sequence[int] | Tensor | None = None, start: int = 0

@@ -24,7 +24,7 @@ class BaselineMethod:
         self.loss_fn = inputs.loss
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
-        h = model.encode(batch.inputs, batch.present, batch.lengths)
+        h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
         _, outputs = model.forward_rows(h, full_rows(batch.present))
         loss = self.loss_fn(outputs, batch.target).mean()
         return StepResult(loss, {"loss": loss.item(), "l_task": loss.item()})

@@ -180,7 +180,7 @@ class MCEMethod:
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
         cfg, inputs = self.config, self.inputs
         present, num_modalities = batch.present, model.num_modalities
-        h = model.encode(batch.inputs, present, batch.lengths)
+        h = model.encode(batch.inputs, present, batch.lengths, batch.context)
         plan, rows = self._plan_rows(present, num_modalities, step)
         tokens, outputs = model.forward_rows(h, rows)
         samples, subsets = rows[:, 0], rows[:, 1]

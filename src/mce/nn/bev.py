@@ -28,8 +28,9 @@ __all__ = [
     "rasterize_points",
     "voxel_centres",
     "lift_cameras",
-    "pack_cameras",
-    "unpack_cameras",
+    "CAMERA_GEOMETRY",
+    "camera_geometry",
+    "split_geometry",
     "ResNetTrunk",
     "CameraEncoder",
     "PointEncoder",
@@ -153,36 +154,35 @@ def lift_cameras(
 
 
 GEOMETRY = 9 + 16  # intrinsics 3x3 and cam_from_ref 4x4 per camera
+CAMERA_GEOMETRY = "camera_geometry"  # the context key of the camera calibrations
 
 
-def pack_cameras(images: Tensor, intrinsics: Tensor, cam_from_ref: Tensor) -> Tensor:
-    """One float32 tensor [B, S, 25 + 3 H W] per sample: each camera's intrinsics, its
-    reference -> camera transform, then its pixels (0..255), so that a camera sample is one
-    modality input like any other."""
-    batch, cameras = images.shape[:2]
+def camera_geometry(intrinsics: Tensor, cam_from_ref: Tensor) -> Tensor:
+    """[B, S, 25] float32: each camera's intrinsics [B, S, 3, 3] and reference -> camera
+    transform [B, S, 4, 4], flattened: the per-sample context the camera encoder reads."""
+    batch, cameras = intrinsics.shape[:2]
     return torch.cat(
-        [
-            intrinsics.reshape(batch, cameras, 9).float(),
-            cam_from_ref.reshape(batch, cameras, 16).float(),
-            images.reshape(batch, cameras, -1).float(),
-        ],
-        dim=2,
-    )
+        [intrinsics.reshape(batch, cameras, 9), cam_from_ref.reshape(batch, cameras, 16)], dim=2
+    ).float()
 
 
-def unpack_cameras(packed: Tensor, image_size: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """(images [B, S, 3, H, W] in 0..255, intrinsics [B, S, 3, 3], cam_from_ref [B, S, 4, 4])."""
-    batch, cameras, width = packed.shape
-    height_i, width_i = image_size
-    if width != GEOMETRY + 3 * height_i * width_i:
+def split_geometry(geometry: Tensor) -> tuple[Tensor, Tensor]:
+    """(intrinsics [B, S, 3, 3], cam_from_ref [B, S, 4, 4]) of :func:`camera_geometry`'s
+    output.
+
+    Raises:
+        ValueError: the last axis is not 25 long.
+    """
+    if geometry.shape[-1] != GEOMETRY:
         raise ValueError(
-            f"packed cameras hold {width} values a camera, expected {GEOMETRY} + 3 x "
-            f"{height_i} x {width_i} for images of {height_i} x {width_i}"
+            f"camera geometry must hold {GEOMETRY} values a camera (3x3 intrinsics, 4x4 "
+            f"transform), got {geometry.shape[-1]}"
         )
-    intrinsics = packed[..., :9].reshape(batch, cameras, 3, 3)
-    cam_from_ref = packed[..., 9:GEOMETRY].reshape(batch, cameras, 4, 4)
-    images = packed[..., GEOMETRY:].reshape(batch, cameras, 3, height_i, width_i)
-    return images, intrinsics, cam_from_ref
+    batch, cameras = geometry.shape[:2]
+    return (
+        geometry[..., :9].reshape(batch, cameras, 3, 3),
+        geometry[..., 9:].reshape(batch, cameras, 4, 4),
+    )
 
 
 def _instance_norm(channels: int) -> nn.Module:
@@ -256,12 +256,15 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class CameraEncoder(nn.Module):
-    """Packed cameras [B, S, 25 + 3 H W] -> BEV features [B, dim, Z, X].
+    """Images [B, S, 3, H, W] (0..255) and their context ``camera_geometry`` [B, S, 25] (see
+    :func:`camera_geometry`) -> BEV features [B, dim, Z, X].
 
     A ResNet-18 trunk gives stride-8 features (layer3 upsampled and concatenated, as
     Simple-BEV), a 1x1 conv maps them to ``dim``; :func:`lift_cameras` fills the voxels and a
     3x3 conv collapses the Y slices (``dim x Y -> dim``).
     """
+
+    context_key = CAMERA_GEOMETRY
 
     def __init__(
         self, grid: Grid3D, image_size: Sequence[int], dim: int = 128, weights: str | None = None
@@ -283,11 +286,16 @@ class CameraEncoder(nn.Module):
         )
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, packed: Tensor) -> Tensor:
-        images, intrinsics, cam_from_ref = unpack_cameras(packed, self.image_size)
+    def forward(self, images: Tensor, context: Tensor) -> Tensor:
+        intrinsics, cam_from_ref = split_geometry(context)
         batch, cameras = images.shape[:2]
-        x = (images.reshape(batch * cameras, 3, *self.image_size) / 255.0 - self.mean) / self.std
-        eight, sixteen = self.trunk(x)
+        if tuple(images.shape[2:]) != (3, *self.image_size):
+            raise ValueError(
+                f"camera images must be [B, S, 3, {self.image_size[0]}, {self.image_size[1]}], "
+                f"got {list(images.shape)}"
+            )
+        x = images.reshape(batch * cameras, 3, *self.image_size).float() / 255.0
+        eight, sixteen = self.trunk((x - self.mean) / self.std)
         up = F.interpolate(sixteen, size=eight.shape[2:], mode="bilinear", align_corners=False)
         features = self.reduce(torch.cat([eight, up], 1))
         features = features.view(batch, cameras, *features.shape[1:])
