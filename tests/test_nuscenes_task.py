@@ -139,6 +139,7 @@ def test_errors_are_named(dataroot, nusc, tmp_path) -> None:
     [
         ("LIDAR_TOP", "delete", "sample file .*LIDAR_TOP.* is missing"),
         ("LIDAR_TOP", "truncate", "lidar file .*LIDAR_TOP.* is corrupt"),
+        ("LIDAR_TOP", "nan", "lidar file .*LIDAR_TOP.* is corrupt"),
         ("RADAR_FRONT", "garbage", "radar file .*RADAR_FRONT.* is corrupt"),
         ("CAM_BACK", "garbage", "image .*CAM_BACK.* is unreadable"),
     ],
@@ -153,6 +154,10 @@ def test_broken_files_are_named(dataroot, tmp_path, channel, damage, message) ->
         path.unlink()
     elif damage == "truncate":
         path.write_bytes(path.read_bytes()[:-6])
+    elif damage == "nan":
+        points = np.fromfile(path, dtype=np.float32)
+        points[7] = np.nan
+        points.tofile(path)
     else:
         path.write_bytes(b"not a sensor file at all")
     with pytest.raises(ValueError, match=message):

@@ -162,9 +162,11 @@ class DenseMultimodalModel(MultimodalModel):
     def forward_rows(self, h: MultiScaleFeatures, rows: Tensor) -> tuple[Tensor, Tensor]:
         """Rebuilt bottleneck tokens [R, M, C d h w] and logits [R, K, D, H, W] of rows (n, S)."""
         num_rows = rows.shape[0]
+        # each skip's per-(sample, modality) projection once, shared by every row and chunk
+        projected = [fusion.project(skip) for fusion, skip in zip(self.skip_fusions, h.skips)]
         chunk = self.rows_per_chunk(h, num_rows)
         if chunk >= num_rows:
-            return self._rows(rows, h.bottleneck, *h.skips)
+            return self._rows(rows, h.bottleneck, *projected)
         grad = torch.is_grad_enabled()
         key = (num_rows, chunk)
         if key not in self._logged:
@@ -182,14 +184,15 @@ class DenseMultimodalModel(MultimodalModel):
         for first in range(0, num_rows, chunk):
             part = rows[first : first + chunk]
             if grad:
-                t, o = checkpoint(self._rows, part, h.bottleneck, *h.skips, use_reentrant=False)
+                t, o = checkpoint(self._rows, part, h.bottleneck, *projected, use_reentrant=False)
             else:
-                t, o = self._rows(part, h.bottleneck, *h.skips)
+                t, o = self._rows(part, h.bottleneck, *projected)
             tokens.append(t)
             outputs.append(o)
         return torch.cat(tokens), torch.cat(outputs)
 
-    def _rows(self, rows: Tensor, bottleneck: Tensor, *skips: Tensor) -> tuple[Tensor, Tensor]:
+    def _rows(self, rows: Tensor, bottleneck: Tensor, *projected: Tensor) -> tuple[Tensor, Tensor]:
+        """Tokens and logits of ``rows`` from the bottleneck and the projected skips."""
         num_rows, modalities = rows.shape[0], self.num_modalities
         channels, grid = bottleneck.shape[2], bottleneck.shape[3:]
         kept = presence_matrix(rows[:, 1], modalities)
@@ -208,8 +211,8 @@ class DenseMultimodalModel(MultimodalModel):
             )
         fused = [self.fusion(tokens.view(num_rows, modalities, channels, *grid))]
         samples = rows[:, 0]
-        for fusion, skip in zip(self.skip_fusions, skips):
-            fused.insert(-1, fusion(fusion.project(skip), samples, kept))
+        for fusion, skip in zip(self.skip_fusions, projected):
+            fused.insert(-1, fusion(skip, samples, kept))
         return tokens, self.decoder(fused)
 
     def unimodal_outputs(

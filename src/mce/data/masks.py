@@ -389,11 +389,7 @@ def apply_missing_rates(
     )
     kept = torch.nonzero(present != 0).flatten()
     masked = data.with_presence(present).subset(kept)
-    missing = (~presence_matrix(masked.present, data.num_modalities)).sum(dim=0)
-    actual = {
-        name: float(missing[m]) / len(masked) if len(masked) else 1.0
-        for m, name in enumerate(data.modalities)
-    }
+    actual = _missing_rates(masked)
     stated = {name: float(rate) for name, rate in zip(data.modalities, rates)}
     return MaskedSplit(masked, kept, len(data) - kept.shape[0], stated, actual)
 
@@ -450,8 +446,14 @@ def presence_from_csv(path: str | os.PathLike[str], data: MultimodalData) -> Mas
         problem = "keeps no modality" if present[n] == 0 else "keeps a modality the data lacks"
         raise ValueError(f"presence CSV {path}: sample {data.ids[n]} {problem}")
     masked = data.with_presence(present)
-    missing_counts_ = (~presence_matrix(present, data.num_modalities)).sum(dim=0)
-    actual = {
-        name: float(missing_counts_[m]) / len(masked) for m, name in enumerate(data.modalities)
-    }
+    actual = _missing_rates(masked)
     return MaskedSplit(masked, torch.arange(len(masked)), 0, dict(actual), actual)
+
+
+def _missing_rates(data: MultimodalData) -> dict[str, float]:
+    """Modality name -> the fraction of ``data``'s samples that miss it (1 for no sample)."""
+    missing = (~presence_matrix(data.present, data.num_modalities)).sum(dim=0)
+    return {
+        name: float(missing[m]) / len(data) if len(data) else 1.0
+        for m, name in enumerate(data.modalities)
+    }

@@ -145,18 +145,19 @@ def open_nuscenes(dataroot: str | os.PathLike[str], version: str | None = None) 
         raise ValueError(f"nuScenes version must be one of {', '.join(SPLITS)}, got {version!r}")
     if not (root / version).is_dir():
         raise ValueError(f"nuScenes dataroot {root} has no {version}/ folder of tables")
-    for table in TABLES:
-        path = root / version / f"{table}.json"
+    tables = [root / version / f"{table}.json" for table in TABLES]
+    for path in tables:
         if not path.is_file():
             raise ValueError(f"nuScenes table {path} is missing")
-        try:
-            with open(path) as file:
-                json.load(file)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"nuScenes table {path} is unreadable: {error}") from error
-    try:
+    try:  # the devkit parses every table (v1.0-trainval's take seconds): only once
         return devkit.NuScenes(version=version, dataroot=str(root), verbose=False)
     except (AssertionError, KeyError, OSError, ValueError) as error:
+        for path in tables:  # name the table the devkit could not read, if one is at fault
+            try:
+                with open(path) as file:
+                    json.load(file)
+            except (OSError, ValueError) as bad:
+                raise ValueError(f"nuScenes table {path} is unreadable: {bad}") from error
         raise ValueError(
             f"nuscenes-devkit cannot open {root / version}: {type(error).__name__}: {error}"
         ) from error
