@@ -7,7 +7,9 @@ Run: ``python bench/dense_step.py [--task brats|nuscenes] [--device cuda] ...``.
   all four sequences (15 rows exact); MCE scores U with four frozen unimodal U-Nets on the
   step's own crop, as the brats task does.
 - nuscenes (``--image-height 448 --image-width 800 --cells 200`` by default): one sample,
-  batch 1, camera + LiDAR (30k points) + radar (3,500 points), 7 rows exact.
+  batch 1, camera + LiDAR (30k points) + radar (3,500 points), 7 rows exact; MCE scores U
+  with three frozen unimodal models on the step's inputs, as training with its random
+  reference camera does.
 
 Random inputs and labels; a step is the method's loss, backward and an AdamW update. Memory:
 the bytes of the tensors a step saves for its backward pass (exact, on any machine), and on a
@@ -59,7 +61,8 @@ def _brats(args: argparse.Namespace, device: torch.device):
 
 def _nuscenes(args: argparse.Namespace, device: torch.device):
     """The nuscenes model, one sample with camera, LiDAR (30k points) and radar (5 sweeps of
-    700 points), random images and targets; U from a table (its inputs do not change)."""
+    700 points), random images and targets; U from three frozen unimodal models run on the
+    batch, as training does with its random reference camera."""
     task = nuscenes_task(
         image_height=args.image_height, image_width=args.image_width, cells=args.cells
     )
@@ -92,7 +95,12 @@ def _nuscenes(args: argparse.Namespace, device: torch.device):
         {CAMERA_GEOMETRY: camera_geometry(intrinsics.expand(1, 6, 3, 3), cam_from_ref)},
     )
     counts = torch.tensor([22504, 14065, 5626])  # setting a of 28,130 samples
-    return model, batch, bev_loss, iou_utility, counts, torch.full((28130, 3), 0.5)
+    upper = BatchUpperBounds(
+        {name: task.build_unimodal(name).to(device) for name in model.modalities},
+        model.modalities,
+        iou_utility,
+    )
+    return model, batch, bev_loss, iou_utility, counts, upper
 
 
 def make_step(variant: str, args: argparse.Namespace):
@@ -108,7 +116,7 @@ def make_step(variant: str, args: argparse.Namespace):
         loss=loss,
         utility=utility,
         counts=counts,
-        dataset_size=int(upper.shape[0]) if isinstance(upper, torch.Tensor) else 219,
+        dataset_size=219 if args.task == "brats" else 28130,
         seed=0,
         upper=upper,
     )

@@ -1,6 +1,7 @@
 """nuScenes loading throughput: samples per second of ``NuScenesReader.read_all`` with 1, 2 and
-4 worker threads (the task reads its splits once, with ``workers`` threads) on a dataroot
-written in the real format.
+4 worker threads (``storage=memory`` reads its splits once so), and of the batches of a
+streamed split (``storage=stream``: batch 1 as the task trains, read when needed, the next
+four on background threads) on a dataroot written in the real format.
 
 Run: ``python bench/nuscenes_loading.py [SAMPLES_PER_SCENE]``. The dataroot holds two scenes
 with full-size 1600 x 900 JPEGs, LiDAR and radar files with their sweeps (written by the test
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "data"
 from nuscenes_fixture import write_nuscenes_fixture
 
 from mce.data.nuscenes import NuScenesReader, open_nuscenes, split_tokens
+from mce.tasks.nuscenes import _streamed
 
 
 def main(samples_per_scene: int) -> None:
@@ -37,8 +39,20 @@ def main(samples_per_scene: int) -> None:
                 reader.read_all(tokens, workers=workers)
                 best = min(best, time.perf_counter() - start)
             print(
-                f"{len(tokens)} samples in {best:.2f} s (best of 3): "
+                f"read_all: {len(tokens)} samples in {best:.2f} s (best of 3): "
                 f"{len(tokens) / best:.1f} samples/s, {workers} worker thread(s)"
+            )
+        for workers in (1,):  # at batch 1 the read-ahead threads are the parallelism
+            split = _streamed(reader, tokens, workers, "bench")
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                for _batch in split.batches(1):
+                    pass
+                best = min(best, time.perf_counter() - start)
+            print(
+                f"streamed batches of 1: {len(tokens)} samples in {best:.2f} s (best of 3): "
+                f"{len(tokens) / best:.1f} samples/s, workers={workers}"
             )
 
 

@@ -319,3 +319,114 @@ def test_reading_on_threads_gives_the_same_samples_in_order(nusc) -> None:
     for a, b in zip(one, three):
         for name in ("images", "intrinsics", "cam_from_ref", "lidar", "radar", "target", "valid"):
             assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def _reader_batch(reader: NuScenesReader, tokens: list[str]):
+    """The front-camera samples of ``tokens`` as a training batch of the task's layout."""
+    from mce.tasks.nuscenes import _stack
+
+    data = _stack([reader.read(token) for token in tokens])
+    return data.batch(torch.arange(len(tokens))), data
+
+
+def test_random_reference_camera_equals_reading_in_that_cameras_frame(nusc) -> None:
+    """The augmentation of a front-camera sample equals the reader's sample read with the drawn
+    camera as the reference: points, radar velocities, camera transforms, target and mask."""
+    from mce.data.nuscenes import CAMERAS
+    from mce.nn.bev import split_geometry
+    from mce.tasks.nuscenes import RandomReferenceCamera
+
+    reader = NuScenesReader(nusc, GRID, (36, 64), lidar_sweeps=2, radar_sweeps=2)
+    tokens = split_tokens(nusc, "train")[:4]
+    batch, _ = _reader_batch(reader, tokens)
+    stored = {name: value.clone() for name, value in batch.inputs.items()}
+    stored_target = batch.target.clone()
+    torch.manual_seed(5)  # draws four different cameras (checked below)
+    chosen = torch.randint(0, len(CAMERAS), (len(tokens),))
+    torch.manual_seed(5)
+    moved = RandomReferenceCamera(GRID)(batch)
+    _, cam_from_ref = split_geometry(moved.context["camera_geometry"])
+    for n, token in enumerate(tokens):
+        expected = reader.read(token, CAMERAS[int(chosen[n])])
+        lidar = moved.inputs["lidar"][n, : moved.lengths["lidar"][n]].numpy()
+        radar = moved.inputs["radar"][n, : moved.lengths["radar"][n]].numpy()
+        assert np.allclose(lidar, expected.lidar, atol=2e-3)
+        assert np.allclose(radar, expected.radar, atol=2e-3)
+        assert np.allclose(cam_from_ref[n].numpy(), expected.cam_from_ref, atol=1e-4)
+        assert np.array_equal(moved.target[n, 0].numpy(), expected.target)
+        assert np.array_equal(moved.target[n, 1].numpy(), expected.valid)
+    assert chosen.tolist() == [5, 0, 1, 3]
+    # the stored front-camera batch is left as it was
+    assert torch.equal(batch.target, stored_target)
+    for name, value in stored.items():
+        assert torch.equal(batch.inputs[name], value), name
+
+
+def test_random_reference_camera_leaves_absent_point_clouds_zero(nusc) -> None:
+    from mce.tasks.nuscenes import RandomReferenceCamera
+
+    reader = NuScenesReader(nusc, GRID, (36, 64), radar_sweeps=1)
+    _, data = _reader_batch(reader, split_tokens(nusc, "train")[:2])
+    data = data.with_presence(torch.tensor([0b011, 0b101]))  # radar, then lidar missing
+    moved = RandomReferenceCamera(GRID)(data.batch(torch.arange(2)))
+    assert not moved.inputs["radar"][0].any() and moved.inputs["radar"][1].any()
+    assert not moved.inputs["lidar"][1].any() and moved.inputs["lidar"][0].any()
+
+
+def test_reference_option(dataroot) -> None:
+    from mce.tasks import get_task
+    from mce.tasks.nuscenes import RandomReferenceCamera
+
+    assert isinstance(get_task("nuscenes", {}).augment, RandomReferenceCamera)
+    assert get_task("nuscenes", {"reference": "front"}).augment is None
+    with pytest.raises(ValueError, match="reference must be one of random, front"):
+        get_task("nuscenes", {"reference": "back"})
+
+
+def test_streamed_splits_give_the_batches_of_splits_in_memory(dataroot) -> None:
+    """storage=stream (sensors read batch by batch) and storage=memory give equal batches,
+    masked or not, in any order."""
+    from mce.tasks import get_task
+
+    streamed = get_task("nuscenes", {**SMALL, "storage": "stream"}).splits(dataroot)
+    held = get_task("nuscenes", {**SMALL, "storage": "memory"}).splits(dataroot)
+    assert streamed.train.lazy and not held.train.lazy
+    present = torch.tensor([7, 1, 2, 4, 3, 5])
+    order = torch.randperm(6)
+    for a, b in (
+        (streamed.test, held.test),
+        (streamed.train.with_presence(present), held.train.with_presence(present)),
+    ):
+        assert a.ids == b.ids
+        for key in b.context:
+            assert torch.equal(a.context[key], b.context[key]), key
+        for x, y in zip(a.batches(4, order), b.batches(4, order)):
+            for name in y.inputs:
+                assert torch.equal(x.inputs[name], y.inputs[name]), name
+            assert x.lengths.keys() == y.lengths.keys()
+            for name in y.lengths:
+                assert torch.equal(x.lengths[name], y.lengths[name]), name
+            assert torch.equal(x.target, y.target)
+
+
+def test_streamed_and_in_memory_runs_agree(dataroot, tmp_path, monkeypatch) -> None:
+    from mce.train import run
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scores = [
+            run(
+                TrainConfig.for_task(
+                    "nuscenes", out=str(tmp_path / storage), method="mce",
+                    data_dir=str(dataroot), task_options={**SMALL, "storage": storage},
+                    epochs=1, pretrain_steps=2, pretrain_eval_every=2,
+                    missing_rates=(0.2, 0.3, 0.4), progress=False, seed=3, no_cache=True,
+                )  # fmt: skip
+            )
+            for storage in ("stream", "memory")
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    assert scores[0] == scores[1] and len(scores[0]["mce"]) == 8

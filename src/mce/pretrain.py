@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from mce.bits import samples_with_modality
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
-from mce.data.dataset import Batch, MultimodalData
+from mce.data.dataset import PREFETCH, Batch, MultimodalData
+from mce.data.lazy import LazyRows, read_ahead, take_rows
 from mce.model import run_encoder
 from mce.records import package_version
 from mce.tasks.base import Task
@@ -153,10 +154,12 @@ def unimodal_model(task: Task, modality: str) -> nn.Module:
 
 
 def _take(
-    inputs: Tensor, lengths: Tensor | None, index: Tensor | slice
+    inputs: Tensor | LazyRows, lengths: Tensor | None, index: Tensor | slice
 ) -> tuple[Tensor, Tensor | None]:
     """The samples at ``index`` and their lengths; a padded sequence modality is cut to the
-    longest of them, as :meth:`MultimodalData.batch` does."""
+    longest of them, as :meth:`MultimodalData.batch` does; a lazy one is read."""
+    if isinstance(inputs, LazyRows):
+        return inputs.load(index)
     x = inputs[index]
     if lengths is None:
         return x, None
@@ -193,11 +196,15 @@ def split_holdout(
 
 def data_fingerprint(data: MultimodalData) -> str:
     """The sha256 of a split's targets, presence (the missing-modality mask), inputs and
-    sequence lengths and context (when it has any)."""
+    sequence lengths and context (when it has any); of a lazy modality, its source identity and
+    selection."""
     digest = hashlib.sha256()
     lengths = [data.lengths[name] for name in data.modalities if name in data.lengths]
     inputs = [data.inputs[name] for name in data.modalities]
     context = [data.context[key] for key in sorted(data.context)]
+    for lazy in (value for value in inputs if isinstance(value, LazyRows)):
+        digest.update(lazy.fingerprint())  # its source and selection, not every file read
+    inputs = [value for value in inputs if not isinstance(value, LazyRows)]
     for tensor in (data.target, data.present, *inputs, *lengths, *context):
         digest.update(f"{tuple(tensor.shape)} {tensor.dtype}".encode())
         digest.update(tensor.contiguous().cpu().numpy().tobytes())
@@ -294,6 +301,30 @@ def _predict(
     return run_encoder(model, x, lengths, context)
 
 
+def _augment(
+    task: Task,
+    modality: str,
+    x: Tensor,
+    lengths: Tensor | None,
+    target: Tensor,
+    context: dict[str, Tensor],
+    index: Tensor,
+) -> tuple[Tensor, Tensor | None, Tensor, dict[str, Tensor]]:
+    """The task's augmentation applied to a batch of one modality, present in every sample."""
+    assert task.augment is not None
+    bit = 1 << task.modalities.index(modality)
+    batch = Batch(
+        {modality: x},
+        target,
+        torch.full((x.shape[0],), bit, dtype=torch.int64),
+        index,
+        {} if lengths is None else {modality: lengths},
+        context,
+    )
+    batch = task.augment(batch)
+    return batch.inputs[modality], batch.lengths.get(modality), batch.target, batch.context
+
+
 def _context_rows(
     context: Mapping[str, Tensor], index: Tensor | slice, device: torch.device
 ) -> dict[str, Tensor]:
@@ -304,7 +335,7 @@ def _context_rows(
 def _evaluate(
     model: nn.Module,
     task: Task,
-    inputs: Tensor,
+    inputs: Tensor | LazyRows,
     lengths: Tensor | None,
     target: Tensor,
     device: torch.device,
@@ -316,8 +347,11 @@ def _evaluate(
     model.eval()
     rows = []
     chunk = task.inference_batch
-    for first in range(0, inputs.shape[0], chunk):
-        x, part_lengths = _on(device, *_take(inputs, lengths, slice(first, first + chunk)))
+    chunks = [slice(first, first + chunk) for first in range(0, inputs.shape[0], chunk)]
+    depth = PREFETCH if isinstance(inputs, LazyRows) else 0  # read a lazy modality ahead
+    parts = read_ahead(lambda part: _take(inputs, lengths, part), chunks, depth)
+    for first, taken in zip(range(0, inputs.shape[0], chunk), parts):
+        x, part_lengths = _on(device, *taken)
         if task.infer is not None:
             outputs = task.infer(model, x)
         else:
@@ -332,7 +366,7 @@ def _evaluate(
 def _fit(
     model: nn.Module,
     task: Task,
-    inputs: Tensor,
+    inputs: Tensor | LazyRows,
     lengths: Tensor | None,
     target: Tensor,
     context: Mapping[str, Tensor],
@@ -351,7 +385,8 @@ def _fit(
     constant = dataclasses.replace(hparams, lr_schedule="step", lr_step=0)
     optimizer, _ = build_optimizer(model.parameters(), constant)
     device = next(model.parameters()).device
-    held_inputs, held_lengths = _take(inputs, lengths, heldout_index)
+    held_inputs = take_rows(inputs, heldout_index)  # read chunk by chunk when lazy
+    held_lengths = None if lengths is None else lengths[heldout_index]
     held_target = target[heldout_index]
     held_context = {key: value[heldout_index] for key, value in context.items()}
     best = (-math.inf, math.inf)
@@ -366,11 +401,13 @@ def _fit(
         batch, order = order[: hparams.batch_size], order[hparams.batch_size :]
         x, batch_lengths = _take(inputs, lengths, batch)
         batch_target = target[batch]
+        rows = _context_rows(context, batch, torch.device("cpu"))
         if task.augment is not None:  # on the CPU, as the trainer's batches
-            augmented, batch_target = task.augment({modality: x}, batch_target)
-            x = augmented[modality]
+            x, batch_lengths, batch_target, rows = _augment(
+                task, modality, x, batch_lengths, batch_target, rows, batch
+            )
         x, batch_lengths = _on(device, x, batch_lengths)
-        rows = _context_rows(context, batch, device)
+        rows = {key: value.to(device) for key, value in rows.items()}
         loss = task.loss(_predict(model, x, batch_lengths, rows), batch_target.to(device)).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -455,7 +492,7 @@ def upper_bound_table(
                 "upper-bound model needs at least 2 (training and held-out)"
             )
         # kept on the CPU; batches move to the device one at a time
-        inputs, target = train.inputs[name][index], train.target[index]
+        inputs, target = take_rows(train.inputs[name], index), train.target[index]
         lengths = train.lengths[name][index] if name in train.lengths else None
         context = {key: value[index] for key, value in train.context.items()}
         torch.manual_seed(seed + m)

@@ -197,7 +197,13 @@ def run(
         if task.evaluate_heads is not None:
             heads = task.evaluate_heads(trainer.model, test, device)
         else:
-            heads = evaluate_unimodal_heads(trainer.model, task.utility, test, device=device)
+            heads = evaluate_unimodal_heads(
+                trainer.model,
+                task.utility,
+                test,
+                batch_size=min(256, task.inference_batch),
+                device=device,
+            )
         record.heads[name] = {modality: 100.0 * score for modality, score in heads.items()}
         timing["evaluate"] = time.perf_counter() - started
         record.scores[name] = {c: 100.0 * score for c, score in evaluation.scores.items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
@@ -15,7 +14,7 @@ from tqdm.auto import tqdm
 
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
-from mce.data.dataset import MultimodalData
+from mce.data.dataset import Batch, MultimodalData
 from mce.loggers import RunLogger
 from mce.methods import TrainingMethod
 
@@ -89,8 +88,8 @@ class Trainer:
         validate: model -> validation score (higher is better), called after every epoch to
             select the epoch; None: the last epoch's model is the result.
         validation_name: what ``validate`` measures, for the logs.
-        augment: (inputs, target) -> transformed (inputs, target), applied to every training
-            batch before it moves to ``device`` (e.g. the task's random crops); None: none.
+        augment: batch -> transformed batch, applied to every training batch before it moves
+            to ``device`` (e.g. the task's random crops); None: none.
     """
 
     def __init__(
@@ -106,7 +105,7 @@ class Trainer:
         progress: bool = True,
         validate: Callable[[nn.Module], float] | None = None,
         validation_name: str = "score",
-        augment: Callable[..., tuple[dict[str, torch.Tensor], torch.Tensor]] | None = None,
+        augment: Callable[[Batch], Batch] | None = None,
     ) -> None:
         self.augment = augment
         self.method, self.train, self.run_dir, self.hparams = method, train, run_dir, hparams
@@ -237,8 +236,7 @@ class Trainer:
                     )
                     raise KeyboardInterrupt
                 if self.augment is not None:
-                    inputs, target = self.augment(batch.inputs, batch.target)
-                    batch = dataclasses.replace(batch, inputs=inputs, target=target)
+                    batch = self.augment(batch)
                 logs = self._train_step(batch.to(self.device))
                 logger.log(self.step, self.epoch, logs)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")

@@ -1,10 +1,12 @@
-"""Data: in-memory multimodal data sets, seeded missing-modality masks, readers per data set."""
+"""Data: multimodal data sets (in memory or read batch by batch), seeded missing-modality masks, readers per data set."""
 
 from mce.data.dataset import Batch, MultimodalData
+from mce.data.lazy import LazyRows
 from mce.data.masks import PRESETS, MaskedSplit, apply_missing_rates, draw_presence
 
 __all__ = [
     "Batch",
+    "LazyRows",
     "MultimodalData",
     "PRESETS",
     "MaskedSplit",

@@ -1,4 +1,5 @@
-"""In-memory multimodal data with per-sample modality presence, and its batches."""
+"""Multimodal data with per-sample modality presence, and its batches: held in memory, or
+with modalities read from storage batch by batch (:class:`~mce.data.lazy.LazyRows`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 from torch import Tensor
 
 from mce.bits import has_modality
+from mce.data.lazy import LazyRows, read_ahead, take_rows
 
+PREFETCH = 4  # batches of a lazy split read ahead, each on its own thread
 
 @dataclass(frozen=True)
 class Batch:
@@ -41,7 +44,12 @@ class Batch:
 
 @dataclass(frozen=True)
 class MultimodalData:
-    """A split held in memory: one tensor per modality (first dim N), targets and presence.
+    """A split: one tensor per modality (first dim N), targets and presence.
+
+    A modality may instead be a :class:`~mce.data.lazy.LazyRows` (its samples read from
+    storage when a batch needs them, for splits too large for memory; a ragged one, such as
+    point clouds, brings its lengths with each batch). Subsets and masks of it are views;
+    :meth:`batches` reads the next batches on background threads.
 
     A sequence modality (variable-length frames, e.g. IEMOCAP's acoustic features) is stored
     padded as [N, T_max, F] with ``lengths[name]``, int64 [N]: the number of valid leading
@@ -51,7 +59,7 @@ class MultimodalData:
     """
 
     modalities: tuple[str, ...]
-    inputs: dict[str, Tensor]
+    inputs: dict[str, Tensor | LazyRows]
     target: Tensor
     present: Tensor
     lengths: dict[str, Tensor] = field(default_factory=dict)
@@ -76,6 +84,10 @@ class MultimodalData:
                 raise ValueError(
                     f"modality {name!r} has {tensor.shape[0]} samples, targets have {n}"
                 )
+            if isinstance(tensor, LazyRows):
+                if name in self.lengths:
+                    raise ValueError(f"modality {name!r} is read lazily: its lengths come with it")
+                continue  # its reader checks each sample as it reads it
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise ValueError(f"modality {name!r} holds NaN or infinite values")
         if self.present.shape != (n,):
@@ -205,7 +217,7 @@ class MultimodalData:
     def subset(self, index: Tensor) -> MultimodalData:
         return MultimodalData(
             self.modalities,
-            {k: v[index] for k, v in self.inputs.items()},
+            {k: take_rows(v, index) for k, v in self.inputs.items()},
             self.target[index],
             self.present[index],
             {k: v[index] for k, v in self.lengths.items()},
@@ -226,6 +238,9 @@ class MultimodalData:
         inputs, lengths = {}, {}
         for m, name in enumerate(self.modalities):
             has = has_modality(present, m)
+            if isinstance(self.inputs[name], LazyRows):
+                inputs[name] = self.inputs[name].masked(has)
+                continue
             keep = has.view(-1, *([1] * (self.inputs[name].dim() - 1)))
             inputs[name] = torch.where(
                 keep, self.inputs[name], torch.zeros((), dtype=self.inputs[name].dtype)
@@ -236,13 +251,25 @@ class MultimodalData:
             self.modalities, inputs, self.target, present, lengths, self.ids, self.context
         )
 
+    @property
+    def lazy(self) -> bool:
+        """Whether a modality is read from storage batch by batch (:class:`LazyRows`)."""
+        return any(isinstance(v, LazyRows) for v in self.inputs.values())
+
     def batch(self, index: Tensor) -> Batch:
         """The samples at ``index``; sequence modalities are cut to the batch's longest length
-        (``[:, :max_len]``, at least 1 frame), so a batch is padded to its own maximum."""
-        inputs = {k: v[index] for k, v in self.inputs.items()}
-        lengths = {k: v[index] for k, v in self.lengths.items()}
-        for name, value in lengths.items():
-            longest = max(int(value.max()) if value.numel() else 0, 1)
+        (``[:, :max_len]``, at least 1 frame), so a batch is padded to its own maximum. Lazy
+        modalities are read here."""
+        inputs, lengths = {}, {k: v[index] for k, v in self.lengths.items()}
+        for name, value in self.inputs.items():
+            if isinstance(value, LazyRows):
+                inputs[name], read_lengths = value.load(index)
+                if read_lengths is not None:
+                    lengths[name] = read_lengths
+            else:
+                inputs[name] = value[index]
+        for name in self.lengths:
+            longest = max(int(lengths[name].max()) if lengths[name].numel() else 0, 1)
             inputs[name] = inputs[name][:, :longest]
         context = {k: v[index] for k, v in self.context.items()}
         return Batch(inputs, self.target[index], self.present[index], index, lengths, context)
@@ -250,10 +277,19 @@ class MultimodalData:
     def batches(
         self, batch_size: int, order: Sequence[int] | Tensor | None = None, start: int = 0
     ) -> Iterator[Batch]:
-        """Batches in ``order`` (default: as stored), from batch number ``start``."""
+        """Batches in ``order`` (default: as stored), from batch number ``start``. With lazy
+        modalities the next ``PREFETCH`` batches are read on background threads while this one
+        is used."""
         order = torch.arange(len(self)) if order is None else torch.as_tensor(order)
-        for first in range(start * batch_size, len(self), batch_size):
-            yield self.batch(order[first : first + batch_size])
+        indices = [
+            order[first : first + batch_size]
+            for first in range(start * batch_size, len(self), batch_size)
+        ]
+        if not self.lazy:
+            for index in indices:
+                yield self.batch(index)
+            return
+        yield from read_ahead(self.batch, indices, PREFETCH)
 
 
 def _select(ids: tuple[str, ...], index: Tensor) -> tuple[str, ...]:

@@ -32,7 +32,11 @@ What a sample holds (:class:`NuScenesSample`):
 - ``target``: float32 [Z, X], 1 inside the footprint of every annotation whose category contains
   "vehicle" (Simple-BEV's superclass; drawn with ``cv2.fillPoly`` as Simple-BEV, which also fills
   the cells the outline crosses), and ``valid`` [Z, X], 0 on the footprints of vehicles
-  with visibility "1" (0-40 % visible), which the loss and IoU ignore.
+  with visibility "1" (0-40 % visible), which the loss and IoU ignore;
+- ``vehicles``: float32 [V, 4, 3], the footprint corners of those annotations in the reference
+  frame, and ``hidden`` [V] bool (visibility "1"): what ``target`` and ``valid`` are drawn from
+  (:func:`draw_vehicles`), kept so that training can move the reference frame to another camera
+  and draw them again.
 
 Every problem raises ``ValueError`` naming it: a dataroot without the version folder, a missing
 or unreadable table, a sample file that is missing, a corrupt point cloud or image.
@@ -40,6 +44,7 @@ or unreadable table, a sample file that is missing, a corrupt point cloud or ima
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -65,6 +70,7 @@ __all__ = [
     "NuScenesReader",
     "open_nuscenes",
     "split_tokens",
+    "draw_vehicles",
 ]
 
 MODALITIES = ("camera", "lidar", "radar")  # the paper's (C, L, R)
@@ -116,6 +122,8 @@ class NuScenesSample:
     radar: np.ndarray
     target: np.ndarray
     valid: np.ndarray
+    vehicles: np.ndarray
+    hidden: np.ndarray
 
 
 def open_nuscenes(dataroot: str | os.PathLike[str], version: str | None = None) -> Any:
@@ -193,6 +201,34 @@ def _transform(translation: Sequence[float], rotation: Sequence[float]) -> np.nd
     return matrix
 
 
+def draw_vehicles(
+    corners: np.ndarray, hidden: np.ndarray, grid: Grid3D
+) -> tuple[np.ndarray, np.ndarray]:
+    """(target, valid), float32 [Z, X] each, of vehicle footprints in a reference frame.
+
+    Args:
+        corners: [V, 4, 3] footprint corners (x, y, z in the reference frame; y is ignored).
+        hidden: [V] bool, the footprints the loss and IoU ignore (valid = 0 there).
+        grid: the BEV grid (cell k of an axis spans [k, k + 1) in cell units).
+
+    Footprints are drawn with ``cv2.fillPoly`` as Simple-BEV, which also fills the cells the
+    outline crosses.
+    """
+    cv2 = _require("cv2")
+    cells = grid.cells
+    target = np.zeros((cells, cells), dtype=np.uint8)
+    hide = np.zeros((cells, cells), dtype=np.uint8)
+    for footprint, is_hidden in zip(np.asarray(corners, dtype=np.float64), hidden):
+        column = (footprint[:, 0] + grid.half_extent) / grid.cell_size
+        row = (footprint[:, 2] + grid.half_extent) / grid.cell_size
+        # continuous cell coordinates with 4 fractional bits (shift=4)
+        polygon = np.round(np.stack([column, row], 1) * 16 - 8).astype(np.int32)
+        cv2.fillPoly(target, [polygon], 1, lineType=cv2.LINE_8, shift=4)
+        if is_hidden:
+            cv2.fillPoly(hide, [polygon], 1, lineType=cv2.LINE_8, shift=4)
+    return target.astype(np.float32), (1 - hide).astype(np.float32)
+
+
 class NuScenesReader:
     """Reads :class:`NuScenesSample` records of an opened dataroot.
 
@@ -236,33 +272,66 @@ class NuScenesReader:
 
     # -- sensors --------------------------------------------------------------------------------
 
-    def _cameras(
+    def _original_size(self, data: dict) -> tuple[int, int]:
+        """(W, H) of a camera's images: the table's, or the file's header when it has none."""
+        if data.get("width") and data.get("height"):
+            return int(data["width"]), int(data["height"])
+        path = self._path(data)
+        try:
+            with _require("PIL.Image").open(path) as image:
+                return image.size
+        except (OSError, ValueError) as error:
+            raise ValueError(f"nuScenes image {path} is unreadable: {error}") from error
+
+    def _calibrations(
         self, sample: dict, ref_from_ego: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        image_module = _require("PIL.Image")
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(intrinsics [6, 3, 3] scaled to ``image_size``, cam_from_ref [6, 4, 4])."""
         height, width = self.image_size
-        images = np.zeros((len(CAMERAS), 3, height, width), dtype=np.uint8)
         intrinsics = np.zeros((len(CAMERAS), 3, 3), dtype=np.float32)
         cam_from_ref = np.zeros((len(CAMERAS), 4, 4), dtype=np.float32)
         ego_from_ref = np.linalg.inv(ref_from_ego)
         for c, channel in enumerate(CAMERAS):
             data = self.nusc.get("sample_data", sample["data"][channel])
-            path = self._path(data)
-            try:
-                with image_module.open(path) as image:
-                    original = image.size  # (W, H)
-                    resized = image.convert("RGB").resize((width, height), image_module.BILINEAR)
-            except (OSError, ValueError) as error:
-                raise ValueError(f"nuScenes image {path} is unreadable: {error}") from error
-            images[c] = np.asarray(resized).transpose(2, 0, 1)
             calibration = self.nusc.get("calibrated_sensor", data["calibrated_sensor_token"])
             k = np.asarray(calibration["camera_intrinsic"], dtype=np.float64)
             if k.shape != (3, 3):
-                raise ValueError(f"nuScenes camera {channel} of {path} has no 3x3 intrinsics")
+                raise ValueError(
+                    f"nuScenes camera {channel} of {data['filename']} has no 3x3 intrinsics"
+                )
+            original = self._original_size(data)
             scale = np.diag([width / original[0], height / original[1], 1.0])
             intrinsics[c] = scale @ k
             cam_from_ref[c] = np.linalg.inv(self._sensor_to_ego(data)) @ ego_from_ref
-        return images, intrinsics, cam_from_ref
+        return intrinsics, cam_from_ref
+
+    def read_images(self, token: str) -> np.ndarray:
+        """uint8 [6, 3, H, W]: the sample's six camera images resized (bilinear) to
+        ``image_size``.
+
+        Raises:
+            ValueError: a missing or unreadable image, or one whose size is not its table's.
+        """
+        image_module = _require("PIL.Image")
+        sample = self.nusc.get("sample", token)
+        height, width = self.image_size
+        images = np.zeros((len(CAMERAS), 3, height, width), dtype=np.uint8)
+        for c, channel in enumerate(CAMERAS):
+            data = self.nusc.get("sample_data", sample["data"][channel])
+            path = self._path(data)
+            try:
+                with image_module.open(path) as image:
+                    size = image.size  # (W, H)
+                    resized = image.convert("RGB").resize((width, height), image_module.BILINEAR)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"nuScenes image {path} is unreadable: {error}") from error
+            if size != self._original_size(data):
+                raise ValueError(
+                    f"nuScenes image {path} is {size[0]} x {size[1]}, its sample_data record "
+                    f"says {data['width']} x {data['height']}"
+                )
+            images[c] = np.asarray(resized).transpose(2, 0, 1)
+        return images
 
     def _sweeps(self, sample: dict, channel: str, count: int) -> list[dict]:
         """The keyframe sample_data of ``channel`` and up to ``count - 1`` earlier sweeps."""
@@ -326,32 +395,28 @@ class NuScenesReader:
 
     # -- target ---------------------------------------------------------------------------------
 
-    def _target(self, sample: dict, ref_from_global: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cv2 = _require("cv2")
-        cells = self.grid.cells
-        target = np.zeros((cells, cells), dtype=np.uint8)
-        hidden = np.zeros((cells, cells), dtype=np.uint8)
+    def _vehicles(self, sample: dict, ref_from_global: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(footprint corners [V, 4, 3] in the reference frame, hidden [V] bool) of the vehicle
+        annotations; hidden: visibility "1" (0-40 % visible)."""
+        corners, hidden = [], []
         for token in sample["anns"]:
             annotation = self.nusc.get("sample_annotation", token)
             if "vehicle" not in annotation["category_name"]:
                 continue
             width, length, _ = annotation["size"]  # devkit order: w, l, h
-            corners = (
+            box_corners = (
                 np.array([[length, width], [length, -width], [-length, -width], [-length, width]])
                 / 2
             )  # box frame: x forward (length), y left (width)
             box = _transform(annotation["translation"], annotation["rotation"])
-            points = np.concatenate([corners, np.zeros((4, 1))], 1) @ box[:3, :3].T + box[:3, 3]
-            ref = points @ ref_from_global[:3, :3].T + ref_from_global[:3, 3]
-            column, row = (
-                (ref[:, 0] + self.grid.half_extent) / self.grid.cell_size,
-                (ref[:, 2] + self.grid.half_extent) / self.grid.cell_size,
-            )  # continuous cell coordinates: cell k spans [k, k + 1)
-            polygon = np.round(np.stack([column, row], 1) * 16 - 8).astype(np.int32)  # shift 4
-            cv2.fillPoly(target, [polygon], 1, lineType=cv2.LINE_8, shift=4)
-            if annotation["visibility_token"] == "1":
-                cv2.fillPoly(hidden, [polygon], 1, lineType=cv2.LINE_8, shift=4)
-        return target.astype(np.float32), (1 - hidden).astype(np.float32)
+            points = np.concatenate([box_corners, np.zeros((4, 1))], 1) @ box[:3, :3].T
+            points = points + box[:3, 3]
+            corners.append(points @ ref_from_global[:3, :3].T + ref_from_global[:3, 3])
+            hidden.append(annotation["visibility_token"] == "1")
+        return (
+            np.asarray(corners, dtype=np.float32).reshape(-1, 4, 3),
+            np.asarray(hidden, dtype=bool),
+        )
 
     # -- a sample -------------------------------------------------------------------------------
 
@@ -363,28 +428,61 @@ class NuScenesReader:
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(self.read, tokens))
 
-    def read(self, token: str) -> NuScenesSample:
-        """The sample ``token`` (see the module doc).
-
-        Raises:
-            ValueError: a missing or corrupt file of the sample, named.
-        """
+    def _frame(self, token: str, reference: str) -> tuple[dict, np.ndarray, np.ndarray, float]:
+        """(the sample record, ref_from_ego, ref_from_global, the LIDAR_TOP keyframe time in s)
+        for the camera ``reference``."""
+        if reference not in CAMERAS:
+            raise ValueError(f"reference must be one of {', '.join(CAMERAS)}, got {reference!r}")
         sample = self.nusc.get("sample", token)
         lidar_key = self.nusc.get("sample_data", sample["data"][LIDAR])
         ego_to_global = self._ego_to_global(lidar_key)
-        front = self.nusc.get("sample_data", sample["data"][REFERENCE_CAMERA])
-        ref_from_ego = np.linalg.inv(self._sensor_to_ego(front))
+        camera = self.nusc.get("sample_data", sample["data"][reference])
+        ref_from_ego = np.linalg.inv(self._sensor_to_ego(camera))
         ref_from_global = ref_from_ego @ np.linalg.inv(ego_to_global)
-        key_time = 1e-6 * lidar_key["timestamp"]
-        images, intrinsics, cam_from_ref = self._cameras(sample, ref_from_ego)
-        target, valid = self._target(sample, ref_from_global)
+        return sample, ref_from_ego, ref_from_global, 1e-6 * lidar_key["timestamp"]
+
+    def read_lidar(self, token: str, reference: str = REFERENCE_CAMERA) -> np.ndarray:
+        """float32 [P, 4]: the sample's LiDAR points in the frame of camera ``reference``."""
+        sample, _, ref_from_global, key_time = self._frame(token, reference)
+        return self._lidar(sample, ref_from_global, key_time)
+
+    def read_radar(self, token: str, reference: str = REFERENCE_CAMERA) -> np.ndarray:
+        """float32 [Q, 19]: the sample's radar points in the frame of camera ``reference``."""
+        sample, _, ref_from_global, key_time = self._frame(token, reference)
+        return self._radar(sample, ref_from_global, key_time)
+
+    def read_labels(self, token: str, reference: str = REFERENCE_CAMERA) -> NuScenesSample:
+        """The sample from its tables alone (no sensor file read): calibrations, vehicles,
+        target and mask; ``images``, ``lidar`` and ``radar`` are empty arrays."""
+        sample, ref_from_ego, ref_from_global, _ = self._frame(token, reference)
+        intrinsics, cam_from_ref = self._calibrations(sample, ref_from_ego)
+        vehicles, hidden = self._vehicles(sample, ref_from_global)
+        target, valid = draw_vehicles(vehicles, hidden, self.grid)
+        empty = np.zeros((0,), dtype=np.float32)
         return NuScenesSample(
             token=token,
-            images=images,
+            images=np.zeros((0,), dtype=np.uint8),
             intrinsics=intrinsics,
             cam_from_ref=cam_from_ref,
-            lidar=self._lidar(sample, ref_from_global, key_time),
-            radar=self._radar(sample, ref_from_global, key_time),
+            lidar=empty,
+            radar=empty,
             target=target,
             valid=valid,
+            vehicles=vehicles,
+            hidden=hidden,
+        )
+
+    def read(self, token: str, reference: str = REFERENCE_CAMERA) -> NuScenesSample:
+        """The sample ``token`` (see the module doc), in the frame of the camera ``reference``
+        (one of ``CAMERAS``; the front camera's by default).
+
+        Raises:
+            ValueError: a missing or corrupt file of the sample, named; an unknown camera.
+        """
+        labels = self.read_labels(token, reference)
+        return dataclasses.replace(
+            labels,
+            images=self.read_images(token),
+            lidar=self.read_lidar(token, reference),
+            radar=self.read_radar(token, reference),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mce.config import HyperParameters
-from mce.data.dataset import MultimodalData
+from mce.data.dataset import Batch, MultimodalData
 from mce.evaluate import Evaluation
 from mce.model import MultimodalModel
 
@@ -25,6 +26,18 @@ def classification_loss(outputs: Tensor, target: Tensor) -> Tensor:
 def classification_utility(outputs: Tensor, target: Tensor) -> Tensor:
     """Per-sample accuracy in {0, 1} [B] (the utility of Eq. 4 for classification)."""
     return (outputs.argmax(dim=-1) == target).to(torch.float32)
+
+
+def inputs_transform(
+    transform: Callable[[Mapping[str, Tensor], Tensor], tuple[dict[str, Tensor], Tensor]],
+) -> Callable[[Batch], Batch]:
+    """A :attr:`Task.augment` from a function of (inputs, target) -> (inputs, target)."""
+
+    def augment(batch: Batch) -> Batch:
+        inputs, target = transform(batch.inputs, batch.target)
+        return dataclasses.replace(batch, inputs=inputs, target=target)
+
+    return augment
 
 
 @dataclass(frozen=True)
@@ -109,9 +122,11 @@ class Task:
             ``--fold`` uses fold 1.
         presets: named missing-rate settings for ``--missing-rates NAME`` (one rate per
             modality); None: the paper's a-f over three modalities.
-        augment: (inputs {modality: Tensor[B, ...]}, target) -> the same, transformed: applied
-            to every training batch (the run's and the upper-bound models'), e.g. random
-            crops; its randomness comes from torch's RNG, so runs stay seeded. None: none.
+        augment: batch -> the batch transformed (inputs, target, context), applied on the CPU
+            to every training batch (the run's, and the upper-bound models' batches of one
+            modality), e.g. random crops (:func:`inputs_transform` adapts a function of
+            (inputs, target)); its randomness comes from torch's RNG, so runs stay seeded.
+            None: none.
         inference_batch: samples per no-grad forward outside training (the upper-bound
             utilities): 512 by default, 1 for whole volumes or full-resolution camera rigs.
         infer: (model, inputs Tensor[B, ...]) -> outputs: how a unimodal model is applied to
@@ -143,9 +158,7 @@ class Task:
     selection_metric: str = ""
     folds: int = 0
     presets: Mapping[str, tuple[float, ...]] | None = None
-    augment: Callable[[Mapping[str, Tensor], Tensor], tuple[dict[str, Tensor], Tensor]] | None = (
-        None
-    )
+    augment: Callable[[Batch], Batch] | None = None
     inference_batch: int = 512
     infer: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor] | None = None
     evaluate: Callable[..., Evaluation] | None = None

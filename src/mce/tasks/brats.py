@@ -63,7 +63,7 @@ from mce.segmentation import (
     evaluate_segmentation,
     evaluate_segmentation_heads,
 )
-from mce.tasks.base import Splits, Task
+from mce.tasks.base import Splits, Task, inputs_transform
 
 __all__ = ["TASK", "PRESETS", "OPTIONS", "brats_task", "build_model", "load"]
 
@@ -209,7 +209,7 @@ def brats_task(crop: int = 80, base: int = 8, levels: int = 5, head: str = "ligh
         metric_name="Dice (mean of WT, TC, ET)",
         needs_data_dir=True,
         presets=PRESETS,
-        augment=TumourCrop(roi),
+        augment=inputs_transform(TumourCrop(roi)),
         inference_batch=1,
         infer=lambda model, x: window(model, x),
         evaluate=lambda model, data, device, progress: evaluate_segmentation(
