@@ -248,12 +248,24 @@ class MultimodalData:
         return Batch(inputs, self.target[index], self.present[index], index, lengths, context)
 
     def batches(
-        self, batch_size: int, order: Sequence[int] | Tensor | None = None, start: int = 0
+        self,
+        batch_size: int,
+        order: Sequence[int] | Tensor | None = None,
+        start: int = 0,
+        part: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
-        """Batches in ``order`` (default: as stored), from batch number ``start``."""
+        """Batches in ``order`` (default: as stored), from batch number ``start``.
+
+        ``part=(rank, world_size)`` yields slice ``rank`` of each batch cut into
+        ``world_size`` disjoint slices by ``torch.tensor_split`` (the first ``len % world_size``
+        slices one sample longer): the slices of all ranks together are the batch.
+        """
         order = torch.arange(len(self)) if order is None else torch.as_tensor(order)
         for first in range(start * batch_size, len(self), batch_size):
-            yield self.batch(order[first : first + batch_size])
+            index = order[first : first + batch_size]
+            if part is not None:
+                index = index.tensor_split(part[1])[part[0]]
+            yield self.batch(index)
 
 
 def _select(ids: tuple[str, ...], index: Tensor) -> tuple[str, ...]:
