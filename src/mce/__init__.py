@@ -2,7 +2,8 @@
 
 Kernel ops live in :mod:`mce.ops`; Shapley values in :mod:`mce.shapley`; LCE factors in
 :mod:`mce.lce`; RCE losses in :mod:`mce.rce`; the model contract in :mod:`mce.model`; training
-in :mod:`mce.train` (``python -m mce.train``); your own data through :class:`Task`,
+in :mod:`mce.train` (``python -m mce.train``, or ``torchrun ... -m mce.train`` on several
+processes: :mod:`mce.distributed`); your own data through :class:`Task`,
 :class:`MultimodalData` and :func:`run` (see ``examples/own_data.py``).
 """
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mce import distributed
 from mce.data.dataset import MultimodalData
 from mce.model import MultimodalModel, combination_rows
 
@@ -56,6 +57,12 @@ def evaluate_combinations(
     plus its ``average`` over combinations. To do so the outputs are kept, detached, on the CPU
     (fine for classification; dense outputs would need streaming metrics).
 
+    In a data-parallel run every rank must call it: each scores its contiguous shard of
+    ``data`` (:func:`mce.distributed.shard`), the totals and counts are summed over the ranks
+    (float64) and the kept outputs gathered in rank order, i.e. in the split's order, so every
+    rank returns what one process computes (the same numbers whenever the float64 sums are
+    exact, e.g. for accuracy).
+
     Returns:
         :class:`Evaluation` with the utility ``scores`` and the ``metrics``.
     """
@@ -65,6 +72,7 @@ def evaluate_combinations(
     totals = torch.zeros(len(combos), dtype=torch.float64)
     counts = torch.zeros(len(combos), dtype=torch.float64)
     kept: list[tuple[Tensor, Tensor, Tensor]] = []  # (outputs, targets, combination) per batch
+    data = distributed.shard(data)
     batches = data.batches(batch_size)
     for batch in tqdm(
         batches,
@@ -83,6 +91,11 @@ def evaluate_combinations(
         counts.index_add_(0, which.cpu(), torch.ones_like(values))
         if metrics:
             kept.append((outputs.detach().cpu(), targets.detach().cpu(), which.cpu()))
+    if distributed.is_active():
+        totals = distributed.sum_across_ranks(totals)
+        counts = distributed.sum_across_ranks(counts)
+        if metrics:
+            kept = [part for parts in distributed.gather_objects(kept) for part in parts]
     names = {i: combination_name(c, model.modalities) for i, c in enumerate(combos)}
     scored = [i for i in range(len(combos)) if counts[i] > 0]
     scores = {names[i]: float(totals[i] / counts[i]) for i in scored}
@@ -127,6 +140,7 @@ def evaluate_unimodal_heads(
 
     A method without L_single (the baseline, ablations without it) never trains the heads, so
     their score is that of an untrained head. Modalities present in no sample are left out.
+    Sharded over the ranks of a data-parallel run as :func:`evaluate_combinations`.
 
     Returns:
         {modality: mean utility in [0, 1]}.
@@ -134,13 +148,15 @@ def evaluate_unimodal_heads(
     model.eval()
     totals = torch.zeros(model.num_modalities, dtype=torch.float64)
     counts = torch.zeros(model.num_modalities, dtype=torch.float64)
-    for batch in data.batches(batch_size):
+    for batch in distributed.shard(data).batches(batch_size):
         batch = batch.to(device)
         h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
         for m, (index, outputs) in model.unimodal_outputs(h, batch.present).items():
             values = utility(outputs, batch.target[index]).double()
             totals[m] += float(values.sum())
             counts[m] += values.numel()
+    totals = distributed.sum_across_ranks(totals)
+    counts = distributed.sum_across_ranks(counts)
     return {
         name: float(totals[m] / counts[m])
         for m, name in enumerate(model.modalities)

@@ -15,7 +15,7 @@ from mce import ops
 from mce.bits import presence_matrix
 from mce.typing import Phi, PresentMask
 
-__all__ = ["LCEFactors", "presence_counts", "dataset_factor", "lce_factors"]
+__all__ = ["LCEFactors", "presence_counts", "dataset_factor", "lce_factors", "batch_factor"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,25 @@ def lce_factors(
     """
     factor_a, factor_b = ops.lce_factors(counts, dataset_size, batch_present, upper, phi)
     return LCEFactors(factor_a, factor_b)
+
+
+def batch_factor(upper: Tensor, phi: Tensor, batch_counts: Tensor) -> Tensor:
+    """Eq. 8 from the batch totals: ``B_m = max(U_m - phi_m, 0) / count_m``, 0 where
+    ``count_m`` is 0.
+
+    For a data-parallel step, whose totals are sums over the ranks' slices of the global
+    batch. The arithmetic is that of :func:`lce_factors` (U rounded to float32, phi and the
+    division in float64, the result rounded to float32), so the totals of the global batch
+    give the B that one process computes on it.
+
+    Args:
+        upper: Tensor[M], U_m: the batch sum of the frozen unimodal models' utilities.
+        phi: Tensor[M], phi_m: the batch sum of the Shapley values (float64 for an exact sum).
+        batch_counts: Tensor[M], batch samples with modality m present.
+
+    Returns:
+        Tensor[M] float32.
+    """
+    gap = (upper.float().double() - phi.double()).clamp(min=0)
+    counts = batch_counts.double()
+    return torch.where(counts > 0, gap / counts.clamp(min=1), 0.0).float()

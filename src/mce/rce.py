@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -11,7 +12,10 @@ from mce.bits import presence_matrix
 
 __all__ = [
     "RowAverage",
+    "RowTotals",
+    "RowWeights",
     "average_rows",
+    "subset_row_weights",
     "per_subset_mean",
     "single_loss",
     "subset_loss",
@@ -22,6 +26,34 @@ RowAverage = Callable[[Tensor, Tensor, Tensor], Tensor]
 """(values Tensor[R], rows Tensor[R, 2], present Tensor[N]) -> scalar: how L_sub and L_aux
 average per-row values over a plan's rows. :func:`average_rows` is the paper's; the authors'
 code's lives in :mod:`mce.methods.official`."""
+
+
+@dataclass(frozen=True)
+class RowTotals:
+    """Counts of a global batch whose slices several ranks hold (a data-parallel step).
+
+    Attributes:
+        samples: scalar float64, samples in the global batch.
+        subset_rows: Tensor[2^M] float64, the plan's rows with subset S (index S) over the
+            global batch.
+    """
+
+    samples: Tensor
+    subset_rows: Tensor
+
+
+RowWeights = Callable[[Tensor, Tensor, RowTotals], Tensor]
+"""(rows Tensor[R, 2], present Tensor[N], totals) -> Tensor[R] weights w_r such that a
+rank's share of a :data:`RowAverage` over the global batch is ``sum_r w_r values_r`` over its
+own rows: the row averaging of a data-parallel step with the global denominators."""
+
+
+def subset_row_weights(rows: Tensor, present: Tensor, totals: RowTotals) -> Tensor:
+    """Row weights of :func:`average_rows` over the global batch (a :data:`RowWeights`):
+    ``1 / (|S_batch| |N_S|)`` for a row with subset S, with the distinct subsets and their row
+    counts taken over the global batch."""
+    distinct = (totals.subset_rows > 0).sum()
+    return 1.0 / (totals.subset_rows[rows[:, 1]] * distinct)
 
 
 def per_subset_mean(values: Tensor, subsets: Tensor) -> Tensor:
@@ -95,10 +127,17 @@ def single_loss(
     target: Tensor,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     weights: Tensor,
+    counts: Tensor | None = None,
 ) -> Tensor:
     """L_single (Eq. 9): sum over modalities of weights[m] times the mean loss of its head over
-    the samples where it is present."""
+    the samples where it is present.
+
+    ``counts`` (Tensor[M], a data-parallel step): divide each head's loss sum by the samples
+    with m in the global batch instead, giving this rank's share of the global L_single.
+    """
     total = weights.new_zeros(())
     for m, (index, outputs) in unimodal.items():
-        total = total + weights[m] * loss_fn(outputs, target[index]).mean()
+        losses = loss_fn(outputs, target[index])
+        mean = losses.mean() if counts is None else losses.sum() / counts[m].to(losses.dtype)
+        total = total + weights[m] * mean
     return total

@@ -135,6 +135,9 @@ class RunRecord:
     # {"mode": "last" | "validation", "metric": name or None,
     #  "best_epoch": {method: epoch (1-based)}, "validation_score": {method: % or None}}
     selection: dict[str, Any] = field(default_factory=dict)
+    # data-parallel runs only: {"world_size": ranks, "backend": "nccl" | "gloo",
+    #  "batch_statistics": "global"} (B and the loss denominators from the global batch)
+    distributed: dict[str, Any] = field(default_factory=dict)
 
     def column(self, method: str) -> str:
         label = ablation_label(self.config.mce) if method == "mce" else ""
@@ -205,6 +208,12 @@ class RunRecord:
                 for name, fit in self.upper_bounds.items()
             )
             lines.append(f"upper bounds (frozen unimodal models, {self.metric} %): {bounds}")
+        if self.distributed:
+            lines.append(
+                f"data parallel over {self.distributed['world_size']} ranks "
+                f"({self.distributed['backend']}); factor B and the loss terms from "
+                "global-batch statistics"
+            )
         if self.selection.get("mode") == "validation":
             chosen = ", ".join(
                 f"{m} epoch {epoch} (validation {self.selection['validation_score'][m]:.2f})"
@@ -241,6 +250,7 @@ class RunRecord:
             "selection": self.selection,
             "unimodal_heads": self.heads,
             "upper_bounds": self.upper_bounds,
+            **({"distributed": self.distributed} if self.distributed else {}),
         }
 
     def write(self, out: Path) -> None:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mce import distributed
 from mce._optional import require
 from mce.data.brats import REGIONS, regions
 from mce.data.dataset import MultimodalData
@@ -239,7 +240,8 @@ def evaluate_segmentation(
     Each sample is run once through the sliding window; every window is encoded once and
     decoded for all combinations in one batch of rows (softmax averaged over overlapping
     windows, then argmax). A sample is scored for a combination C when C & its present set is
-    not empty.
+    not empty. In a data-parallel run every rank scores its shard of ``data`` and the sums are
+    all-reduced (every rank must call it).
 
     Returns:
         :class:`Evaluation`: ``scores`` = mean over samples of the mean Dice over WT, TC, ET;
@@ -252,6 +254,7 @@ def evaluate_segmentation(
     columns = ["utility", *(f"dice_{r.lower()}" for r in REGIONS), "dice_et_post"]
     totals = torch.zeros(len(combos), len(columns), dtype=torch.float64)
     counts = torch.zeros(len(combos), dtype=torch.float64)
+    data = distributed.shard(data)
     for batch in tqdm(
         data.batches(1), total=len(data), desc="evaluate", disable=not progress, leave=False
     ):
@@ -268,6 +271,8 @@ def evaluate_segmentation(
         values = torch.cat([dice.mean(1, keepdim=True), dice, post.double().cpu()[:, None]], 1)
         totals[scored] += values[scored]
         counts[scored] += 1
+    totals = distributed.sum_across_ranks(totals)
+    counts = distributed.sum_across_ranks(counts)
     kept = [i for i in range(len(combos)) if counts[i] > 0]
     table = {
         column: {names[i]: float(totals[i, j] / counts[i]) for i in kept}
@@ -284,11 +289,12 @@ def evaluate_segmentation_heads(
     model, data: MultimodalData, window: SlidingWindow, device: torch.device | str = "cpu"
 ) -> dict[str, float]:
     """Mean Dice utility of each modality's unimodal head on whole volumes (sliding window),
-    over the samples where that modality is present."""
+    over the samples where that modality is present (sharded over the ranks of a data-parallel
+    run, as :func:`evaluate_segmentation`)."""
     model.eval()
     totals = torch.zeros(model.num_modalities, dtype=torch.float64)
     counts = torch.zeros(model.num_modalities, dtype=torch.float64)
-    for batch in data.batches(1):
+    for batch in distributed.shard(data).batches(1):
         batch = batch.to(device)
         for m, name in enumerate(model.modalities):
             if not (int(batch.present[0]) >> m) & 1:
@@ -297,6 +303,8 @@ def evaluate_segmentation_heads(
             logits = window(unimodal, batch.inputs[name])
             totals[m] += float(dice_utility(logits, batch.target)[0])
             counts[m] += 1
+    totals = distributed.sum_across_ranks(totals)
+    counts = distributed.sum_across_ranks(counts)
     return {
         name: float(totals[m] / counts[m])
         for m, name in enumerate(model.modalities)

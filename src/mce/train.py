@@ -15,6 +15,7 @@ from typing import get_args
 
 import torch
 
+from mce import distributed
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HPARAM_NAMES, SELECT_MODES, HyperParameters, TrainConfig, hparam_arguments
 from mce.data.dataset import MultimodalData
@@ -23,7 +24,7 @@ from mce.evaluate import Evaluation, evaluate_combinations, evaluate_unimodal_he
 from mce.lce import presence_counts
 from mce.methods import METHODS, MCEConfig, MethodInputs, get_method
 from mce.methods.mce import ShapleyMode, Weighting
-from mce.pretrain import BatchUpperBounds, upper_bound_table
+from mce.pretrain import BatchUpperBounds, UpperBounds, unimodal_model, upper_bound_table
 from mce.records import CONFIG, RunRecord, write_config
 from mce.tasks import TASKS, Task, get_task, task_from_arguments
 from mce.trainer import Trainer
@@ -68,6 +69,10 @@ def run(
         stop_at_step: stop (with a checkpoint) once a method reaches this step.
         task: a ``Task`` object to use instead of looking ``config.task`` up by name.
 
+    Under torchrun (``RANK``, ``WORLD_SIZE`` set) every process calls ``run`` alike: it joins
+    the process group (:func:`mce.distributed.init`), trains data-parallel and evaluates
+    sharded; rank 0 writes every file, and every rank returns the same scores.
+
     Returns:
         {method: {combination or "average": score in %}}, as in ``results.json``; empty when
         stopped early. The task's extra metrics and the epoch selection are in
@@ -87,20 +92,15 @@ def run(
     config = dataclasses.replace(config, fold=task.check_fold(config.fold))
     hparams = config.hparams
     rates = hparams.rates_for(task.modalities)
-    device = torch.device(config.device)
+    device = distributed.init(config.device)
     if config.out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = distributed.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
         config = dataclasses.replace(config, out=f"runs/{task.name}-{config.method}-{stamp}")
     names = COMPARE if config.method == "compare" else (config.method,)
     for name in names:
         get_method(name)  # an unknown method is an error before anything is written
     out = Path(config.out)
-    if resume and not (out / CONFIG).is_file():
-        raise ValueError(f"{out} holds no run to resume (no {CONFIG}); start it without --resume")
-    if not resume and (out / CONFIG).exists():
-        raise ValueError(
-            f"{out} already holds a run: pass --resume to continue it, or choose another --out"
-        )
+    distributed.on_main(lambda: _check_folder(out, resume))
     # Data and masks first: a folder with an unreadable data set or infeasible rates stays empty.
     splits = task.splits(Path(config.data_dir) if config.data_dir else None, config.fold)
     train_full, test, validation = splits.train, splits.test, splits.validation
@@ -115,9 +115,7 @@ def run(
         masked = apply_missing_rates(
             train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
         )
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, config, resume)
-    _save_or_check_masks(out, masked, resume)
+    distributed.on_main(lambda: _start_folder(out, config, masked, resume))
     train = masked.data
     actual = masked.actual_rates
     log.info(
@@ -143,6 +141,20 @@ def run(
             "presence_csv": config.presence_csv,
         },
     )
+    if distributed.is_active():
+        log.info(
+            "data parallel: %d ranks (%s); every global batch of %d samples split over them; "
+            "factor B and every loss term from global-batch statistics (all-reduced each step)",
+            distributed.world_size(),
+            distributed.backend(),
+            hparams.batch_size,
+        )
+        record.distributed = {
+            "world_size": distributed.world_size(),
+            "backend": distributed.backend(),
+            "batch_statistics": "global",
+        }
+    progress = config.progress and distributed.is_main()
     selecting = config.select == "validation"
     record.selection = {
         "mode": config.select,
@@ -180,12 +192,12 @@ def run(
             hparams,
             seed=config.seed,
             device=device,
-            progress=config.progress,
+            progress=progress,
             validate=validate if selecting else None,
             validation_name=task.selection_name,
             augment=task.augment,
         )
-        if resume and trainer.checkpoint_path.is_file():
+        if resume and trainer.has_checkpoint():
             trainer.load()
             log.info("%s: resuming at epoch %d, step %d", name, trainer.epoch, trainer.step)
         started = time.perf_counter()
@@ -193,7 +205,7 @@ def run(
             return {}
         timing["train"] = time.perf_counter() - started
         started = time.perf_counter()
-        evaluation = evaluate(trainer.model, test, config.progress)
+        evaluation = evaluate(trainer.model, test, progress)
         if task.evaluate_heads is not None:
             heads = task.evaluate_heads(trainer.model, test, device)
         else:
@@ -218,9 +230,27 @@ def run(
             100.0 * trainer.best_score if selecting and trainer.best_score is not None else None
         )
         record.timing_s[name] = {step: round(seconds, 3) for step, seconds in timing.items()}
-    record.write(out)
-    print(f"\n{record.markdown()}\nresults in {out}/results.json and results.md")
+    if distributed.is_main():
+        record.write(out)
+        print(f"\n{record.markdown()}\nresults in {out}/results.json and results.md")
     return record.scores
+
+
+def _check_folder(out: Path, resume: bool) -> None:
+    """Refuse to resume a folder without a run, or to start one in a folder that has one."""
+    if resume and not (out / CONFIG).is_file():
+        raise ValueError(f"{out} holds no run to resume (no {CONFIG}); start it without --resume")
+    if not resume and (out / CONFIG).exists():
+        raise ValueError(
+            f"{out} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+
+
+def _start_folder(out: Path, config: TrainConfig, masked, resume: bool) -> None:
+    """Write (or, resuming, check) the run's configuration and masks."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out, config, resume)
+    _save_or_check_masks(out, masked, resume)
 
 
 def _build_method(
@@ -238,17 +268,7 @@ def _build_method(
     options = config.options_for(spec.options)
     upper = None
     if spec.needs_upper_bounds(options):
-        bounds = upper_bound_table(
-            task,
-            train,
-            hparams=config.hparams,
-            seed=config.seed,
-            setting=_setting_key(rates),
-            cache_dir=Path(config.cache_dir) if config.cache_dir else _default_cache_dir(),
-            device=device,
-            progress=config.progress,
-            no_cache=config.no_cache,
-        )
+        bounds = _upper_bounds(task, train, config, rates, device)
         upper = bounds.table
         if task.augment is not None:  # inputs change every step: score each batch itself
             upper = BatchUpperBounds(bounds.models, task.modalities, task.utility)
@@ -262,8 +282,50 @@ def _build_method(
         dataset_size=len(train),
         seed=config.seed,
         upper=upper,
+        ranks=distributed.ranks(),
     )
     return spec.build(inputs, options)
+
+
+def _upper_bounds(
+    task: Task,
+    train: MultimodalData,
+    config: TrainConfig,
+    rates: tuple[float, ...],
+    device: torch.device,
+) -> UpperBounds:
+    """The unimodal upper bounds, trained (or read from the cache) by rank 0 alone; the other
+    ranks of a data-parallel run wait and receive the table, the report and the models."""
+
+    def on_rank_0() -> tuple[UpperBounds, dict[str, dict[str, torch.Tensor]]]:
+        bounds = upper_bound_table(
+            task,
+            train,
+            hparams=config.hparams,
+            seed=config.seed,
+            setting=_setting_key(rates),
+            cache_dir=Path(config.cache_dir) if config.cache_dir else _default_cache_dir(),
+            device=device,
+            progress=config.progress,
+            no_cache=config.no_cache,
+        )
+        if not distributed.is_active():
+            return bounds, {}
+        states = {
+            name: {key: value.cpu() for key, value in model.state_dict().items()}
+            for name, model in bounds.models.items()
+        }
+        return UpperBounds(bounds.table, bounds.report), states
+
+    bounds, states = distributed.on_main(on_rank_0)
+    if not states:
+        return bounds
+    models = {}
+    for name, state in states.items():
+        model = unimodal_model(task, name)
+        model.load_state_dict(state)
+        models[name] = model.to(device)
+    return UpperBounds(bounds.table, bounds.report, models)
 
 
 def _default_cache_dir() -> Path:
@@ -569,7 +631,10 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # under torchrun, ranks other than 0 report errors only
+    quiet = distributed.launched() and os.environ.get("RANK", "0") != "0"
+    level = logging.ERROR if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     config, resume = parse_config(argv)
     try:
         run(config, resume=resume)
@@ -580,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FloatingPointError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)  # ImportError: an optional extra is missing
         return 1
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mce import distributed
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData
@@ -76,6 +78,14 @@ class Trainer:
     the model holds that best state (:attr:`best_epoch`, :attr:`best_score`). Without it the
     model is the last epoch's.
 
+    In a data-parallel run (torchrun, :mod:`mce.distributed`) every rank walks the same global
+    batches and trains on its slice of each (``MultimodalData.batches(part=...)``); the
+    method's step runs as the forward of a DistributedDataParallel module, which averages the
+    gradients over the ranks in the backward. Each rank draws dropout and augmentations from
+    its own random stream (rank 0's is the single process's). Rank 0 writes the checkpoint
+    (with every rank's RNG states and the world size) and the logs (each value the mean over
+    the ranks); a checkpoint is resumed only by a run with the same number of ranks.
+
     Args:
         build_model: () -> a fresh model (called after seeding).
         method: the training objective.
@@ -115,8 +125,15 @@ class Trainer:
         self.best_epoch: int | None = None
         self.best_score: float | None = None
         self.best_model: dict[str, torch.Tensor] | None = None
+        self.ranks = distributed.ranks()
         torch.manual_seed(seed)
         self.model = build_model().to(device)
+        self.step_module: nn.Module | None = None  # the DistributedDataParallel step
+        if self.ranks is not None:
+            distributed.check_batches(len(train), hparams.batch_size, self.ranks.world_size)
+            self.step_module = distributed.data_parallel(_MethodStep(self.model, method), device)
+            if self.ranks.rank:  # dropout masks and crops of its own (rank 0: one process's)
+                torch.manual_seed(seed + (self.ranks.rank << 32))
         self.optimizer, self.scheduler = build_optimizer(
             self.model.parameters(), hparams, steps_per_epoch=-(-len(train) // hparams.batch_size)
         )
@@ -132,13 +149,19 @@ class Trainer:
         return self.epoch >= self.hparams.epochs
 
     def state(self) -> dict:
+        """The checkpoint's contents (a collective in a data-parallel run: it gathers every
+        rank's RNG states)."""
+        rng = _rng_states()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
+            "rng": rng[0],
             # dropout on a GPU draws from the CUDA generators
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "cuda_rng": rng[1],
+            # every rank's (rng, cuda_rng), in rank order (one process: its own)
+            "rank_rng": distributed.gather_objects(rng),
+            "world_size": distributed.world_size(),
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
@@ -148,16 +171,35 @@ class Trainer:
         }
 
     def save(self) -> None:
-        save_atomic(self.state(), self.checkpoint_path)
+        """Write the checkpoint atomically (rank 0; every rank must call it)."""
+        distributed.broadcast_buffers(self.model)
+        state = self.state()
+        if distributed.is_main():
+            save_atomic(state, self.checkpoint_path)
+
+    def has_checkpoint(self) -> bool:
+        """Whether rank 0 finds a checkpoint to resume from (the same answer on every rank)."""
+        return distributed.on_main(self.checkpoint_path.is_file)
 
     def load(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
+        """Continue from the checkpoint that rank 0 reads (every rank must call it).
+
+        Raises:
+            ValueError: the checkpoint is missing or corrupt, or was written by a run with
+                another number of ranks.
+        """
+        state = distributed.on_main(self._read_checkpoint)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        rng, cuda_rng = (
+            (state["rng"], state.get("cuda_rng"))
+            if self.ranks is None
+            else state["rank_rng"][self.ranks.rank]
+        )
+        torch.set_rng_state(rng)
+        if cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_rng)
         self.epoch, self.batch_in_epoch, self.step = (
             state["epoch"],
             state["batch_in_epoch"],
@@ -171,6 +213,19 @@ class Trainer:
                 best["epoch"],
             )
 
+    def _read_checkpoint(self) -> dict:
+        state = load_checkpoint(self.checkpoint_path)
+        saved, world = state.get("world_size", 1), distributed.world_size()
+        if saved != world:
+            raise ValueError(
+                f"{self.checkpoint_path} was written by a run of {_processes(saved)} and this "
+                f"run has {_processes(world)}: resume it with {_processes(saved)} (torchrun "
+                "with the same --nnodes x --nproc-per-node as before; plain `python -m "
+                "mce.train` for 1), as each rank's batch slices and random streams depend on "
+                "the number"
+            )
+        return state
+
     def _order(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(len(self.train), generator=generator)
@@ -179,9 +234,11 @@ class Trainer:
         """Train until the last epoch (True) or until ``stop_at_step`` / Ctrl-C (False); both
         leave a checkpoint to resume from. With ``validate``, a finished run leaves the best
         epoch's state in the model (the checkpoint keeps the last epoch's beside it)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         extra = (self.validation_key,) if self.validate is not None else ()
-        logger = RunLogger(self.run_dir, resume_step=self.step, extra_fields=extra)
+        logger: RunLogger | _NoLogger = _NoLogger()
+        if distributed.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            logger = RunLogger(self.run_dir, resume_step=self.step, extra_fields=extra)
         try:
             with _DeferredInterrupt() as interrupt:
                 finished = self._fit_epochs(logger, stop_at_step, interrupt)
@@ -191,9 +248,11 @@ class Trainer:
             self.model.load_state_dict(self.best_model)
         return finished
 
-    def _select(self, logger: RunLogger) -> None:
-        """Score the epoch just finished on the validation split; keep its state if best."""
-        score = float(self.validate(self.model))
+    def _select(self, logger: RunLogger | _NoLogger) -> None:
+        """Score the epoch just finished on the validation split; keep its state if best (rank
+        0's score decides on every rank)."""
+        distributed.broadcast_buffers(self.model)
+        score = distributed.broadcast_object(float(self.validate(self.model)))
         logger.log(self.step - 1, self.epoch - 1, {self.validation_key: score})
         if self.best_score is None or score > self.best_score:
             self.best_score, self.best_epoch = score, self.epoch
@@ -203,41 +262,47 @@ class Trainer:
             }
 
     def _fit_epochs(
-        self, logger: RunLogger, stop_at_step: int | None, interrupt: _DeferredInterrupt
+        self,
+        logger: RunLogger | _NoLogger,
+        stop_at_step: int | None,
+        interrupt: _DeferredInterrupt,
     ) -> bool:
         batch_size, epochs = self.hparams.batch_size, self.hparams.epochs
         batches_per_epoch = -(-len(self.train) // batch_size)
+        part = None if self.ranks is None else (self.ranks.rank, self.ranks.world_size)
+        stop = False  # Ctrl-C, agreed by every rank in a data-parallel run
         while not self.finished:
             self.model.train()
             batches = self.train.batches(
-                batch_size, self._order(self.epoch), start=self.batch_in_epoch
+                batch_size, self._order(self.epoch), start=self.batch_in_epoch, part=part
             )
             bar = tqdm(
                 batches,
                 total=batches_per_epoch,
                 initial=self.batch_in_epoch,
                 desc=f"{self.method.name} epoch {self.epoch + 1}/{epochs}",
-                disable=not self.progress,
+                disable=not (self.progress and distributed.is_main()),
                 leave=False,
             )
             for batch in bar:
                 if stop_at_step is not None and self.step >= stop_at_step:
                     self.save()
                     return False
-                if interrupt.requested:
+                if stop or (self.ranks is None and interrupt.requested):
                     self.save()
                     run_folder = self.run_dir.parent
                     log.warning(
                         "interrupted: checkpoint saved at step %d in %s; continue with "
-                        "`python -m mce.train --out %s --resume` and the same options",
+                        "`%s -m mce.train --out %s --resume` and the same options",
                         self.step,
                         self.checkpoint_path,
+                        "python" if self.ranks is None else "the same torchrun ...",
                         run_folder,
                     )
                     raise KeyboardInterrupt
                 if self.augment is not None:
                     batch = self.augment(batch)
-                logs = self._train_step(batch.to(self.device))
+                logs, stop = self._train_step(batch.to(self.device), interrupt.requested)
                 logger.log(self.step, self.epoch, logs)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")
                 self.step += 1
@@ -251,22 +316,83 @@ class Trainer:
             self.save()
         return True
 
-    def _train_step(self, batch) -> dict[str, float]:
-        result = self.method.step(self.model, batch, self.step)
-        if not torch.isfinite(result.loss):
-            raise FloatingPointError(
-                f"the {self.method.name} loss became {result.loss.item()} at step {self.step}; "
-                "lower --lr or check the inputs"
-            )
+    def _train_step(self, batch, interrupted: bool = False) -> tuple[dict[str, float], bool]:
+        """One optimizer step: the step's logs and whether to stop (``interrupted``; in a
+        data-parallel run, on any rank: the logs, the loss and the flags in one all-reduce,
+        so that every rank sees the same values and stops at the same step)."""
+        if self.step_module is None:
+            result = self.method.step(self.model, batch, self.step)
+            loss, logs, stop = result.loss, result.logs, interrupted
+            self._check_finite(loss.item())
+        else:  # the method's step as the forward of the DistributedDataParallel module
+            result = self.step_module(batch, self.step)
+            loss = result.loss
         self.optimizer.zero_grad()
-        result.loss.backward()
+        loss.backward()
+        if self.step_module is not None:  # the gradients are averaged; so are the logs
+            logs, mean_loss, stop = _mean_over_ranks(result.logs, loss.item(), interrupted)
+            self._check_finite(mean_loss)
         if self.hparams.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hparams.grad_clip)
         self.optimizer.step()
-        result.logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.per_step_schedule:
             self.scheduler.step()
-        return result.logs
+        return logs, stop
+
+    def _check_finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"the {self.method.name} loss became {loss} at step {self.step}; "
+                "lower --lr or check the inputs"
+            )
+
+
+class _MethodStep(nn.Module):
+    """A method's step as a module's forward. Methods call ``encode``, ``forward_rows`` and
+    ``unimodal_outputs`` rather than the model's ``forward``; wrapped in
+    DistributedDataParallel, this forward is what prepares the gradient all-reduce of the
+    backward that follows, whichever of the model's parts the step used."""
+
+    def __init__(self, model: nn.Module, method: TrainingMethod) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+
+    def forward(self, batch, step: int):
+        return self.method.step(self.model, batch, step)
+
+
+class _NoLogger:
+    """What ranks other than 0 log to: nothing."""
+
+    def log(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _rng_states() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """This process's CPU and CUDA random generator states."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return torch.get_rng_state(), cuda
+
+
+def _processes(count: int) -> str:
+    return "1 process" if count == 1 else f"{count} processes"
+
+
+def _mean_over_ranks(
+    logs: dict[str, float], loss: float, interrupted: bool
+) -> tuple[dict[str, float], float, bool]:
+    """The step's logs and loss averaged over the ranks, and whether any rank was interrupted
+    (Ctrl-C), from one all-reduce."""
+    values = torch.tensor([*logs.values(), loss, float(interrupted)], dtype=torch.float64)
+    totals = distributed.sum_across_ranks(values)
+    world = distributed.world_size()
+    means = [float(total) / world for total in totals.tolist()]
+    return dict(zip(logs, means)), means[-2], means[-1] > 0
 
 
 class _DeferredInterrupt:

@@ -275,16 +275,27 @@ class MultimodalData:
         return Batch(inputs, self.target[index], self.present[index], index, lengths, context)
 
     def batches(
-        self, batch_size: int, order: Sequence[int] | Tensor | None = None, start: int = 0
+        self,
+        batch_size: int,
+        order: Sequence[int] | Tensor | None = None,
+        start: int = 0,
+        part: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
         """Batches in ``order`` (default: as stored), from batch number ``start``. With lazy
         modalities the next ``PREFETCH`` batches are read on background threads while this one
-        is used."""
+        is used.
+
+        ``part=(rank, world_size)`` yields slice ``rank`` of each batch cut into
+        ``world_size`` disjoint slices by ``torch.tensor_split`` (the first ``len % world_size``
+        slices one sample longer): the slices of all ranks together are the batch.
+        """
         order = torch.arange(len(self)) if order is None else torch.as_tensor(order)
         indices = [
             order[first : first + batch_size]
             for first in range(start * batch_size, len(self), batch_size)
         ]
+        if part is not None:
+            indices = [index.tensor_split(part[1])[part[0]] for index in indices]
         if not self.lazy:
             for index in indices:
                 yield self.batch(index)

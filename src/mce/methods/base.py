@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mce.data.dataset import Batch
+from mce.distributed import Ranks
 from mce.model import MultimodalModel
 
 __all__ = [
@@ -48,6 +49,10 @@ class MethodInputs:
             sample (0 where m is absent), when the method needs it (factor B, Eq. 8); or, for
             tasks whose training inputs change every step (random crops), an :data:`UpperFn`
             scoring each batch's own inputs (:class:`mce.pretrain.BatchUpperBounds`).
+        ranks: in a data-parallel run (torchrun), this process's rank and the world size;
+            the batch a method receives is then this rank's slice of the global batch, and a
+            method computes its share of the global batch's loss (see
+            :class:`TrainingMethod`). None: one process, whose batch is the whole batch.
 
     Raises:
         ValueError: counts is not Tensor[M] int64, dataset_size is not a positive int, or upper
@@ -60,6 +65,13 @@ class MethodInputs:
     dataset_size: int
     seed: int
     upper: Tensor | UpperFn | None = None
+    ranks: Ranks | None = None
+
+    def sum_over_ranks(self, tensor: Tensor) -> Tensor:
+        """``tensor`` summed over the ranks of a data-parallel run (one all-reduce; every rank
+        must call it alike), ``tensor`` itself in one process: batch statistics of the global
+        batch from each rank's slice (pack several into one tensor, float64 for sums)."""
+        return tensor if self.ranks is None else self.ranks.sum(tensor)
 
     def __post_init__(self) -> None:
         if self.counts.dim() != 1 or self.counts.dtype != torch.int64:
@@ -97,7 +109,15 @@ class StepResult:
 
 
 class TrainingMethod(Protocol):
-    """batch -> loss + logs. ``step`` is the global step (seeds Monte Carlo plans)."""
+    """batch -> loss + logs. ``step`` is the global step (seeds Monte Carlo plans).
+
+    In a data-parallel run (``inputs.ranks`` set) each rank's ``step`` sees its slice of the
+    global batch and returns ``world_size x`` its share of the global batch's loss: local sums
+    over global counts (:meth:`MethodInputs.sum_over_ranks`), so that the gradients, averaged
+    over the ranks, are those of the global batch. The trainer logs the mean over the ranks of
+    each logged value: log a loss term as ``world_size x`` its share, and a batch statistic
+    computed from global sums as it is.
+    """
 
     name: str
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from mce.data.dataset import Batch
 from mce.methods.base import MethodInputs, MethodSpec, StepResult
 from mce.model import MultimodalModel, full_rows
@@ -14,19 +16,30 @@ __all__ = ["BaselineMethod", "SPEC"]
 class BaselineMethod:
     """L = L_task on the full rows (n, A_n), through the same model as MCE.
 
+    In a data-parallel run (``inputs.ranks``) the mean is over the global batch: a rank's loss
+    is ``world_size x`` its loss sum over the global batch's sample count (one all-reduce).
+
     Args:
-        inputs: what the trainer hands a method; only ``inputs.loss`` is used.
+        inputs: what the trainer hands a method; only ``inputs.loss`` and ``inputs.ranks`` are
+            used.
     """
 
     name = "baseline"
 
     def __init__(self, inputs: MethodInputs) -> None:
         self.loss_fn = inputs.loss
+        self.inputs = inputs
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
         h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
         _, outputs = model.forward_rows(h, full_rows(batch.present))
-        loss = self.loss_fn(outputs, batch.target).mean()
+        losses = self.loss_fn(outputs, batch.target)
+        ranks = self.inputs.ranks
+        if ranks is None:
+            loss = losses.mean()
+        else:
+            count = self.inputs.sum_over_ranks(torch.tensor([losses.shape[0]], dtype=torch.float64))
+            loss = ranks.world_size * losses.sum() / count.to(losses)[0]
         return StepResult(loss, {"loss": loss.item(), "l_task": loss.item()})
 
 

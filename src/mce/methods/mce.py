@@ -14,17 +14,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 
 from mce.data.dataset import Batch
-from mce.lce import dataset_factor, lce_factors
+from mce.lce import batch_factor, dataset_factor, lce_factors
 from mce.methods.base import MethodInputs, MethodSpec, StepResult
-from mce.methods.official import official_average_rows, official_contributions
+from mce.methods.official import (
+    official_average_rows,
+    official_contributions,
+    official_row_weights,
+)
 from mce.model import MultimodalModel, full_rows
-from mce.rce import RowAverage, aux_loss, average_rows, single_loss, subset_loss
+from mce.rce import (
+    RowAverage,
+    RowTotals,
+    RowWeights,
+    aux_loss,
+    average_rows,
+    single_loss,
+    subset_loss,
+    subset_row_weights,
+)
 from mce.shapley import CoalitionPlan, Method, coalition_plan, mask_to_presence, plan_shapley
 from mce.typing import Phi, Rows
 
@@ -46,6 +59,11 @@ _SHAPLEY: dict[str, tuple[Method, Contribution]] = {
 _WEIGHTING: dict[str, RowAverage] = {
     "paper": average_rows,  # Eqs. 11, 13: per subset, then over subsets
     "official": official_average_rows,  # the authors' per-sample weighting of proper subsets
+}
+# The same averagings as per-row weights with the global batch's denominators (data-parallel).
+_ROW_WEIGHTS: dict[str, RowWeights] = {
+    "paper": subset_row_weights,
+    "official": official_row_weights,
 }
 
 
@@ -118,8 +136,16 @@ class MCEMethod:
             ``upper`` (Tensor[N_train, M], factor B: U_m of a batch is the sum over its samples).
         config: switches and weights; default :class:`MCEConfig`.
 
+    In a data-parallel run (``inputs.ranks``), phi_m, U_m, the batch counts behind B and the
+    denominators of every loss term are summed over the ranks in one all-reduce per step, so
+    B is that of the global batch (identical on every rank; bit for bit one process's B on
+    it with exact plans whenever the float64 sums are exact) and the gradients averaged over
+    the ranks are those of the global batch. Monte Carlo and sampled plans draw each rank's
+    permutations from the step's seed plus ``rank x 2^40`` (rank 0's are one process's).
+
     Raises:
-        ValueError: ``config.use_b`` without ``inputs.upper``.
+        ValueError: ``config.use_b`` without ``inputs.upper``; ``shapley="official"`` in a
+            data-parallel run (the authors' batch formula is not a sum over samples).
 
     Example:
         >>> inputs = MethodInputs(loss, utility, counts, len(train), seed=0, upper=upper)
@@ -132,9 +158,15 @@ class MCEMethod:
         config = MCEConfig() if config is None else config
         if config.use_b and inputs.upper is None:
             raise ValueError("factor B needs the unimodal upper bounds (upper)")
+        if config.use_b and config.shapley == "official" and inputs.ranks is not None:
+            raise ValueError(
+                "--shapley official (the authors' batch formula) depends on the whole batch at "
+                "once and cannot be summed over ranks; use exact, mc or sampled, or one process"
+            )
         self.inputs, self.config = inputs, config
         self.plan_method, self.contributions = _SHAPLEY[config.shapley]
         self.average = _WEIGHTING[config.weighting]
+        self.row_weights = _ROW_WEIGHTS[config.weighting]
 
     def _plan_rows(
         self, present: Tensor, num_modalities: int, step: int
@@ -142,12 +174,13 @@ class MCEMethod:
         cfg = self.config
         if not (cfg.use_sub or cfg.use_aux or cfg.use_b):
             return None, full_rows(present)
+        rank = 0 if self.inputs.ranks is None else self.inputs.ranks.rank
         plan = coalition_plan(
             present,
             num_modalities,
             method=self.plan_method,
             k=cfg.mc_k,
-            seed=self.inputs.seed * 1_000_003 + step,
+            seed=self.inputs.seed * 1_000_003 + step + (rank << 40),
             budget=cfg.row_budget,
         )
         return plan, plan.rows
@@ -177,15 +210,24 @@ class MCEMethod:
         assert upper is not None
         return upper(batch)
 
+    def _forward(self, model: MultimodalModel, batch: Batch, step: int) -> _Rows:
+        """Encode the batch, plan its rows and run them: one forward for every term."""
+        present = batch.present
+        h = model.encode(batch.inputs, present, batch.lengths, batch.context)
+        plan, rows = self._plan_rows(present, model.num_modalities, step)
+        tokens, outputs = model.forward_rows(h, rows)
+        row_target = batch.target[rows[:, 0]]
+        row_losses = self.inputs.loss(outputs, row_target)
+        return _Rows(h, plan, rows, tokens, outputs, row_target, row_losses)
+
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
+        forward = self._forward(model, batch, step)
+        if self.inputs.ranks is not None:
+            return self._rank_step(model, batch, forward)
         cfg, inputs = self.config, self.inputs
         present, num_modalities = batch.present, model.num_modalities
-        h = model.encode(batch.inputs, present, batch.lengths, batch.context)
-        plan, rows = self._plan_rows(present, num_modalities, step)
-        tokens, outputs = model.forward_rows(h, rows)
+        h, plan, rows, tokens, outputs, row_target, row_losses = forward
         samples, subsets = rows[:, 0], rows[:, 1]
-        row_target = batch.target[samples]
-        row_losses = inputs.loss(outputs, row_target)
         full = subsets == present[samples]  # one full row per sample
         l_task = row_losses[full].mean()
         logs: dict[str, float] = {}
@@ -231,6 +273,90 @@ class MCEMethod:
         logs["loss"] = loss.item()
         logs["rows"] = float(rows.shape[0])
         return StepResult(loss, logs)
+
+    def _rank_step(self, model: MultimodalModel, batch: Batch, forward: _Rows) -> StepResult:
+        """One rank's step of a data-parallel run: ``world_size x`` its share of the global
+        batch's loss, every mean taken with the global batch's denominators, and B from the
+        global batch's totals (one all-reduce of 3M + 1 + 2^M floats)."""
+        cfg, inputs = self.config, self.inputs
+        assert inputs.ranks is not None
+        world = inputs.ranks.world_size
+        present, num_modalities = batch.present, model.num_modalities
+        h, plan, rows, tokens, outputs, row_target, row_losses = forward
+        samples, subsets = rows[:, 0], rows[:, 1]
+        presence = mask_to_presence(present, num_modalities).to(torch.float64)
+        phi = upper = presence.new_zeros(num_modalities)
+        if cfg.use_b:
+            utility = self._row_utility(model, h, rows, outputs, row_target)
+            phi = self.contributions(plan, utility).double().sum(0)
+            upper = (self._batch_upper(batch).to(presence.device).double() * presence).sum(0)
+        local = torch.cat(
+            [
+                phi,
+                upper,
+                presence.sum(0),
+                presence.new_tensor([present.shape[0]]),
+                torch.bincount(subsets, minlength=1 << num_modalities).to(presence),
+            ]
+        )
+        totals = inputs.sum_over_ranks(local)
+        m3 = 3 * num_modalities
+        phi, upper, counts = totals[:m3].view(3, num_modalities)
+        rows_of = RowTotals(samples=totals[m3], subset_rows=totals[m3 + 1 :])
+        ones = torch.ones(num_modalities, device=present.device)
+        factor_a, factor_b = ones, ones
+        if cfg.use_a:
+            factor_a = dataset_factor(inputs.counts.to(present.device), inputs.dataset_size)
+        if cfg.use_b:
+            factor_b = batch_factor(upper, phi, counts)
+        weights = factor_a * factor_b
+        logs: dict[str, float] = {}  # the keys of the single-process step, in its order
+        for m, name in enumerate(model.modalities if cfg.use_b else ()):
+            logs[f"phi/{name}"] = float(phi[m].float())
+            logs[f"U/{name}"] = float(upper[m].float())
+            logs[f"B/{name}"] = float(factor_b[m])
+        for m, name in enumerate(model.modalities):
+            logs[f"A/{name}"] = float(factor_a[m])
+            logs[f"count/{name}"] = float(counts[m])
+
+        full = subsets == present[samples]
+        share = row_losses[full].sum() / rows_of.samples.to(row_losses.dtype)
+        logs["l_task"] = world * share.item()
+        row_weights = self.row_weights(rows, present, rows_of)
+
+        def weighted(values: Tensor, rows: Tensor, present: Tensor) -> Tensor:
+            return (values * row_weights.to(values.dtype)).sum()
+
+        if cfg.use_single:
+            l_single = single_loss(
+                model.unimodal_outputs(h, present), batch.target, inputs.loss, weights, counts
+            )
+            share = share + cfg.lambda_single * l_single
+            logs["l_single"] = world * l_single.item()
+        if cfg.use_sub:
+            l_sub = subset_loss(row_losses, rows, present, weighted)
+            share = share + cfg.lambda_sub * l_sub
+            logs["l_sub"] = world * l_sub.item()
+        if cfg.use_aux:
+            l_aux = aux_loss(tokens, model.feature_tokens(h), rows, present, weights, weighted)
+            share = share + cfg.lambda_aux * l_aux
+            logs["l_aux"] = world * l_aux.item()
+        loss = world * share
+        logs["loss"] = loss.item()
+        logs["rows"] = float(rows_of.subset_rows.sum())
+        return StepResult(loss, logs)
+
+
+class _Rows(NamedTuple):
+    """One step's forward: features, plan, rows and their outputs and task losses."""
+
+    h: Any
+    plan: CoalitionPlan | None
+    rows: Rows
+    tokens: Tensor
+    outputs: Tensor
+    row_target: Tensor
+    row_losses: Tensor
 
 
 def _same_in_training(modules) -> bool:

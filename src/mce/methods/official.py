@@ -18,11 +18,17 @@ import torch
 from torch import Tensor
 
 from mce.bits import modality_bits
+from mce.rce import RowTotals
 from mce.reference import shapley_weight
 from mce.shapley import CoalitionPlan, mask_to_presence
 from mce.typing import Phi
 
-__all__ = ["official_batch_shapley", "official_contributions", "official_average_rows"]
+__all__ = [
+    "official_batch_shapley",
+    "official_contributions",
+    "official_average_rows",
+    "official_row_weights",
+]
 
 
 def official_batch_shapley(plan: CoalitionPlan, v: Tensor) -> Tensor:
@@ -113,3 +119,13 @@ def official_average_rows(values: Tensor, rows: Tensor, present: Tensor) -> Tens
     proper = (subsets != present[samples]).to(values.dtype)
     rows_per_sample = torch.bincount(samples, minlength=present.shape[0]).to(values.dtype)
     return (values * proper / rows_per_sample[samples]).sum() / present.shape[0]
+
+
+def official_row_weights(rows: Tensor, present: Tensor, totals: RowTotals) -> Tensor:
+    """Row weights of :func:`official_average_rows` over the global batch of a data-parallel
+    step (a :data:`~mce.rce.RowWeights`): ``1 / (rows of the sample x samples of the global
+    batch)`` for a proper subset, 0 for a full set."""
+    samples, subsets = rows[:, 0], rows[:, 1]
+    proper = (subsets != present[samples]).double()
+    rows_per_sample = torch.bincount(samples, minlength=present.shape[0]).double()
+    return proper / rows_per_sample[samples] / totals.samples

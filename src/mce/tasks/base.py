@@ -134,7 +134,10 @@ class Task:
             None: ``model(inputs)``.
         evaluate: (model, data, device, progress) -> :class:`~mce.evaluate.Evaluation` over
             every modality combination, replacing :func:`~mce.evaluate.evaluate_combinations`
-            (dense tasks: whole volumes, streaming metrics). None: the default.
+            (dense tasks: whole volumes, streaming metrics). None: the default. In a
+            data-parallel run every rank calls it with the whole split: it may shard the work
+            (:func:`mce.distributed.shard`, :func:`~mce.distributed.sum_across_ranks`, as the
+            built-in tasks do) or compute everything on each rank.
         evaluate_heads: (model, data, device) -> {modality: mean utility} of the unimodal
             heads, replacing :func:`~mce.evaluate.evaluate_unimodal_heads`. None: the default.
         build_unimodal: (modality) -> the unimodal model [B, ...] -> outputs whose frozen copy

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mce import distributed
 from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData
 from mce.data.lazy import LazyRows
@@ -152,11 +153,14 @@ def evaluate_bev(
 ) -> Evaluation:
     """Dataset-level IoU (sum of intersections / sum of unions over the split, Simple-BEV's
     protocol) for every non-empty combination, all combinations of a batch in one forward;
-    ``metrics["sample_iou"]``: the mean per-sample IoU (the utility)."""
+    ``metrics["sample_iou"]``: the mean per-sample IoU (the utility). In a data-parallel run
+    every rank scores its shard of ``data`` and the sums are all-reduced (every rank must call
+    it)."""
     model.eval()
     combos = list(range(1, 1 << model.num_modalities))
     sums = torch.zeros(len(combos), 3, dtype=torch.float64)  # intersection, union, utility
     counts = torch.zeros(len(combos), dtype=torch.float64)
+    data = distributed.shard(data)
     for batch in tqdm(data.batches(1), total=len(data), desc="evaluate", disable=not progress):
         batch = batch.to(device)
         h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
@@ -167,6 +171,8 @@ def evaluate_bev(
         values = torch.stack([intersection, union, iou_utility(outputs, target).double()], 1)
         sums.index_add_(0, which.cpu(), values.cpu())
         counts.index_add_(0, which.cpu(), torch.ones(len(which), dtype=torch.float64))
+    sums = distributed.sum_across_ranks(sums)
+    counts = distributed.sum_across_ranks(counts)
     names = {i: combination_name(c, model.modalities) for i, c in enumerate(combos)}
     kept = [i for i in range(len(combos)) if counts[i] > 0]
     scores = {names[i]: float(sums[i, 0] / sums[i, 1]) if sums[i, 1] > 0 else 1.0 for i in kept}

@@ -1,0 +1,194 @@
+"""What the data-parallel tests run in each of their processes (spawned, gloo on the CPU), and
+a dropout-free digits task whose two-rank training can be compared with one process's.
+
+Workers write what they measured with ``torch.save`` under ``out``, one file per rank; the
+tests read them in the parent process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mce import distributed
+from mce.data.masks import apply_missing_rates
+from mce.evaluate import evaluate_combinations, evaluate_unimodal_heads
+from mce.lce import presence_counts
+from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs
+from mce.metrics import CLASSIFICATION_METRICS
+from mce.model import MultimodalModel
+from mce.tasks.digits import TASK as DIGITS
+from mce.train import TrainConfig, run
+from mce.trainer import _mean_over_ranks, _MethodStep
+
+
+def _no_dropout_model() -> MultimodalModel:
+    """The digits model with every dropout off: its training is a function of the data and
+    the order alone, so two ranks and one process must train (nearly) the same weights."""
+    model = DIGITS.build_model()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(module, nn.MultiheadAttention):
+            module.dropout = 0.0
+    return model
+
+
+TASK = dataclasses.replace(DIGITS, name="digits-no-dropout", build_model=_no_dropout_model)
+"""``--task ddp_workers:TASK``."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(worker: Callable[..., None], world: int, *args: Any) -> None:
+    """Run ``worker(*args)`` in ``world`` fresh processes joined as a gloo process group, with
+    the variables torchrun sets."""
+    port = free_port()
+    torch.multiprocessing.spawn(_enter, (world, port, worker, args), nprocs=world, join=True)
+
+
+def _enter(rank: int, world: int, port: int, worker: Callable[..., None], args: tuple) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    torch.set_num_threads(1)
+    distributed.init("cpu")
+    try:
+        worker(*args)
+    finally:
+        distributed.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------
+# One training step and an evaluation
+# ---------------------------------------------------------------------------------------------
+
+# case -> (MCE options, or None for the baseline; upper bounds continuous rather than 0/1)
+STEP_CASES: dict[str, tuple[MCEConfig | None, bool]] = {
+    "mce": (MCEConfig(), False),
+    "mce-continuous-upper": (MCEConfig(), True),
+    "mce-official-weighting": (MCEConfig(weighting="official"), False),
+    "mce-no-b": (MCEConfig(use_b=False, use_a=False), False),
+    "baseline": (None, False),
+}
+BATCH = 63  # odd: the two slices hold 32 and 31 samples
+
+
+def step_setup(continuous_upper: bool):
+    """The digits training split with its masks, a global batch of :data:`BATCH` samples, an
+    upper-bound table (0/1 utilities, as accuracy gives, or continuous ones in [0, 1]) and the
+    split's presence counts."""
+    splits = DIGITS.splits(None)
+    train = apply_missing_rates(splits.train, (0.5, 0.3), seed=3).data
+    generator = torch.Generator().manual_seed(11)
+    presence = torch.stack([(train.present >> m) & 1 for m in range(2)], 1).float()
+    upper = torch.rand(len(train), 2, generator=generator)
+    upper = (upper if continuous_upper else upper.round()) * presence
+    index = torch.randperm(len(train), generator=generator)[:BATCH]
+    return train, train.batch(index), upper, presence_counts(train.present, 2)
+
+
+def build_method(case: str, train, upper, counts, ranks=None):
+    config, _ = STEP_CASES[case]
+    inputs = MethodInputs(DIGITS.loss, DIGITS.utility, counts, len(train), 0, upper, ranks=ranks)
+    return BaselineMethod(inputs) if config is None else MCEMethod(inputs, config)
+
+
+def evaluation_setup():
+    """A seeded model and the digits test split less one sample (539: shards of 270 and 269),
+    masked so that the combinations and heads see different samples."""
+    splits = DIGITS.splits(None)
+    test = apply_missing_rates(splits.test, (0.4, 0.3), seed=5).data
+    test = test.subset(torch.arange(len(test) - 1))
+    torch.manual_seed(7)
+    return _no_dropout_model().eval(), test
+
+
+def evaluate(model, test) -> dict[str, Any]:
+    combinations = evaluate_combinations(
+        model, DIGITS.utility, test, batch_size=100, progress=False, metrics=CLASSIFICATION_METRICS
+    )
+    heads = evaluate_unimodal_heads(model, DIGITS.utility, test, batch_size=100)
+    return {"scores": combinations.scores, "metrics": combinations.metrics, "heads": heads}
+
+
+def step_and_evaluation_worker(out: str) -> None:
+    """Each step case: one step on this rank's slice of the global batch through the
+    DistributedDataParallel step, the backward, one optimizer step; what it logged (the mean
+    over the ranks), the gradients, and the parameters after the optimizer step. Then the
+    sharded evaluation of a seeded model."""
+    rank, world = distributed.rank(), distributed.world_size()
+    results: dict[str, Any] = {}
+    for case, (_, continuous) in STEP_CASES.items():
+        train, batch, upper, counts = step_setup(continuous)
+        local = train.batch(batch.index.tensor_split(world)[rank])
+        torch.manual_seed(0)
+        model = _no_dropout_model()
+        method = build_method(case, train, upper, counts, distributed.ranks())
+        step_module = distributed.data_parallel(_MethodStep(model, method), torch.device("cpu"))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        result = step_module(local, 0)
+        result.loss.backward()
+        grads = {
+            name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()
+        }
+        optimizer.step()
+        logs, _, _ = _mean_over_ranks(result.logs, result.loss.item(), False)
+        results[case] = {
+            "logs": logs,
+            "grads": grads,
+            "params": {k: v.clone() for k, v in model.state_dict().items()},
+            "samples": local.index.numel(),
+        }
+    model, test = evaluation_setup()
+    results["evaluation"] = evaluate(model, test)
+    results["evaluation"]["shard"] = len(distributed.shard(test))
+    torch.save(results, Path(out) / f"step-rank{rank}.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole runs: resume under two ranks
+# ---------------------------------------------------------------------------------------------
+
+# 1,257 training samples in batches of 400: 4 steps an epoch, the last of 57 samples
+RUN_SETTINGS = {
+    "method": "mce",
+    "epochs": 2,
+    "batch_size": 400,
+    "pretrain_steps": 2,
+    "seed": 4,
+    "progress": False,
+}
+
+
+def resume_worker(out: str) -> None:
+    """An uninterrupted run; the same run stopped at step 2 (epoch 0), its folder copied (for
+    the world-size check), resumed and stopped at step 5 (epoch 1), resumed to the end. Each
+    rank saves what ``run`` returned."""
+    root = Path(out)
+    settings = dict(RUN_SETTINGS, cache_dir=str(root / "cache"))
+    returned = {}
+    returned["straight"] = run(TrainConfig.for_task(out=str(root / "straight"), **settings))
+    resumed = TrainConfig.for_task(out=str(root / "resumed"), **settings)
+    returned["stopped"] = run(resumed, stop_at_step=2)
+    if distributed.is_main():
+        shutil.copytree(root / "resumed", root / "stopped")
+    returned["stopped-again"] = run(resumed, resume=True, stop_at_step=5)
+    returned["resumed"] = run(resumed, resume=True)
+    torch.save(returned, root / f"returned-rank{distributed.rank()}.pt")
