@@ -79,8 +79,16 @@ class Ranks:
 
 
 def launched() -> bool:
-    """Whether this process was started by torchrun (``RANK`` and ``WORLD_SIZE`` set)."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    """Whether this process is one of several started by torchrun (``RANK`` set and
+    ``WORLD_SIZE`` above 1; a world of one runs as a plain process)."""
+    if "RANK" not in os.environ:
+        return False
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        raise ValueError(
+            f"WORLD_SIZE must be a whole number, got {os.environ['WORLD_SIZE']!r}"
+        ) from None
 
 
 def _timeout() -> datetime.timedelta:
@@ -295,10 +303,14 @@ def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` wrapped in DistributedDataParallel: calling it prepares the gradient
     all-reduce (average over the ranks) of the backward that follows.
 
+    On GPUs, batch norm layers become ``SyncBatchNorm`` (statistics of the global batch; on
+    the CPU, gloo has no such layer and each rank normalises its own slice).
     ``find_unused_parameters``: a rank's slice may lack a modality, and then that modality's
     encoder and head take no part in its step (their gradients from the other ranks are
     still averaged in; a parameter no rank used keeps no gradient, as in a single process).
     """
+    if device.type == "cuda":  # batch norm over the global batch, not each rank's slice
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return nn.parallel.DistributedDataParallel(
         module,
         device_ids=[device.index] if device.type == "cuda" else None,

@@ -116,7 +116,8 @@ class TrainingMethod(Protocol):
     over global counts (:meth:`MethodInputs.sum_over_ranks`), so that the gradients, averaged
     over the ranks, are those of the global batch. The trainer logs the mean over the ranks of
     each logged value: log a loss term as ``world_size x`` its share, and a batch statistic
-    computed from global sums as it is.
+    computed from global sums as it is; every rank must log the same keys in the same order
+    (they are averaged in one all-reduce).
     """
 
     name: str
