@@ -17,7 +17,7 @@ from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
 from mce.data.dataset import MultimodalData
 from mce.loggers import RunLogger
-from mce.methods import TrainingMethod
+from mce.methods import StatefulMethod, TrainingMethod
 
 __all__ = ["Trainer", "build_optimizer", "CHECKPOINT"]
 
@@ -66,10 +66,11 @@ class Trainer:
     """Runs one method to completion with atomic per-epoch checkpoints and exact resume.
 
     The data order of epoch e is a permutation seeded by (seed, e); the checkpoint holds the
-    model, optimizer, scheduler, the CPU and CUDA RNG states and the position (epoch, batch,
-    step), so an interrupted run resumed from its checkpoint reproduces the uninterrupted run
-    exactly on the CPU (with one thread where multi-threaded kernels sum in varying order), and
-    up to the GPU kernels' own nondeterminism on a GPU.
+    model, optimizer, scheduler, the CPU and CUDA RNG states, the position (epoch, batch,
+    step) and the method's own state (a :class:`~mce.methods.StatefulMethod`'s), so an
+    interrupted run resumed from its checkpoint reproduces the uninterrupted run exactly on the
+    CPU (with one thread where multi-threaded kernels sum in varying order), and up to the GPU
+    kernels' own nondeterminism on a GPU.
 
     With ``validate``, the model is scored after every epoch (logged as ``validation/<name>``
     in ``log.csv`` and TensorBoard, on the epoch's last step) and the state of the best epoch
@@ -146,13 +147,27 @@ class Trainer:
             "best": None
             if self.best_model is None
             else {"model": self.best_model, "score": self.best_score, "epoch": self.best_epoch},
+            # the method's own state across steps (RedCore's supervision weights), if any
+            "method": self.method.state_dict() if isinstance(self.method, StatefulMethod) else None,
         }
 
     def save(self) -> None:
         save_atomic(self.state(), self.checkpoint_path)
 
     def load(self) -> None:
+        """Restore the checkpoint's state.
+
+        Raises:
+            ValueError: the method keeps state across steps and the checkpoint holds none.
+        """
         state = load_checkpoint(self.checkpoint_path)
+        if isinstance(self.method, StatefulMethod):
+            if state.get("method") is None:
+                raise ValueError(
+                    f"{self.checkpoint_path} holds no {self.method.name} method state "
+                    "(written by another method?); start the run again in a new --out"
+                )
+            self.method.load_state_dict(state["method"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -23,6 +23,7 @@ __all__ = [
     "MethodInputs",
     "StepResult",
     "TrainingMethod",
+    "StatefulMethod",
     "MethodSpec",
 ]
 
@@ -97,11 +98,25 @@ class StepResult:
 
 
 class TrainingMethod(Protocol):
-    """batch -> loss + logs. ``step`` is the global step (seeds Monte Carlo plans)."""
+    """batch -> loss + logs. ``step`` is the global step (seeds Monte Carlo plans).
+
+    A method that keeps state across steps (e.g. RedCore's supervision weights) also
+    implements :class:`StatefulMethod`, so that checkpoints carry that state.
+    """
 
     name: str
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult: ...
+
+
+@runtime_checkable
+class StatefulMethod(Protocol):
+    """A method whose state across steps the trainer saves in its checkpoints (under
+    ``"method"``) and restores on resume, so that a resumed run is exact."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,9 @@ class MethodSpec:
         build: (inputs, options instance or None) -> the method; None means default options.
         needs_upper_bounds: (options instance or None) -> whether ``inputs.upper`` is required,
             so the trainer pretrains the unimodal models only when it is.
+        adapt_model: (the task's freshly built model, options instance or None) -> the model
+            this method trains (e.g. RedCore's variational encoders); None: the task's model
+            as built. Each method trains its own model, so an adaptation touches no other's.
     """
 
     name: str
@@ -122,3 +140,4 @@ class MethodSpec:
     options: type | None
     build: Callable[[MethodInputs, Any], TrainingMethod]
     needs_upper_bounds: Callable[[Any], bool]
+    adapt_model: Callable[[MultimodalModel, Any], MultimodalModel] | None = None
