@@ -44,8 +44,9 @@ class VariationalEncoder(nn.Module):
     its sigma small (softplus(x - 5), Alemi et al., ICLR 2017). The released code's
     initialisation gives sigma about 1 (``initial_log_var=0``): its encoder hands the heads
     sigmoid outputs that differ across samples from the start, while a task encoder's initial
-    features may hardly differ (LeNet-5's: by 0.002 across samples), so that noise drowns them
-    and the imagination loss, whose target is not detached, collapses them.
+    features may hardly differ (LeNet-5's image features: by a standard deviation of about 0.002
+    across samples), so that noise drowns them and the imagination loss, whose target is not
+    detached, collapses them.
 
     Args:
         encoder: maps a batch of one modality to [B, C(, *spatial)] or a tuple of levels; its
