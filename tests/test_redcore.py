@@ -83,7 +83,8 @@ def test_supervision_weights_follow_a_hand_computed_example() -> None:
     # none under the floor; / sqrt(0.16 + 1.69 + 1.69) = sqrt(3.54)
     beta0 = [b / math.sqrt(3.54) for b in (0.4, 1.3, 1.3)]  # (0.2126, 0.6909, 0.6909)
     assert weights.update([0.0, 4.0, 4.0]) == pytest.approx(beta0, abs=1e-12)
-    assert weights.smoothed == pytest.approx([0.0, 2.0, 2.0]) and weights.eta == pytest.approx(0.6)
+    assert weights.smoothed == pytest.approx([0.0, 2.0, 2.0])
+    assert weights.eta == pytest.approx(0.6)
     # iterations 1 and 2: smoothed (0, 3, 3) then (0, 3.5, 3.5); no update (1, 2 % 3 != 0)
     assert weights.update([0.0, 4.0, 4.0]) == pytest.approx(beta0, abs=1e-12)
     assert weights.update([0.0, 4.0, 4.0]) == pytest.approx(beta0, abs=1e-12)
@@ -100,7 +101,8 @@ def test_supervision_weights_follow_a_hand_computed_example() -> None:
     # iteration 4: modality c absent from the batch: its smoothed loss stays 3.75; a: 0.5 x 0 +
     # 0.5 x 2 = 1; b: 0.5 x 3.75 + 0.5 x 4 = 3.875; eta grows to 0.9 (4 % 4 == 0); no update
     assert weights.update([2.0, 4.0, None]) == pytest.approx(beta3, abs=1e-12)
-    assert weights.smoothed == pytest.approx([1.0, 3.875, 3.75]) and weights.eta == pytest.approx(0.9)
+    assert weights.smoothed == pytest.approx([1.0, 3.875, 3.75])
+    assert weights.eta == pytest.approx(0.9)
     # iteration 5: smoothed (1.5, 3.9375, 3.875); no update
     assert weights.update([2.0, 4.0, 4.0]) == pytest.approx(beta3, abs=1e-12)
 
@@ -291,10 +293,8 @@ def test_kl_covers_present_modalities_only() -> None:
     }
     same = _step(model, dataclasses.replace(batch, inputs=absent))
     assert same.logs == result.logs and torch.equal(same.loss, result.loss)
-    present_changed = dict(batch.inputs, a=batch.inputs["a"] + 1.0)
-    assert _step(model, dataclasses.replace(batch, inputs=present_changed)).logs["kl"] != (
-        result.logs["kl"]
-    )
+    present_changed = dataclasses.replace(batch, inputs=dict(batch.inputs, a=batch.inputs["a"] + 1))
+    assert _step(model, present_changed).logs["kl"] != result.logs["kl"]
 
 
 def test_the_loss_is_the_sum_of_its_terms_with_this_steps_beta() -> None:
@@ -410,9 +410,7 @@ def test_tasks_give_their_own_defaults_and_flags_override_them(tmp_path, capsys)
     assert get_task("digits").options_for_method("baseline") is None
     argv = ["--task", "brats", "--data-dir", str(tmp_path), "--method", "redcore"]
     config, _ = parse_config([*argv, "--kl-weight", "0.01", "--imagination-hidden", "32,16"])
-    assert config.redcore == dataclasses.replace(
-        brats, kl_weight=0.01, imagination_hidden=(32, 16)
-    )
+    assert config.redcore == dataclasses.replace(brats, kl_weight=0.01, imagination_hidden=(32, 16))
     assert TrainConfig.for_task("brats", method="redcore").redcore == brats
     assert TrainConfig(task="brats").redcore == brats
     for flags, message in (
@@ -510,7 +508,7 @@ def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:
     assert logged == (tmp_path / "straight" / "redcore" / "log.csv").read_text().splitlines()
 
 
-def test_a_checkpoint_without_method_state_is_refused_for_redcore(tmp_path) -> None:
+def test_checkpoints_without_method_state(tmp_path) -> None:
     base = dict(method="redcore", epochs=1, batch_size=512, progress=False)
     config = TrainConfig.for_task(out=str(tmp_path), **base)
     assert run(config, stop_at_step=1) == {}
@@ -520,9 +518,14 @@ def test_a_checkpoint_without_method_state_is_refused_for_redcore(tmp_path) -> N
     torch.save(state, path)
     with pytest.raises(ValueError, match="holds no redcore method state"):
         run(config, resume=True)
+    # a method without state resumes from a checkpoint written before checkpoints held one
     baseline = TrainConfig.for_task(out=str(tmp_path / "b"), **dict(base, method="baseline"))
     assert run(baseline, stop_at_step=1) == {}
-    assert load_checkpoint(tmp_path / "b" / "baseline" / "checkpoint.pt")["method"] is None
+    path = tmp_path / "b" / "baseline" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    assert state.pop("method") is None
+    torch.save(state, path)
+    assert set(run(baseline, resume=True)) == {"baseline"}
 
 
 def test_cli_trains_redcore_on_avmnist(tmp_path) -> None:
@@ -567,7 +570,7 @@ def test_cli_trains_redcore_on_brats(tmp_path, monkeypatch) -> None:
 
 
 def test_cli_trains_redcore_on_nuscenes(tmp_path) -> None:
-    data = write_nuscenes_fixture(tmp_path / "data", samples_per_scene=4, sweeps=1)
+    data = write_nuscenes_fixture(tmp_path / "data", samples_per_scene=3, sweeps=1)
     options = {"image_height": 36, "image_width": 64, "cells": 16, "dim": 8, "radar_sweeps": 1}
     argv = ["--task", "nuscenes", "--data-dir", str(data), "--method", "redcore"]
     for name, value in options.items():
