@@ -23,6 +23,7 @@ from mce.data.masks import apply_missing_rates
 from mce.evaluate import evaluate_combinations, evaluate_unimodal_heads
 from mce.lce import presence_counts
 from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs
+from mce.methods.redcore import RedCoreMethod, adapt_model
 from mce.metrics import CLASSIFICATION_METRICS
 from mce.model import MultimodalModel
 from mce.tasks.digits import TASK as DIGITS
@@ -79,13 +80,15 @@ def _enter(rank: int, world: int, port: int, worker: Callable[..., None], args: 
 # One training step and an evaluation
 # ---------------------------------------------------------------------------------------------
 
-# case -> (MCE options, or None for the baseline; upper bounds continuous rather than 0/1)
-STEP_CASES: dict[str, tuple[MCEConfig | None, bool]] = {
+# case -> (MCE options, None for the baseline or "redcore"; upper bounds continuous rather
+# than 0/1)
+STEP_CASES: dict[str, tuple[MCEConfig | str | None, bool]] = {
     "mce": (MCEConfig(), False),
     "mce-continuous-upper": (MCEConfig(), True),
     "mce-official-weighting": (MCEConfig(weighting="official"), False),
     "mce-no-b": (MCEConfig(use_b=False, use_a=False), False),
     "baseline": (None, False),
+    "redcore": ("redcore", False),
 }
 BATCH = 63  # odd: the two slices hold 32 and 31 samples
 
@@ -107,7 +110,19 @@ def step_setup(continuous_upper: bool):
 def build_method(case: str, train, upper, counts, ranks=None):
     config, _ = STEP_CASES[case]
     inputs = MethodInputs(DIGITS.loss, DIGITS.utility, counts, len(train), 0, upper, ranks=ranks)
+    if config == "redcore":
+        return RedCoreMethod(inputs)
     return BaselineMethod(inputs) if config is None else MCEMethod(inputs, config)
+
+
+def step_model(case: str) -> MultimodalModel:
+    """The model of a step case, seeded: RedCore's adapted and in eval mode (its variational
+    encoders then give their means, not draws that differ between ranks and one process)."""
+    torch.manual_seed(0)
+    model = _no_dropout_model()
+    if STEP_CASES[case][0] == "redcore":
+        model = adapt_model(model, None).eval()
+    return model
 
 
 def evaluation_setup():
@@ -138,8 +153,7 @@ def step_and_evaluation_worker(out: str) -> None:
     for case, (_, continuous) in STEP_CASES.items():
         train, batch, upper, counts = step_setup(continuous)
         local = train.batch(batch.index.tensor_split(world)[rank])
-        torch.manual_seed(0)
-        model = _no_dropout_model()
+        model = step_model(case)
         method = build_method(case, train, upper, counts, distributed.ranks())
         step_module = distributed.data_parallel(_MethodStep(model, method), torch.device("cpu"))
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

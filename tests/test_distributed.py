@@ -156,8 +156,7 @@ def _one_process(case: str):
     """The same step as the workers' on the whole global batch, in this process."""
     _, continuous = ddp_workers.STEP_CASES[case]
     train, batch, upper, counts = ddp_workers.step_setup(continuous)
-    torch.manual_seed(0)
-    model = ddp_workers._no_dropout_model()
+    model = ddp_workers.step_model(case)
     result = ddp_workers.build_method(case, train, upper, counts).step(model, batch, 0)
     result.loss.backward()
     return result.logs, dict(model.named_parameters())
@@ -171,7 +170,7 @@ def test_one_step_under_two_ranks_equals_one_process_on_the_batch(two_ranks, cas
     logged = ranks[0]["logs"]
     assert list(logged) == list(logs)  # the same log columns, in the same order
     statistics = [key for key in logs if key.split("/")[0] in ("phi", "U", "B", "A", "count")]
-    assert (case == "baseline") == (not statistics)
+    assert (case in ("baseline", "redcore")) == (not statistics)
     for key in [*statistics, "rows"] if statistics else []:
         if case == "mce-continuous-upper" and key.split("/")[0] in ("U", "B"):
             assert logged[key] == pytest.approx(logs[key], rel=1e-6, abs=1e-7), key
@@ -180,6 +179,11 @@ def test_one_step_under_two_ranks_equals_one_process_on_the_batch(two_ranks, cas
     for key in LOSS_TERMS:
         if key in logs:
             assert logged[key] == pytest.approx(logs[key], rel=1e-5), key
+    # RedCore: supervision weights from the global batch's imagination losses
+    redcore = [key for key in logs if key.split("/")[0] in ("beta", "L_imagine", "kl", "eta")]
+    assert (case == "redcore") == bool(redcore)
+    for key in redcore:
+        assert logged[key] == pytest.approx(logs[key], rel=1e-5), key
     scale = max(float(p.grad.abs().max()) for p in parameters.values() if p.grad is not None)
     for name, parameter in parameters.items():
         averaged = ranks[0]["grads"][name]

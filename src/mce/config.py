@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mce.data.masks import PRESETS
 from mce.methods.mce import MCEConfig
+from mce.methods.redcore import RedCoreConfig
 
 if TYPE_CHECKING:
     from mce.tasks.base import Task
@@ -160,6 +161,8 @@ def hparam_arguments(
 
 HPARAM_NAMES = tuple(spec.name for spec in dataclasses.fields(HyperParameters))
 MCE_NAMES = tuple(spec.name for spec in dataclasses.fields(MCEConfig))
+REDCORE_NAMES = tuple(spec.name for spec in dataclasses.fields(RedCoreConfig))
+METHOD_OPTION_FIELDS = ("mce", "redcore")  # TrainConfig fields holding a method's options
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,12 @@ class TrainConfig:
 
     task: str = "digits"  # task name, or package.module:ATTRIBUTE of a user's Task
     hparams: HyperParameters | None = None  # None: the task's hyper-parameters
-    method: str = "compare"  # a registered method (mce, baseline), or compare: mce + baseline
+    # a registered method (mce, baseline, redcore), or compare: mce + baseline
+    method: str = "compare"
     mce: MCEConfig = MCEConfig()  # MCE switches and weights
+    # RedCore's weights and schedule; None: the task's (Task.method_options["redcore"]), or
+    # RedCoreConfig()'s defaults
+    redcore: RedCoreConfig | None = None
     data_dir: str | None = None  # data folder of tasks that read files
     seed: int = 0  # masks, initialisation, data order, Monte Carlo plans
     drop_all_missing: bool = False  # independent masks, all-missing samples dropped (not exact)
@@ -212,17 +219,22 @@ class TrainConfig:
             or not 0 < budget < float("inf")
         ):
             raise ValueError(f"row_memory_gb must be a positive number or None, got {budget!r}")
-        if self.hparams is None:
+        if self.hparams is None or self.redcore is None:
             from mce.tasks import get_task
 
-            object.__setattr__(self, "hparams", get_task(self.task, self.task_options).hparams)
+            recipe = get_task(self.task, self.task_options)
+            if self.hparams is None:
+                object.__setattr__(self, "hparams", recipe.hparams)
+            if self.redcore is None:
+                object.__setattr__(self, "redcore", recipe.options_for_method("redcore"))
 
     @classmethod
     def for_task(cls, task: str | Task = "digits", **settings: Any) -> TrainConfig:
         """The task's hyper-parameters with ``settings`` applied.
 
         ``settings`` may name any field of :class:`HyperParameters` (``epochs=2``), of
-        :class:`MCEConfig` (``mc_k=10``) or of this class (``method="mce"``); anything else is a
+        :class:`MCEConfig` (``mc_k=10``), of :class:`RedCoreConfig` (``kl_weight=0.001``, applied
+        to the task's RedCore defaults) or of this class (``method="mce"``); anything else is a
         ``ValueError`` listing the valid names.
         """
         from mce.tasks import get_task
@@ -232,22 +244,27 @@ class TrainConfig:
         hparams = {k: settings.pop(k) for k in list(settings) if k in HPARAM_NAMES}
         mce = {k: settings.pop(k) for k in list(settings) if k in MCE_NAMES}
         base = settings.pop("mce", MCEConfig())
-        own = {spec.name for spec in dataclasses.fields(cls)} - {"task", "hparams", "mce"}
+        redcore = {k: settings.pop(k) for k in list(settings) if k in REDCORE_NAMES}
+        redcore_base = settings.pop("redcore", None) or recipe.options_for_method("redcore")
+        own = {spec.name for spec in dataclasses.fields(cls)}
+        own -= {"task", "hparams", *METHOD_OPTION_FIELDS}
         unknown = sorted(set(settings) - own)
         if unknown:
-            valid = ", ".join(sorted(own | set(HPARAM_NAMES) | set(MCE_NAMES)))
+            valid = ", ".join(sorted(own | set(HPARAM_NAMES) | set(MCE_NAMES) | set(REDCORE_NAMES)))
             raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid: {valid}")
         settings["fold"] = recipe.check_fold(settings.get("fold"))  # 1 for a task with folds
         return cls(
             task=task if isinstance(task, str) else recipe.name,
             hparams=dataclasses.replace(recipe.hparams, **hparams),
             mce=dataclasses.replace(base, **mce),
+            redcore=dataclasses.replace(redcore_base, **redcore),
             **settings,
         )
 
     def options_for(self, options_type: type | None) -> Any:
         """The field of this config holding a method's options (found by type: ``mce`` for
-        :class:`MCEConfig`), or the options type's defaults when no field holds one."""
+        :class:`MCEConfig`, ``redcore`` for :class:`RedCoreConfig`), or the options type's
+        defaults when no field holds one."""
         if options_type is None:
             return None
         for spec in dataclasses.fields(self):

@@ -12,8 +12,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mce.config import HyperParameters, TrainConfig
+from mce.config import METHOD_OPTION_FIELDS, HyperParameters, TrainConfig
 from mce.methods.mce import MCEConfig
+from mce.methods.redcore import RedCoreConfig
 
 __all__ = ["RunRecord", "write_config", "ablation_label", "package_version", "git_commit"]
 
@@ -57,14 +58,22 @@ def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     """The settings (top-level keys) in which a saved ``config.json`` differs from ``config``.
 
     ``out`` is ignored (a folder may be spelt differently). A setting the saved file lacks (it
-    was written before the setting existed) counts as its default, which is what that run used.
+    was written before the setting existed) counts as its default, which is what that run used;
+    a method's options it lacks (``redcore``) do not count: the run was written before that
+    method existed, so it did not train it (another ``method`` differs by itself).
     """
     now = json.loads(json.dumps(config.to_dict()))
     defaults = json.loads(
-        json.dumps(TrainConfig(task=config.task, hparams=HyperParameters()).to_dict())
+        json.dumps(
+            TrainConfig(
+                task=config.task, hparams=HyperParameters(), redcore=RedCoreConfig()
+            ).to_dict()
+        )
     )
     differ = []
     for key in sorted((set(saved) | set(now)) - {"out"}):
+        if key in METHOD_OPTION_FIELDS and key not in saved:
+            continue
         before = saved.get(key, defaults.get(key))
         if isinstance(before, dict) and isinstance(defaults.get(key), dict):
             before = {**defaults[key], **before}

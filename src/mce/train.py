@@ -1,5 +1,6 @@
-"""`python -m mce.train`: train MCE (and/or the plain baseline) and evaluate every modality
-combination. With no arguments: the bundled digits task on the CPU, MCE next to the baseline.
+"""`python -m mce.train`: train MCE (and/or the plain baseline, or RedCore) and evaluate every
+modality combination. With no arguments: the bundled digits task on the CPU, MCE next to the
+baseline.
 """
 
 from __future__ import annotations
@@ -10,19 +11,27 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import torch
 
 from mce import distributed
 from mce.checkpoint import load_checkpoint, save_atomic
-from mce.config import HPARAM_NAMES, SELECT_MODES, HyperParameters, TrainConfig, hparam_arguments
+from mce.config import (
+    HPARAM_NAMES,
+    REDCORE_NAMES,
+    SELECT_MODES,
+    HyperParameters,
+    TrainConfig,
+    hparam_arguments,
+)
 from mce.data.dataset import MultimodalData
 from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates, presence_from_csv
 from mce.evaluate import Evaluation, evaluate_combinations, evaluate_unimodal_heads
 from mce.lce import presence_counts
-from mce.methods import METHODS, MCEConfig, MethodInputs, get_method
+from mce.methods import METHODS, MCEConfig, MethodInputs, MethodSpec, RedCoreConfig, get_method
 from mce.methods.mce import ShapleyMode, Weighting
 from mce.pretrain import BatchUpperBounds, UpperBounds, unimodal_model, upper_bound_table
 from mce.records import CONFIG, RunRecord, write_config
@@ -173,11 +182,18 @@ def run(
     def validate(model) -> float:
         return evaluate(model, validation, False).value(task.selection_metric)
 
-    def build_model():
-        model = task.build_model()
-        if config.row_memory_gb is not None and hasattr(model, "row_memory_gb"):
-            model.row_memory_gb = config.row_memory_gb
-        return model
+    def model_builder(spec: MethodSpec) -> Callable[[], torch.nn.Module]:
+        """() -> the task's fresh model, adapted by the method (its own model)."""
+
+        def build_model():
+            model = task.build_model()
+            if spec.adapt_model is not None:
+                model = spec.adapt_model(model, config.options_for(spec.options))
+            if config.row_memory_gb is not None and hasattr(model, "row_memory_gb"):
+                model.row_memory_gb = config.row_memory_gb
+            return model
+
+        return build_model
 
     for name in names:
         timing: dict[str, float] = {}
@@ -185,7 +201,7 @@ def run(
         method = _build_method(name, task, train, config, rates, device, record.upper_bounds)
         timing["setup"] = time.perf_counter() - started
         trainer = Trainer(
-            build_model,
+            model_builder(get_method(name)),
             method,
             train,
             out / name,
@@ -407,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         "method your --task module registers (default: compare)",
     )
     _add_mce_options(method)
+    _add_redcore_options(parser)
     _add_hparam_options(parser)
     run_group = parser.add_argument_group("run")
     run_group.add_argument(
@@ -545,6 +562,53 @@ def _mce_config(args: argparse.Namespace) -> MCEConfig:
     )
 
 
+def _redcore_defaults(name: str) -> str:
+    """'default: 500; brats: 20857, nuscenes: 13395' for a RedCore option: the released code's
+    value and the built-in tasks that differ from it."""
+    default = getattr(RedCoreConfig(), name)
+    text = f"default: {_option_text(default)}"
+    differ = []
+    for task in TASKS:
+        value = getattr(get_task(task).options_for_method("redcore"), name)
+        if value != default:
+            differ.append(f"{task}: {_option_text(value)}")
+    return f"{text}; {', '.join(differ)}" if differ else text
+
+
+def _option_text(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else f"{value:g}"
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(width) for width in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths like 256,128,64, got {text!r}") from None
+
+
+def _add_redcore_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "redcore",
+        "RedCore's options (--method redcore); default: the released code's IEMOCAP value, or "
+        "the task's own where it differs",
+    )
+    for spec in dataclasses.fields(RedCoreConfig):
+        kind = {int: int, float: float}.get(type(spec.default), _widths)
+        group.add_argument(
+            f"--{spec.name.replace('_', '-')}",
+            type=kind,
+            default=None,
+            help=f"{spec.metadata['help']} ({_redcore_defaults(spec.name)})",
+        )
+
+
+def _redcore_config(args: argparse.Namespace, task: Task) -> RedCoreConfig:
+    """The task's RedCore options with the flags that were given."""
+    given = {name: getattr(args, name) for name in REDCORE_NAMES}
+    given = {name: value for name, value in given.items() if value is not None}
+    return dataclasses.replace(task.options_for_method("redcore"), **given)
+
+
 def _hparam_overrides(
     parser: argparse.ArgumentParser, args: argparse.Namespace, task: Task
 ) -> dict:
@@ -606,6 +670,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         parser.error(message)
     try:
         mce_config = _mce_config(args)
+        redcore_config = _redcore_config(args, task)
     except ValueError as error:
         parser.error(str(error))
     config = TrainConfig(
@@ -613,6 +678,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         hparams=hparams,
         method=args.method,
         mce=mce_config,
+        redcore=redcore_config,
         data_dir=args.data_dir,
         seed=args.seed,
         drop_all_missing=args.drop_all_missing,

@@ -18,7 +18,7 @@ from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData
 from mce.loggers import RunLogger
-from mce.methods import TrainingMethod
+from mce.methods import StatefulMethod, TrainingMethod
 
 __all__ = ["Trainer", "build_optimizer", "CHECKPOINT"]
 
@@ -67,10 +67,11 @@ class Trainer:
     """Runs one method to completion with atomic per-epoch checkpoints and exact resume.
 
     The data order of epoch e is a permutation seeded by (seed, e); the checkpoint holds the
-    model, optimizer, scheduler, the CPU and CUDA RNG states and the position (epoch, batch,
-    step), so an interrupted run resumed from its checkpoint reproduces the uninterrupted run
-    exactly on the CPU (with one thread where multi-threaded kernels sum in varying order), and
-    up to the GPU kernels' own nondeterminism on a GPU.
+    model, optimizer, scheduler, the CPU and CUDA RNG states, the position (epoch, batch,
+    step) and the method's own state (a :class:`~mce.methods.StatefulMethod`'s), so an
+    interrupted run resumed from its checkpoint reproduces the uninterrupted run exactly on the
+    CPU (with one thread where multi-threaded kernels sum in varying order), and up to the GPU
+    kernels' own nondeterminism on a GPU.
 
     With ``validate``, the model is scored after every epoch (logged as ``validation/<name>``
     in ``log.csv`` and TensorBoard, on the epoch's last step) and the state of the best epoch
@@ -168,6 +169,8 @@ class Trainer:
             "best": None
             if self.best_model is None
             else {"model": self.best_model, "score": self.best_score, "epoch": self.best_epoch},
+            # the method's own state across steps (RedCore's supervision weights), if any
+            "method": self.method.state_dict() if isinstance(self.method, StatefulMethod) else None,
         }
 
     def save(self) -> None:
@@ -186,9 +189,17 @@ class Trainer:
 
         Raises:
             ValueError: the checkpoint is missing or corrupt, or was written by a run with
-                another number of ranks.
+                another number of ranks; the method keeps state across steps and the
+                checkpoint holds none.
         """
         state = distributed.on_main(self._read_checkpoint)
+        if isinstance(self.method, StatefulMethod):
+            if state.get("method") is None:
+                raise ValueError(
+                    f"{self.checkpoint_path} holds no {self.method.name} method state "
+                    "(written by another method?); start the run again in a new --out"
+                )
+            self.method.load_state_dict(state["method"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

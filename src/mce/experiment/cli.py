@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mce.config import HPARAM_NAMES, MCE_NAMES, HyperParameters, hparam_arguments
+from mce.config import HPARAM_NAMES, MCE_NAMES, REDCORE_NAMES, HyperParameters, hparam_arguments
 from mce.data.masks import parse_missing_rates
 from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of
 from mce.experiment.runner import run_experiment
 from mce.methods.mce import MCEConfig
+from mce.methods.redcore import RedCoreConfig
 from mce.tasks import task_from_arguments
 
 
@@ -44,8 +45,11 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def _parse_value(name: str, text: str) -> Any:
-    source = HyperParameters if name in HPARAM_NAMES else MCEConfig
-    default = {f.name: f.default for f in dataclasses.fields(source)}[name]
+    sources = {**dict.fromkeys(MCE_NAMES, MCEConfig), **dict.fromkeys(REDCORE_NAMES, RedCoreConfig)}
+    fields = dataclasses.fields(sources.get(name, HyperParameters))
+    default = {f.name: f.default for f in fields}[name]
+    if isinstance(default, tuple):
+        return tuple(int(value) for value in text.split(","))
     if isinstance(default, bool):
         if text.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"{name} takes true or false, got {text!r}")
@@ -109,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help=f"an MCE option for every mce cell: {', '.join(n for n in MCE_NAMES)} "
-        "(a variant's own use_* switches win)",
+        help=f"an MCE option for every mce cell: {', '.join(MCE_NAMES)} (a variant's own use_* "
+        f"switches win); or a RedCore option for every redcore cell: {', '.join(REDCORE_NAMES)}",
     )
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     group.add_argument("--cache-dir", default=None, help="upper-bound model cache")
@@ -148,8 +152,10 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
     try:
         for item in args.set:
             name, equals, value = item.partition("=")
-            if not equals or name not in MCE_NAMES:
-                raise ValueError(f"--set {item!r}: expected NAME=VALUE, NAME one of {MCE_NAMES}")
+            if not equals or name not in (*MCE_NAMES, *REDCORE_NAMES):
+                raise ValueError(
+                    f"--set {item!r}: expected NAME=VALUE, NAME one of {MCE_NAMES + REDCORE_NAMES}"
+                )
             overrides[name] = _parse_value(name, value)
         settings = tuple(
             parse_missing_rates(text, len(task.modalities), task.presets)

@@ -1,9 +1,9 @@
 """What an experiment is: the variants (the rows of the paper's Table 2), the grid of an
 experiment (:class:`ExperimentSpec`) and its cells (:class:`Cell`, :func:`cells_of`).
 
-A *variant* is a named training recipe: a registered method (``mce`` or ``baseline``) with MCE
-switches (:class:`mce.methods.mce.MCEConfig` ``use_*``). ``--ablation table2`` names the rows
-a-m of the paper's Table 2.
+A *variant* is a named training recipe: a registered method (``mce``, ``baseline`` or
+``redcore``) with MCE switches (:class:`mce.methods.mce.MCEConfig` ``use_*``). ``--ablation
+table2`` names the rows a-m of the paper's Table 2.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mce.config import HPARAM_NAMES, MCE_NAMES, TrainConfig
+from mce.config import HPARAM_NAMES, MCE_NAMES, REDCORE_NAMES, TrainConfig
 from mce.tasks import Task
 
 RESULTS = "results.json"
+OTHER_COMPONENTS = {"redcore": ("L_single",)}  # MCE's terms that another method trains too
 SWITCHES = ("use_a", "use_b", "use_single", "use_sub", "use_aux")
 SWITCH_LABELS = {
     "use_a": "A",
@@ -34,7 +35,7 @@ class Variant:
 
     Attributes:
         name: the name on the command line and the cell folder.
-        method: the registered training method it runs (``mce`` or ``baseline``).
+        method: the registered training method it runs (``mce``, ``baseline``, ``redcore``).
         switches: :class:`MCEConfig` ``use_*`` fields that differ from the defaults (all on).
         description: one line for reports.
         table2_row: its row letter in the paper's Table 2, if it is one.
@@ -47,9 +48,13 @@ class Variant:
     table2_row: str | None = None
 
     def components(self) -> dict[str, bool]:
-        """Which of A, B, L_single, L_sub, L_aux the variant trains with (none for baseline)."""
-        if self.method == "baseline":
-            return {label: False for label in SWITCH_LABELS.values()}
+        """Which of A, B, L_single, L_sub, L_aux the variant trains with (none for baseline;
+        for redcore, L_single: its unimodal heads are trained the same way)."""
+        if self.method != "mce":
+            return {
+                label: label in OTHER_COMPONENTS.get(self.method, ())
+                for label in SWITCH_LABELS.values()
+            }
         return {label: self.switches.get(key, True) for key, label in SWITCH_LABELS.items()}
 
     @property
@@ -107,6 +112,12 @@ VARIANTS: dict[str, Variant] = {
 for _row, _name, _on in _T2[1:]:
     VARIANTS[_name] = _mce_variant(_name, _row, f"{_describe(_on)} (Table 2 row {_row})", **_on)
 VARIANTS["mce"] = dataclasses.replace(VARIANTS["mce"], description="full MCE (Table 2 row m)")
+VARIANTS["redcore"] = Variant(
+    "redcore",
+    "redcore",
+    {},
+    "RedCore (Sun et al., AAAI 2024): variational encoders, imagination, beta weights",
+)
 
 ABLATIONS: dict[str, tuple[str, ...]] = {"table2": tuple(name for _, name, _ in _T2)}
 """Named sets of variants (``--ablation NAME``)."""
@@ -130,8 +141,9 @@ class ExperimentSpec:
         seeds: the seeds (replicates) of every (variant, setting).
         folds: cross-validation folds of a task with folds; each (seed, fold) is one replicate,
             ``seed<k>-fold<f>`` ((): no fold dimension, the task's default fold).
-        overrides: :class:`HyperParameters` / :class:`MCEConfig` fields set in every cell
-            (``{"epochs": 2, "mc_k": 10}``); a variant's own switches win over these.
+        overrides: :class:`HyperParameters` / :class:`MCEConfig` / :class:`RedCoreConfig`
+            fields set in every cell (``{"epochs": 2, "mc_k": 10}``); a variant's own switches
+            win over these.
         device: cpu, cuda or cuda:N.
         data_dir: data folder of tasks that read files.
         cache_dir: upper-bound model cache (None: the default of ``mce.train``).
@@ -157,7 +169,7 @@ class ExperimentSpec:
             )
         if not self.variants or not self.seeds:
             raise ValueError("an experiment needs at least one variant and one seed")
-        names = (set(HPARAM_NAMES) | set(MCE_NAMES)) - {"missing_rates"}
+        names = (set(HPARAM_NAMES) | set(MCE_NAMES) | set(REDCORE_NAMES)) - {"missing_rates"}
         bad = sorted(set(self.overrides) - names)
         if bad:
             raise ValueError(

@@ -3,14 +3,16 @@
 A method receives a :class:`MethodInputs` (per-sample loss and utility callables, presence
 counts, dataset size, seed, optional unimodal upper-bound table), never a task, and is found by
 name: ``get_method(name).build(inputs, options)``. New methods register a :class:`MethodSpec`
-with :func:`register_method`; the trainer needs no change. The authors' code's formulas for
-comparison studies live in :mod:`mce.methods.official`.
+with :func:`register_method`; the trainer needs no change (a method that trains its own
+variant of the task's model gives ``MethodSpec.adapt_model``, as RedCore does). The authors'
+code's formulas for comparison studies live in :mod:`mce.methods.official`.
 """
 
 from mce.methods.base import (
     LossFn,
     MethodInputs,
     MethodSpec,
+    StatefulMethod,
     StepResult,
     TrainingMethod,
     UtilityFn,
@@ -19,10 +21,13 @@ from mce.methods.baseline import SPEC as BASELINE_SPEC
 from mce.methods.baseline import BaselineMethod
 from mce.methods.mce import SPEC as MCE_SPEC
 from mce.methods.mce import MCEConfig, MCEMethod
+from mce.methods.redcore import SPEC as REDCORE_SPEC
+from mce.methods.redcore import RedCoreConfig, RedCoreMethod
 from mce.methods.registry import METHODS, get_method, register_method
 
 register_method(MCE_SPEC)
 register_method(BASELINE_SPEC)
+register_method(REDCORE_SPEC)
 
 __all__ = [
     # contract
@@ -31,6 +36,7 @@ __all__ = [
     "MethodInputs",
     "StepResult",
     "TrainingMethod",
+    "StatefulMethod",
     "MethodSpec",
     # registry
     "METHODS",
@@ -40,4 +46,6 @@ __all__ = [
     "BaselineMethod",
     "MCEConfig",
     "MCEMethod",
+    "RedCoreConfig",
+    "RedCoreMethod",
 ]

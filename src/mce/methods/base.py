@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -24,6 +24,7 @@ __all__ = [
     "MethodInputs",
     "StepResult",
     "TrainingMethod",
+    "StatefulMethod",
     "MethodSpec",
 ]
 
@@ -118,11 +119,24 @@ class TrainingMethod(Protocol):
     each logged value: log a loss term as ``world_size x`` its share, and a batch statistic
     computed from global sums as it is; every rank must log the same keys in the same order
     (they are averaged in one all-reduce).
+
+    A method that keeps state across steps (e.g. RedCore's supervision weights) also
+    implements :class:`StatefulMethod`, so that checkpoints carry that state.
     """
 
     name: str
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult: ...
+
+
+@runtime_checkable
+class StatefulMethod(Protocol):
+    """A method whose state across steps the trainer saves in its checkpoints (under
+    ``"method"``) and restores on resume, so that a resumed run is exact."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,9 @@ class MethodSpec:
         build: (inputs, options instance or None) -> the method; None means default options.
         needs_upper_bounds: (options instance or None) -> whether ``inputs.upper`` is required,
             so the trainer pretrains the unimodal models only when it is.
+        adapt_model: (the task's freshly built model, options instance or None) -> the model
+            this method trains (e.g. RedCore's variational encoders); None: the task's model
+            as built. Each method trains its own model, so an adaptation touches no other's.
     """
 
     name: str
@@ -143,3 +160,4 @@ class MethodSpec:
     options: type | None
     build: Callable[[MethodInputs, Any], TrainingMethod]
     needs_upper_bounds: Callable[[Any], bool]
+    adapt_model: Callable[[MultimodalModel, Any], MultimodalModel] | None = None

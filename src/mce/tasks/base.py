@@ -15,6 +15,7 @@ from torch import Tensor
 from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData
 from mce.evaluate import Evaluation
+from mce.methods import METHODS, get_method
 from mce.model import MultimodalModel
 
 
@@ -146,6 +147,11 @@ class Task:
             e.g. a crop size; each value's type is its default's.
         configure: (**options) -> the task built with those options (all of ``options``
             given); required when ``options`` is not empty.
+        method_options: registered method name -> the task's defaults for that method's
+            options, an instance of its options type (e.g. ``{"redcore":
+            RedCoreConfig(eta_growth_every=20_000)}``); a run starts from them and its own
+            settings (command-line flags, :meth:`TrainConfig.for_task` fields) override single
+            fields. Read for RedCore; MCE's options come from the run alone.
     """
 
     name: str
@@ -169,8 +175,22 @@ class Task:
     build_unimodal: Callable[[str], torch.nn.Module] | None = None
     options: Mapping[str, int | float | str] = field(default_factory=dict)
     configure: Callable[..., Task] | None = None
+    method_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for method, value in self.method_options.items():
+            spec = METHODS.get(method)
+            if spec is None or spec.options is None:
+                known = ", ".join(name for name, s in METHODS.items() if s.options is not None)
+                raise ValueError(
+                    f"task {self.name!r}: method_options names {method!r}, not a registered "
+                    f"method with options ({known})"
+                )
+            if not isinstance(value, spec.options):
+                raise ValueError(
+                    f"task {self.name!r}: method_options[{method!r}] must be a "
+                    f"{spec.options.__name__}, got {type(value).__name__}"
+                )
         if self.options and self.configure is None:
             raise ValueError(f"task {self.name!r} has options but no configure")
         if self.selection_metric and self.selection_metric not in self.metrics:
@@ -215,6 +235,14 @@ class Task:
                 raise ValueError(f"task option {name}={value!r} must be a {kind.__name__}")
         assert self.configure is not None
         return self.configure(**settings)
+
+    def options_for_method(self, method: str) -> Any:
+        """The task's default options of the registered ``method``: ``method_options[method]``,
+        else the options type's own defaults (None for a method without options)."""
+        if method in self.method_options:
+            return self.method_options[method]
+        options = get_method(method).options
+        return None if options is None else options()
 
     @property
     def selection_name(self) -> str:

@@ -45,6 +45,7 @@ from mce.config import HyperParameters
 from mce.data.brats import MODALITIES, BratsCache, BratsCase, brats_split, load_split, save_split
 from mce.data.dataset import MultimodalData
 from mce.dense import DenseMultimodalModel
+from mce.methods.redcore import batch_one_config
 from mce.nn.reconstruction import ReconstructionTransformer
 from mce.nn.unet3d import (
     BottleneckFusion,
@@ -220,6 +221,8 @@ def brats_task(crop: int = 80, base: int = 8, levels: int = 5, head: str = "ligh
         ),
         options={"crop": crop, "base": base, "levels": levels, "head": head},
         configure=brats_task,
+        # RedCore's schedule at batch 1: 219 training cases x 400 epochs
+        method_options={"redcore": batch_one_config(219 * 400)},
         hparams=HyperParameters(
             epochs=400,  # Table 1
             batch_size=1,
