@@ -21,7 +21,7 @@ from mce.checkpoint import load_checkpoint
 from mce.config import HPARAM_NAMES, MCE_NAMES, REDCORE_NAMES, TrainConfig
 from mce.data.dataset import Batch
 from mce.methods import METHODS, MethodInputs, RedCoreConfig, RedCoreMethod, get_method
-from mce.methods.redcore import SupervisionWeights, adapt_model, batch_one_config
+from mce.methods.redcore import SupervisionWeights, adapt_model, released_schedule
 from mce.model import MultimodalModel, full_rows, run_encoder
 from mce.nn.fusion import ConcatFusion
 from mce.nn.redcore import CrossModalImagination, VariationalEncoder
@@ -404,8 +404,7 @@ def test_options_are_routed_by_clash_free_names() -> None:
 
 def test_tasks_give_their_own_defaults_and_flags_override_them(tmp_path, capsys) -> None:
     brats = get_task("brats").options_for_method("redcore")
-    assert brats == batch_one_config(219 * 400)
-    assert (brats.beta_every, brats.eta_growth_every) == (384, 20857)
+    assert brats == RedCoreConfig(schedule="released")
     assert get_task("digits").options_for_method("redcore") == RedCoreConfig()
     assert get_task("digits").options_for_method("baseline") is None
     argv = ["--task", "brats", "--data-dir", str(tmp_path), "--method", "redcore"]
@@ -566,7 +565,7 @@ def test_cli_trains_redcore_on_brats(tmp_path, monkeypatch) -> None:
     scores = _scores(tmp_path / "run")
     assert len(scores) == 16 and "t1+t1ce+flair+t2" in scores
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
-    assert config["redcore"]["eta_growth_every"] == 20857  # the task's own default
+    assert config["redcore"]["schedule"] == "released"  # the task's own default
 
 
 def test_cli_trains_redcore_on_nuscenes(tmp_path) -> None:
@@ -579,3 +578,44 @@ def test_cli_trains_redcore_on_nuscenes(tmp_path) -> None:
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
     scores = _scores(tmp_path / "run")
     assert len(scores) == 8 and "camera+lidar+radar" in scores
+
+
+def test_the_released_schedule_is_carried_over_to_the_run() -> None:
+    released = released_schedule(RedCoreConfig(kl_weight=0.5), batch_size=128, steps=2_100)
+    assert released == RedCoreConfig(kl_weight=0.5)  # the released run itself: unchanged
+    brats = released_schedule(RedCoreConfig(), batch_size=1, steps=219 * 400)
+    assert (brats.beta_every, brats.loss_ema, brats.eta_growth_every) == (384, 0.0094, 20857)
+    four = released_schedule(RedCoreConfig(), batch_size=4, steps=2_700)
+    assert (four.beta_every, four.eta_growth_every) == (96, 643)
+    assert four.loss_ema == round(1 - 0.3 ** (4 / 128), 4)
+    assert released_schedule(RedCoreConfig(), batch_size=512, steps=10).beta_every == 1
+    # the method resolves it from the run's batch size and length
+    inputs = dataclasses.replace(method_inputs(), batch_size=4, steps=2_700)
+    method = get_method("redcore").build(inputs, RedCoreConfig(schedule="released"))
+    assert method.config == dataclasses.replace(four, schedule="released")
+    assert method.weights.config == method.config
+    with pytest.raises(ValueError, match="needs the run's batch size and steps"):
+        get_method("redcore").build(method_inputs(), RedCoreConfig(schedule="released"))
+    with pytest.raises(ValueError, match="schedule must be one of steps, released"):
+        RedCoreConfig(schedule="epochs")
+
+
+def test_residual_xe_forward_is_the_released_residual_loop() -> None:
+    """x_in = x_in + x_out; x_out = dec(enc(x_in)) per block, then the transition on
+    x_in + x_out: written out layer by layer."""
+    import torch.nn.functional as F
+
+    from mce.nn.redcore import ResidualXE
+
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+    network = ResidualXE(6, 4, hidden=(5, 3), blocks=3)
+    x = torch.randn(7, 6)
+    x_in, x_out = x, torch.zeros_like(x)
+    for encoder, decoder in zip(network.encoders, network.decoders):
+        e1, e2 = (layer for layer in encoder if isinstance(layer, nn.Linear))
+        d1, d2 = (layer for layer in decoder if isinstance(layer, nn.Linear))
+        x_in = x_in + x_out
+        x_out = d2(F.relu(d1(e2(F.leaky_relu(e1(x_in))))))
+    t1, t2 = (layer for layer in network.transition if isinstance(layer, nn.Linear))
+    expected = t2(F.relu(t1(x_in + x_out)))
+    torch.testing.assert_close(network(x), expected)

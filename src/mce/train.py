@@ -32,6 +32,7 @@ from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates, pr
 from mce.evaluate import Evaluation, evaluate_combinations, evaluate_unimodal_heads
 from mce.lce import presence_counts
 from mce.methods import METHODS, MCEConfig, MethodInputs, MethodSpec, RedCoreConfig, get_method
+from mce.methods.redcore import SCHEDULES
 from mce.methods.mce import ShapleyMode, Weighting
 from mce.pretrain import BatchUpperBounds, UpperBounds, unimodal_model, upper_bound_table
 from mce.records import CONFIG, RunRecord, write_config
@@ -299,6 +300,8 @@ def _build_method(
         seed=config.seed,
         upper=upper,
         ranks=distributed.ranks(),
+        batch_size=config.hparams.batch_size,
+        steps=config.hparams.epochs * -(-len(train) // config.hparams.batch_size),
     )
     return spec.build(inputs, options)
 
@@ -576,7 +579,9 @@ def _redcore_defaults(name: str) -> str:
 
 
 def _option_text(value: Any) -> str:
-    return ",".join(str(v) for v in value) if isinstance(value, tuple) else f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -593,10 +598,12 @@ def _add_redcore_options(parser: argparse.ArgumentParser) -> None:
         "the task's own where it differs",
     )
     for spec in dataclasses.fields(RedCoreConfig):
-        kind = {int: int, float: float}.get(type(spec.default), _widths)
+        kind = {int: int, float: float, str: str}.get(type(spec.default), _widths)
+        choices = SCHEDULES if spec.name == "schedule" else None
         group.add_argument(
             f"--{spec.name.replace('_', '-')}",
             type=kind,
+            choices=choices,
             default=None,
             help=f"{spec.metadata['help']} ({_redcore_defaults(spec.name)})",
         )

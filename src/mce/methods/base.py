@@ -54,6 +54,8 @@ class MethodInputs:
             the batch a method receives is then this rank's slice of the global batch, and a
             method computes its share of the global batch's loss (see
             :class:`TrainingMethod`). None: one process, whose batch is the whole batch.
+        batch_size, steps: the run's batch size and number of training steps, for methods
+            whose schedules scale with them (RedCore's ``schedule="released"``); 0: unknown.
 
     Raises:
         ValueError: counts is not Tensor[M] int64, dataset_size is not a positive int, or upper
@@ -67,6 +69,8 @@ class MethodInputs:
     seed: int
     upper: Tensor | UpperFn | None = None
     ranks: Ranks | None = None
+    batch_size: int = 0  # the run's (global) batch size; 0: not known
+    steps: int = 0  # the run's training steps; 0: not known
 
     def sum_over_ranks(self, tensor: Tensor) -> Tensor:
         """``tensor`` summed over the ranks of a data-parallel run (one all-reduce; every rank
@@ -83,6 +87,10 @@ class MethodInputs:
         size = self.dataset_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"dataset_size must be a positive int, got {size!r}")
+        for name in ("batch_size", "steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         if self.upper is None or not isinstance(self.upper, Tensor):
             if self.upper is not None and not callable(self.upper):
                 raise ValueError(

@@ -31,10 +31,12 @@ released code divides by zero there).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -51,10 +53,13 @@ __all__ = [
     "SupervisionWeights",
     "RedCoreMethod",
     "adapt_model",
-    "batch_one_config",
+    "released_schedule",
     "SPEC",
 ]
 
+log = logging.getLogger("mce.train")
+
+SCHEDULES = ("steps", "released")
 RELEASED_STEPS = 2_100  # the released code's IEMOCAP run: ~35 batches of 128 x 60 epochs
 
 
@@ -96,6 +101,12 @@ class RedCoreConfig:
         (256, 128, 64), "widths of each imagination block's encoder (the code's AE_layers)"
     )
     imagination_blocks: int = _option(5, "residual blocks of each imagination network")
+    schedule: Literal["steps", "released"] = _option(
+        "steps",
+        "steps: beta_every, loss_ema and eta_growth_every as given, per step; released: "
+        "those three carried over from the released run (batch 128, about 2,100 steps) to this "
+        "run's batch size and length (tasks training at batch 1 use it)",
+    )
     initial_log_var: float = _option(
         -6.0,
         "log sigma^2 of the variational encoders' noise at initialisation (0: sigma 1, as the "
@@ -110,6 +121,10 @@ class RedCoreConfig:
         if self.loss_ema > 1:
             raise ValueError(f"loss_ema must be in (0, 1], got {self.loss_ema!r}")
         _check_number("initial_log_var", self.initial_log_var, minimum=-math.inf)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
         for name in ("beta_every", "eta_growth_every", "imagination_blocks"):
             _check_count(name, getattr(self, name))
         hidden = self.imagination_hidden
@@ -122,25 +137,30 @@ class RedCoreConfig:
         object.__setattr__(self, "imagination_hidden", tuple(hidden))
 
 
-def batch_one_config(training_steps: int) -> RedCoreConfig:
-    """RedCore's supervision-weight schedule for training at batch size 1 for
-    ``training_steps`` steps, matched to the released code's (batch 128, about 2,100 steps):
+def released_schedule(config: RedCoreConfig, batch_size: int, steps: int) -> RedCoreConfig:
+    """``config`` with the supervision-weight schedule of the released IEMOCAP run (batches of
+    128, about 2,100 steps) carried over to a run of ``steps`` steps of ``batch_size`` samples:
 
-    - ``beta_every`` 384: an update every 384 samples, as every 3 batches of 128;
-    - ``loss_ema`` 1 - 0.3^(1/128) = 0.0094: the last 128 samples weigh 0.7 together in the
+    - ``beta_every`` = 384 / batch_size steps (at least 1): an update every 384 samples, as
+      every 3 batches of 128;
+    - ``loss_ema`` = 1 - 0.3^(batch_size / 128): the last 128 samples weigh 0.7 together in the
       smoothed losses, as one batch of 128 does;
-    - ``eta_growth_every``: the same share of training as 500 of the 2,100 steps, so that eta
-      grows about 5 times in all (at 500 steps it would grow once every 500 samples).
+    - ``eta_growth_every`` = 500 / 2,100 of the run's steps (at least 1): eta grows about 5 times
+      in all, as over the released run.
+
+    At batch 128 over 2,100 steps these are the released values.
 
     Example:
-        >>> batch_one_config(87_600).eta_growth_every
+        >>> released_schedule(RedCoreConfig(), batch_size=1, steps=87_600).eta_growth_every
         20857
     """
-    _check_count("training_steps", training_steps)
-    return RedCoreConfig(
-        loss_ema=round(1 - 0.3 ** (1 / 128), 4),
-        beta_every=3 * 128,
-        eta_growth_every=max(1, round(500 * training_steps / RELEASED_STEPS)),
+    _check_count("batch_size", batch_size)
+    _check_count("steps", steps)
+    return dataclasses.replace(
+        config,
+        beta_every=max(1, round(3 * 128 / batch_size)),
+        loss_ema=round(1 - 0.3 ** (batch_size / 128), 4),
+        eta_growth_every=max(1, round(500 * steps / RELEASED_STEPS)),
     )
 
 
@@ -296,7 +316,23 @@ class RedCoreMethod:
     name = "redcore"
 
     def __init__(self, inputs: MethodInputs, config: RedCoreConfig | None = None) -> None:
-        self.config = RedCoreConfig() if config is None else config
+        config = RedCoreConfig() if config is None else config
+        if config.schedule == "released":
+            if not (inputs.batch_size and inputs.steps):
+                raise ValueError(
+                    "schedule='released' needs the run's batch size and steps in MethodInputs"
+                )
+            config = released_schedule(config, inputs.batch_size, inputs.steps)
+            log.info(
+                "redcore: the released schedule carried over to batch %d and %d steps: beta "
+                "every %d steps, loss_ema %g, eta grows every %d steps",
+                inputs.batch_size,
+                inputs.steps,
+                config.beta_every,
+                config.loss_ema,
+                config.eta_growth_every,
+            )
+        self.config = config
         self.loss_fn, self.ranks, self.inputs = inputs.loss, inputs.ranks, inputs
         self.weights = SupervisionWeights(int(inputs.counts.shape[0]), self.config)
 

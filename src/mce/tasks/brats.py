@@ -45,7 +45,7 @@ from mce.config import HyperParameters
 from mce.data.brats import MODALITIES, BratsCache, BratsCase, brats_split, load_split, save_split
 from mce.data.dataset import MultimodalData
 from mce.dense import DenseMultimodalModel
-from mce.methods.redcore import batch_one_config
+from mce.methods.redcore import RedCoreConfig
 from mce.nn.reconstruction import ReconstructionTransformer
 from mce.nn.unet3d import (
     BottleneckFusion,
@@ -222,7 +222,8 @@ def brats_task(crop: int = 80, base: int = 8, levels: int = 5, head: str = "ligh
         options={"crop": crop, "base": base, "levels": levels, "head": head},
         configure=brats_task,
         # RedCore's schedule at batch 1: 219 training cases x 400 epochs
-        method_options={"redcore": batch_one_config(219 * 400)},
+        # RedCore's schedule carried over to batch 1 and the run's length
+        method_options={"redcore": RedCoreConfig(schedule="released")},
         hparams=HyperParameters(
             epochs=400,  # Table 1
             batch_size=1,

@@ -68,7 +68,7 @@ from mce.data.nuscenes import (
 )
 from mce.dense import DenseMultimodalModel
 from mce.evaluate import Evaluation, combination_name
-from mce.methods.redcore import batch_one_config
+from mce.methods.redcore import RedCoreConfig
 from mce.model import combination_rows
 from mce.nn.bev import (
     CAMERA_GEOMETRY,
@@ -503,7 +503,8 @@ def nuscenes_task(
             "storage": storage,
         },
         configure=nuscenes_task,
-        method_options={"redcore": batch_one_config(2 * 28_130)},  # RedCore's schedule, batch 1
+        # RedCore's schedule carried over to batch 1 and the run's length
+        method_options={"redcore": RedCoreConfig(schedule="released")},
         hparams=HyperParameters(
             epochs=2,  # Table 1's 50k iterations at batch 1: 2 x 28,130 = 56,260 steps
             batch_size=1,
