@@ -1,4 +1,4 @@
-"""One training step of MCE (exact, and Monte Carlo K = 100) vs the plain baseline.
+"""One training step of MCE (exact, and Monte Carlo K = 100) and RedCore vs the plain baseline.
 
 The iemocap task's own model (src/mce/tasks/iemocap.py: LSTM + max-pool encoders for acoustic
 (130-dim) and visual (342-dim), a TextCNN for lexical (1024-dim), 128 features, the
@@ -19,6 +19,7 @@ from mce.data.dataset import Batch
 from mce.data.masks import draw_presence
 from mce.lce import presence_counts
 from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs, TrainingMethod
+from mce.methods.redcore import RedCoreMethod, adapt_model
 from mce.model import MultimodalModel
 from mce.tasks import classification_loss, classification_utility
 from mce.tasks.iemocap import WIDTHS
@@ -29,8 +30,10 @@ LENGTHS = {"acoustic": (40, 150), "lexical": (15, 40), "visual": (30, 100)}  # (
 CLASSES, BATCH = 4, 128
 
 
-def build_model() -> MultimodalModel:
-    return _build_iemocap_model()
+def build_model(method: str = "baseline") -> MultimodalModel:
+    """The iemocap model; RedCore's adapted (variational encoders, imagination networks)."""
+    model = _build_iemocap_model()
+    return adapt_model(model, None) if method == "redcore" else model
 
 
 def draw_lengths(count: int, median: int, cap: int, generator: torch.Generator) -> torch.Tensor:
@@ -56,7 +59,8 @@ def _batch(device: str) -> tuple[Batch, torch.Tensor]:
 
 
 def make_method(name: str, batch: Batch, upper: torch.Tensor) -> TrainingMethod:
-    """baseline, or MCE with exact / Monte Carlo (K = 100) Shapley values (lambda_sub = 2)."""
+    """baseline, redcore, or MCE with exact / Monte Carlo (K = 100) Shapley values
+    (lambda_sub = 2)."""
     inputs = MethodInputs(
         loss=classification_loss,
         utility=classification_utility,
@@ -67,6 +71,8 @@ def make_method(name: str, batch: Batch, upper: torch.Tensor) -> TrainingMethod:
     )
     if name == "baseline":
         return BaselineMethod(inputs)
+    if name == "redcore":
+        return RedCoreMethod(inputs)
     return MCEMethod(inputs, MCEConfig(shapley=name, mc_k=100, lambda_sub=2.0))
 
 
@@ -74,10 +80,10 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_PRESENT
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("method_name", ["baseline", "mce-exact", "mce-mc100"])
+@pytest.mark.parametrize("method_name", ["baseline", "mce-exact", "mce-mc100", "redcore"])
 def test_training_step(run, device, method_name):
     torch.manual_seed(0)
-    model = build_model().to(device)
+    model = build_model(method_name).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     batch, upper = _batch(device)
     method = make_method(method_name.removeprefix("mce-").removesuffix("100"), batch, upper)

@@ -1,7 +1,8 @@
 """The training-step ratio of bench_step.py, measured interleaved to cancel machine drift.
 
 pytest-benchmark times each variant in its own block of rounds, so a noisy machine can move one
-variant and not the others; here the baseline, MCE exact and MCE Monte Carlo steps alternate.
+variant and not the others; here the baseline, MCE exact, MCE Monte Carlo and RedCore steps
+alternate.
 Run: ``python bench/interleaved_step.py [rounds]`` (one torch thread, CPU).
 """
 
@@ -17,7 +18,7 @@ import torch
 
 def make_step(variant: str):
     torch.manual_seed(0)
-    model = bench_step.build_model()
+    model = bench_step.build_model(variant)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     batch, upper = bench_step._batch("cpu")
     method = bench_step.make_method(variant, batch, upper)
@@ -34,7 +35,7 @@ def make_step(variant: str):
 
 def main(rounds: int) -> None:
     torch.set_num_threads(1)
-    steps = {variant: make_step(variant) for variant in ("baseline", "exact", "mc")}
+    steps = {variant: make_step(variant) for variant in ("baseline", "exact", "mc", "redcore")}
     times: dict[str, list[float]] = {variant: [] for variant in steps}
     for step in steps.values():
         step()  # warm-up
