@@ -197,5 +197,12 @@ class CrossModalImagination(nn.Module):
 
     def forward(self, tokens: Tensor, kept: Tensor) -> Tensor:
         """Imputation: tokens Tensor[R, M, C] (zeros where not kept), kept Tensor[R, M] bool ->
-        the real token where kept, the imagined one elsewhere."""
-        return torch.where(kept[..., None], tokens, self.imagine(tokens))
+        the real token where kept, the imagined one elsewhere (only those rows are imagined:
+        each row's network input is its tokens as given)."""
+        imputed = tokens
+        for m in range(self.num_modalities):
+            missing = torch.nonzero(~kept[:, m]).flatten()
+            if missing.numel():
+                imagined = self.imagine_modality(tokens[missing], m)
+                imputed = imputed.index_put((missing, torch.full_like(missing, m)), imagined)
+        return imputed
