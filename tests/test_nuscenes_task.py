@@ -180,6 +180,9 @@ def test_cli_trains_and_evaluates_every_combination(dataroot, tmp_path) -> None:
         assert len(scores) == 8 and "camera+lidar+radar" in scores
         assert all(0 <= value <= 100 for value in scores.values())
         assert set(results["metrics"][method]) == {"sample_iou"}
+    # U is scored per batch (random reference camera): the training split is left unscored
+    assert all(fit["training_utility"] is None for fit in results["upper_bounds"].values())
+    assert "held-out" in (out / "results.md").read_text()
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["task_options"]["cells"] == 16
     assert config["hparams"]["lr_schedule"] == "onecycle"

@@ -83,6 +83,21 @@ def test_the_report_gives_held_out_utility_and_u_per_modality(digits, tmp_path):
         assert 0 < entry["best_step"] <= entry["steps"] <= 4
 
 
+def test_the_training_split_is_left_unscored_when_u_comes_per_batch(digits, tmp_path, caplog):
+    task, train = digits
+    scored = upper_bound_table(task, train, tmp_path)
+    with caplog.at_level(logging.INFO, logger="mce.pretrain"):
+        unscored = _upper_bound_table(
+            task, train, hparams=HyperParameters(**TINY), seed=0, setting="0.8-0.2",
+            cache_dir=tmp_path, progress=False, score_training=False,
+        )  # fmt: skip
+    assert bool((unscored.table == 0).all()) and "training split not scored" in caplog.text
+    for name in train.modalities:
+        assert unscored.report[name]["training_utility"] is None
+        assert unscored.report[name]["heldout_utility"] == scored.report[name]["heldout_utility"]
+        assert unscored.models[name] is not None
+
+
 def test_a_corrupt_or_stale_cache_file_is_retrained(digits, tmp_path, caplog):
     task, train = digits
     first = upper_bound_table(task, train, tmp_path)

@@ -212,8 +212,12 @@ class RunRecord:
         ]
         if self.upper_bounds:
             bounds = ", ".join(
-                f"{name} {100 * fit['heldout_utility']:.2f} held-out, "
-                f"{100 * fit['training_utility']:.2f} training"
+                f"{name} {100 * fit['heldout_utility']:.2f} held-out"
+                + (
+                    f", {100 * fit['training_utility']:.2f} training"
+                    if fit.get("training_utility") is not None
+                    else ""
+                )
                 for name, fit in self.upper_bounds.items()
             )
             lines.append(f"upper bounds (frozen unimodal models, {self.metric} %): {bounds}")

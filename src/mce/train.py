@@ -327,6 +327,8 @@ def _upper_bounds(
             device=device,
             progress=config.progress,
             no_cache=config.no_cache,
+            # inputs that change every step: U is scored on each batch, not from a table
+            score_training=task.augment is None,
         )
         if not distributed.is_active():
             return bounds, {}
