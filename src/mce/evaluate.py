@@ -13,7 +13,13 @@ from mce import distributed
 from mce.data.dataset import MultimodalData
 from mce.model import MultimodalModel, combination_rows
 
-__all__ = ["Evaluation", "combination_name", "evaluate_combinations", "evaluate_unimodal_heads"]
+__all__ = [
+    "Evaluation",
+    "combination_name",
+    "evaluate_combinations",
+    "evaluate_unimodal_heads",
+    "modality_means",
+]
 
 
 @dataclass(frozen=True)
@@ -155,10 +161,14 @@ def evaluate_unimodal_heads(
             values = utility(outputs, batch.target[index]).double()
             totals[m] += float(values.sum())
             counts[m] += values.numel()
+    return modality_means(totals, counts, model.modalities)
+
+
+def modality_means(
+    totals: Tensor, counts: Tensor, modalities: Sequence[str]
+) -> dict[str, float]:
+    """{modality: total / count} of per-modality sums (float64, summed over the ranks of a
+    data-parallel run first); modalities with no sample are left out."""
     totals = distributed.sum_across_ranks(totals)
     counts = distributed.sum_across_ranks(counts)
-    return {
-        name: float(totals[m] / counts[m])
-        for m, name in enumerate(model.modalities)
-        if counts[m] > 0
-    }
+    return {name: float(totals[m] / counts[m]) for m, name in enumerate(modalities) if counts[m] > 0}

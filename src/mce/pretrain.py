@@ -350,14 +350,14 @@ def _evaluate(
     chunks = [slice(first, first + chunk) for first in range(0, inputs.shape[0], chunk)]
     depth = PREFETCH if isinstance(inputs, LazyRows) else 0  # read a lazy modality ahead
     parts = read_ahead(lambda part: _take(inputs, lengths, part), chunks, depth)
-    for first, taken in zip(range(0, inputs.shape[0], chunk), parts):
+    for rows_of_chunk, taken in zip(chunks, parts):
         x, part_lengths = _on(device, *taken)
         if task.infer is not None:
             outputs = task.infer(model, x)
         else:
-            part_context = _context_rows(context, slice(first, first + chunk), device)
+            part_context = _context_rows(context, rows_of_chunk, device)
             outputs = _predict(model, x, part_lengths, part_context)
-        part = target[first : first + chunk].to(device)
+        part = target[rows_of_chunk].to(device)
         rows.append(torch.stack([task.utility(outputs, part), task.loss(outputs, part)]).cpu())
     model.train(was_training)
     return torch.cat(rows, dim=1).float()

@@ -21,7 +21,7 @@ from mce import distributed
 from mce._optional import require
 from mce.data.brats import REGIONS, regions
 from mce.data.dataset import MultimodalData
-from mce.evaluate import Evaluation, combination_name
+from mce.evaluate import Evaluation, combination_name, modality_means
 from mce.model import combination_rows
 
 __all__ = [
@@ -303,10 +303,4 @@ def evaluate_segmentation_heads(
             logits = window(unimodal, batch.inputs[name])
             totals[m] += float(dice_utility(logits, batch.target)[0])
             counts[m] += 1
-    totals = distributed.sum_across_ranks(totals)
-    counts = distributed.sum_across_ranks(counts)
-    return {
-        name: float(totals[m] / counts[m])
-        for m, name in enumerate(model.modalities)
-        if counts[m] > 0
-    }
+    return modality_means(totals, counts, model.modalities)
