@@ -190,6 +190,8 @@ class TrainConfig:
     cache_dir: str | None = None  # unimodal models; None: $XDG_CACHE_HOME/mce (~/.cache/mce)
     no_cache: bool = False  # retrain the unimodal models even when cached
     progress: bool = True  # progress bars
+    # CPU threads of torch's kernels (torch.set_num_threads); None: torch's own choice
+    threads: int | None = None
     # activation budget of one chunk of plan rows in a dense model (DenseMultimodalModel);
     # None: the task's default. Changes memory and time; in training also where dropout draws
     # its masks, so a resumed run keeps it
@@ -212,6 +214,12 @@ class TrainConfig:
             isinstance(self.fold, bool) or not isinstance(self.fold, int) or self.fold < 1
         ):
             raise ValueError(f"fold must be a whole number >= 1 or None, got {self.fold!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ValueError(f"threads must be a whole number >= 1 or None, got {self.threads!r}")
         budget = self.row_memory_gb
         if budget is not None and (
             isinstance(budget, bool)
@@ -274,10 +282,12 @@ class TrainConfig:
         return options_type()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, every value resolved (``progress`` and ``no_cache`` are left out: they
-        change nothing, a cached unimodal model being the one retraining would give)."""
+        """JSON-ready, every value resolved (``progress``, ``no_cache`` and ``threads`` are left
+        out: they change nothing, a cached unimodal model being the one retraining would give,
+        bar the order of floating-point sums across threads)."""
         values = dataclasses.asdict(self)
         values.pop("progress")
         values.pop("no_cache")
+        values.pop("threads")
         values["hparams"]["missing_rates"] = list(self.hparams.missing_rates)
         return values

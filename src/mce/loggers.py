@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["RunLogger"]
+__all__ = ["RunLogger", "read_log"]
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    """The training-step rows of a ``log.csv`` as numbers (an empty cell is NaN); the rows that
+    hold only a per-epoch validation score are left out."""
+    with path.open(newline="") as file:
+        rows = [
+            {
+                key: float(value) if value not in ("", None) else math.nan
+                for key, value in row.items()
+            }
+            for row in csv.DictReader(file)
+        ]
+    return [row for row in rows if not math.isnan(row.get("loss", math.nan))]
 
 
 class RunLogger:

@@ -34,6 +34,7 @@ from mce.data.dataset import PREFETCH, Batch, MultimodalData
 from mce.data.lazy import LazyRows, read_ahead, take_rows
 from mce.model import run_encoder
 from mce.records import package_version
+from mce.seeding import stream
 from mce.tasks.base import Task
 from mce.trainer import build_optimizer
 
@@ -49,7 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 """Version of the training procedure and file layout; bump it when either changes."""
 
 
@@ -461,7 +462,7 @@ def upper_bound_table(
     For each modality m, a fresh ``unimodal_model`` (initialised with ``torch.manual_seed(seed +
     m)``) is trained on the training samples with m present, less a held-out fraction
     ``hparams.pretrain_holdout`` that decides early stopping; the split and the batch order come
-    from a generator seeded with ``seed + m``. The model is cached in ``cache_dir`` under
+    from the stream ``(seed, "pretrain", m)`` (:mod:`mce.seeding`). The model is cached in ``cache_dir`` under
     :func:`cache_key` and reused when the key matches.
 
     Args:
@@ -508,7 +509,7 @@ def upper_bound_table(
         fit = None if no_cache else _load_cached(path, key, model)
         cached = fit is not None
         if fit is None:
-            generator = torch.Generator().manual_seed(seed + m)
+            generator = stream(seed, "pretrain", m)
             local = torch.arange(index.numel())
             fit_index, heldout_index = split_holdout(local, hparams.pretrain_holdout, generator)
             fit = _fit(

@@ -19,7 +19,6 @@ Needs matplotlib (``pip install 'mce[report]'``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import re
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mce.experiment import RESULTS, SUMMARY, upper_bound_scores
+from mce.loggers import read_log
 
 __all__ = [
     "batch_view",
@@ -49,20 +49,6 @@ Interval = tuple[float, float, float]  # mean, CI low, CI high (NaN where undefi
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
-
-
-def read_log(path: Path) -> list[dict[str, float]]:
-    """The training-step rows of a ``log.csv`` as numbers (an empty cell is NaN); the rows that
-    hold only a per-epoch validation score are left out."""
-    with path.open(newline="") as file:
-        rows = [
-            {
-                key: float(value) if value not in ("", None) else math.nan
-                for key, value in row.items()
-            }
-            for row in csv.DictReader(file)
-        ]
-    return [row for row in rows if not math.isnan(row.get("loss", math.nan))]
 
 
 def batch_view(

@@ -18,6 +18,7 @@ from typing import Any, get_args
 import torch
 
 from mce import distributed
+from mce.activity import INACTIVE_RATES_WARNING, closing_lines, term_activity
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import (
     HPARAM_NAMES,
@@ -30,7 +31,9 @@ from mce.config import (
 from mce.data.dataset import MultimodalData
 from mce.data.masks import PRESETS, apply_missing_rates, parse_missing_rates, presence_from_csv
 from mce.evaluate import Evaluation, evaluate_combinations, evaluate_unimodal_heads
+from mce.bits import popcount
 from mce.lce import presence_counts
+from mce.loggers import read_log
 from mce.methods import METHODS, MCEConfig, MethodInputs, MethodSpec, RedCoreConfig, get_method
 from mce.methods.redcore import SCHEDULES
 from mce.methods.mce import ShapleyMode, Weighting
@@ -102,6 +105,8 @@ def run(
     config = dataclasses.replace(config, fold=task.check_fold(config.fold))
     hparams = config.hparams
     rates = hparams.rates_for(task.modalities)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     device = distributed.init(config.device)
     if config.out is None:
         stamp = distributed.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
@@ -136,6 +141,8 @@ def run(
         masked.stated_rates,
         {name: round(rate, 4) for name, rate in actual.items()},
     )
+    if len(task.modalities) > 1 and not bool((popcount(train.present) > 1).any()):
+        log.warning(INACTIVE_RATES_WARNING)
     record = RunRecord(
         task=task.name,
         metric=task.metric_name,
@@ -250,6 +257,13 @@ def run(
     if distributed.is_main():
         record.write(out)
         print(f"\n{record.markdown()}\nresults in {out}/results.json and results.md")
+        activity = None
+        if (out / "mce" / "log.csv").is_file() and "mce" in names:
+            activity = term_activity(read_log(out / "mce" / "log.csv"), task.modalities)
+        lines = closing_lines(
+            record.scores, activity, task=config.task, rates=rates, seed=config.seed, out=str(out)
+        )
+        print("\n".join(lines))
     return record.scores
 
 
@@ -496,7 +510,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     run_group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run_group.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch's kernels (default: the cores this process may use, "
+        f"{available_cores()} here)",
+    )
     return parser
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _add_mce_options(group: argparse._ArgumentGroup) -> None:
@@ -662,6 +691,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         parser.error(f"task {args.task!r} has no folds; it takes no --fold")
     if args.fold is not None and not 1 <= args.fold <= task.folds:
         parser.error(f"--fold must be in 1..{task.folds} for task {args.task!r}, got {args.fold}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.resume and args.out is None:
         parser.error("--resume needs --out, the run folder to continue")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -701,6 +732,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         task_options=task_options,
         select=args.select,
         fold=args.fold,
+        threads=args.threads or available_cores(),
     )
     return config, args.resume
 

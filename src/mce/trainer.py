@@ -19,6 +19,7 @@ from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData
 from mce.loggers import RunLogger
 from mce.methods import StatefulMethod, TrainingMethod
+from mce.seeding import stream
 
 __all__ = ["Trainer", "build_optimizer", "CHECKPOINT"]
 
@@ -66,7 +67,8 @@ def build_optimizer(
 class Trainer:
     """Runs one method to completion with atomic per-epoch checkpoints and exact resume.
 
-    The data order of epoch e is a permutation seeded by (seed, e); the checkpoint holds the
+    The data order of epoch e is a permutation drawn from the stream (seed, "order", e)
+    (:mod:`mce.seeding`, independent of the masks' draw); the checkpoint holds the
     model, optimizer, scheduler, the CPU and CUDA RNG states, the position (epoch, batch,
     step) and the method's own state (a :class:`~mce.methods.StatefulMethod`'s), so an
     interrupted run resumed from its checkpoint reproduces the uninterrupted run exactly on the
@@ -238,7 +240,7 @@ class Trainer:
         return state
 
     def _order(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        generator = stream(self.seed, "order", epoch)
         return torch.randperm(len(self.train), generator=generator)
 
     def fit(self, stop_at_step: int | None = None) -> bool:

@@ -9,7 +9,8 @@ raises a ``ValueError`` that says why and which rates would work. Only when aske
 (``drop_all_missing=True``) do the draws stay independent and the samples left with nothing get
 dropped, with the actual rates reported instead.
 
-The masks are seeded (one ``torch.Generator`` per call) and the same for the same arguments.
+The masks are seeded (one ``torch.Generator`` per call, the stream ``(seed, "masks")`` of
+:mod:`mce.seeding`) and the same for the same arguments.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import Tensor
 
 from mce.bits import presence_matrix, present_masks
 from mce.data.dataset import MultimodalData
+from mce.seeding import stream
 
 # The paper's six settings a-f: the permutations of (0.2, 0.5, 0.8) over three modalities.
 PRESETS: dict[str, tuple[float, ...]] = {
@@ -186,7 +188,7 @@ def draw_presence(
     if not allow_all_missing:
         _check_feasible(num_samples, rates, counts, has, names)
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = stream(seed, "masks")
     present = has.copy()
     for m, count in enumerate(counts):
         # Drop modality m from just enough of the samples that have it to miss it `count` times.
