@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from mce.seeding import stream
 from mce import pretrain
 from mce.config import HyperParameters, TrainConfig
 from mce.data.dataset import MultimodalData
@@ -241,7 +242,7 @@ def test_held_out_samples_are_never_trained_on(tmp_path):
         held = set(seen[name]["eval"][0])  # the first evaluation: the held-out part
         assert held and trained and not trained & held
         assert trained | held == set(present.tolist())
-        expected = split_holdout(present, 0.2, torch.Generator().manual_seed(7 + m))[1]
+        expected = split_holdout(present, 0.2, stream(7, "pretrain", m))[1]
         assert held == set(expected.tolist())
         assert len(seen[name]["train"]) == 30 and all(len(b) <= 8 for b in seen[name]["train"])
 

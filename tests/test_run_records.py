@@ -72,7 +72,7 @@ def test_help_shows_each_task_value(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "digits: 30; avmnist: 280" in text  # --epochs
-    assert "digits: 0.8,0.2; avmnist: 0,0.8" in text  # --missing-rates
+    assert "digits: 0.5,0.2; avmnist: 0,0.8" in text  # --missing-rates
     assert "--lr-step" in text and "--grad-clip" in text and "--optimizer" in text
 
 
@@ -102,7 +102,7 @@ def test_config_json_holds_the_resolved_values(tmp_path):
     hparams = record["config"]["hparams"]
     assert hparams["epochs"] == 2 and hparams["batch_size"] == 256
     assert hparams["lr"] == 1e-3 and hparams["lr_step"] == 20  # the task's, resolved
-    assert hparams["missing_rates"] == [0.8, 0.2]
+    assert hparams["missing_rates"] == [0.5, 0.2]
     assert None not in hparams.values()
     assert record["config"]["task"] == "digits" and record["config"]["method"] == "baseline"
     assert record["mce_version"] == "0.1.0"
@@ -119,7 +119,7 @@ def test_results_json_and_md_say_what_ran(tmp_path, capsys):
     assert results["methods"] == {"mce": "mce [no A, no L_aux]"}
     assert results["config"]["mce"]["use_aux"] is False
     rates = results["missing_rates"]
-    assert rates["stated"] == {"image": 0.8, "audio": 0.2}
+    assert rates["stated"] == {"image": 0.5, "audio": 0.2}
     kept = rates["training_samples"]
     assert kept + rates["dropped_samples"] == 1257
     for rate in rates["actual"].values():
@@ -138,7 +138,7 @@ def test_results_json_and_md_say_what_ran(tmp_path, capsys):
         fit = results["upper_bounds"][name]
         assert 0.0 <= fit["heldout_utility"] <= 1.0 and 0.0 <= fit["training_utility"] <= 1.0
     assert "upper bounds (frozen unimodal models, accuracy %): image " in markdown
-    assert "missing rates of the training split: stated image 0.8, audio 0.2; actual" in markdown
+    assert "missing rates of the training split: stated image 0.5, audio 0.2; actual" in markdown
 
 
 def test_resume_of_a_folder_without_a_run_is_an_error(tmp_path, capsys):

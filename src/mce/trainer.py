@@ -21,7 +21,7 @@ from mce.loggers import RunLogger
 from mce.methods import StatefulMethod, TrainingMethod
 from mce.seeding import stream
 
-__all__ = ["Trainer", "build_optimizer", "CHECKPOINT"]
+__all__ = ["Trainer", "build_optimizer", "epoch_order", "CHECKPOINT"]
 
 log = logging.getLogger("mce.train")
 
@@ -62,6 +62,12 @@ def build_optimizer(
     step = hparams.lr_step or hparams.epochs + 1
     gamma = hparams.lr_gamma if hparams.lr_step else 1.0
     return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step, gamma)
+
+
+def epoch_order(seed: int, epoch: int, num_samples: int) -> torch.Tensor:
+    """The data order of an epoch: a permutation drawn from the stream ``(seed, "order",
+    epoch)`` (:mod:`mce.seeding`), independent of the masks' draw and of every other epoch's."""
+    return torch.randperm(num_samples, generator=stream(seed, "order", epoch))
 
 
 class Trainer:
@@ -240,8 +246,7 @@ class Trainer:
         return state
 
     def _order(self, epoch: int) -> torch.Tensor:
-        generator = stream(self.seed, "order", epoch)
-        return torch.randperm(len(self.train), generator=generator)
+        return epoch_order(self.seed, epoch, len(self.train))
 
     def fit(self, stop_at_step: int | None = None) -> bool:
         """Train until the last epoch (True) or until ``stop_at_step`` / Ctrl-C (False); both
