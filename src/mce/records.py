@@ -15,10 +15,21 @@ from typing import Any
 from mce.config import METHOD_OPTION_FIELDS, HyperParameters, TrainConfig
 from mce.methods.mce import MCEConfig
 from mce.methods.redcore import RedCoreConfig
+from mce.run_folder import read_json, write_text
 
-__all__ = ["RunRecord", "write_config", "ablation_label", "package_version", "git_commit"]
+__all__ = [
+    "RunRecord",
+    "write_config",
+    "read_config",
+    "ablation_label",
+    "package_version",
+    "git_commit",
+]
 
 CONFIG = "config.json"
+RESULTS = "results.json"
+# where python -m mce.report's figures section of results.md begins
+FIGURES_MARKER = "<!-- mce.report: figures (rebuilt by python -m mce.report) -->"
 
 
 def package_version() -> str:
@@ -91,7 +102,7 @@ def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
     path = out / CONFIG
     current = config.to_dict()
     if resume:
-        saved = json.loads(path.read_text()).get("config", {})
+        saved = read_config(out)
         differ = config_differences(saved, config)
         if differ:
             raise ValueError(
@@ -100,7 +111,24 @@ def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
             )
         current["out"] = saved.get("out", current["out"])
     record = {"config": current, "mce_version": package_version(), "git_commit": git_commit()}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def read_config(out: Path) -> dict[str, Any]:
+    """The settings saved in ``out/config.json``.
+
+    Raises:
+        ValueError: naming the file when it is missing or unreadable.
+    """
+    saved = read_json(
+        out / CONFIG,
+        "the run's settings are lost: start it again in a new --out (its checkpoints cannot be "
+        "resumed without them)",
+    )
+    config = saved.get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{out / CONFIG} holds no 'config' object; start the run in a new --out")
+    return config
 
 
 def ablation_label(config: MCEConfig) -> str:
@@ -267,5 +295,13 @@ class RunRecord:
         }
 
     def write(self, out: Path) -> None:
-        (out / "results.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        (out / "results.md").write_text(self.markdown())
+        """Write ``results.json`` and ``results.md`` atomically; a figures section that
+        ``python -m mce.report`` added to an earlier ``results.md`` is kept."""
+        write_text(out / "results.json", json.dumps(self.to_dict(), indent=2) + "\n")
+        markdown = self.markdown()
+        previous = out / "results.md"
+        if previous.is_file():
+            text = previous.read_text(errors="replace")
+            if FIGURES_MARKER in text:
+                markdown = markdown.rstrip("\n") + "\n\n" + text[text.index(FIGURES_MARKER) :]
+        write_text(previous, markdown)

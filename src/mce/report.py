@@ -29,6 +29,7 @@ from typing import Any
 
 from mce.experiment import RESULTS, SUMMARY, upper_bound_scores
 from mce.loggers import read_log
+from mce.records import FIGURES_MARKER
 
 __all__ = [
     "batch_view",
@@ -41,7 +42,7 @@ __all__ = [
     "read_log",
 ]
 
-MARKER = "<!-- mce.report: figures (rebuilt by python -m mce.report) -->"
+MARKER = FIGURES_MARKER
 QUANTITIES = (("phi", "φ_m (batch Shapley value)"), ("U", "U_m (upper bound)"), ("B", "B_m"))
 Interval = tuple[float, float, float]  # mean, CI low, CI high (NaN where undefined)
 

@@ -6,20 +6,23 @@ baseline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 import torch
 
 from mce import distributed
 from mce.activity import INACTIVE_RATES_WARNING, closing_lines, term_activity
-from mce.checkpoint import load_checkpoint, save_atomic
+from mce.checkpoint import DiskFull, load_checkpoint, save_atomic
 from mce.config import (
     HPARAM_NAMES,
     REDCORE_NAMES,
@@ -38,7 +41,15 @@ from mce.methods import METHODS, MCEConfig, MethodInputs, MethodSpec, RedCoreCon
 from mce.methods.redcore import SCHEDULES
 from mce.methods.mce import ShapleyMode, Weighting
 from mce.pretrain import BatchUpperBounds, UpperBounds, unimodal_model, upper_bound_table
-from mce.records import CONFIG, RunRecord, write_config
+from mce.records import (
+    CONFIG,
+    RESULTS,
+    RunRecord,
+    config_differences,
+    read_config,
+    write_config,
+)
+from mce.run_folder import lock_folder, read_json, remove_temporaries
 from mce.tasks import TASKS, Task, get_task, task_from_arguments
 from mce.trainer import Trainer
 
@@ -50,6 +61,8 @@ __all__ = [
     "main",
     "build_parser",
     "parse_config",
+    "parse_command",
+    "Command",
 ]
 
 log = logging.getLogger("mce.train")
@@ -73,6 +86,7 @@ def run(
     stop_at_step: int | None = None,
     *,
     task: Task | None = None,
+    force_eval: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Train and evaluate as configured.
 
@@ -81,6 +95,11 @@ def run(
         resume: continue the run in ``config.out`` from its checkpoints.
         stop_at_step: stop (with a checkpoint) once a method reaches this step.
         task: a ``Task`` object to use instead of looking ``config.task`` up by name.
+        force_eval: with ``resume``, evaluate a finished run again and rewrite its results
+            (without it, resuming a finished run changes nothing and returns its scores).
+
+    The run holds the folder's lock (:func:`mce.run_folder.lock_folder`) while it runs: a
+    second run in the same folder is refused.
 
     Under torchrun (``RANK``, ``WORLD_SIZE`` set) every process calls ``run`` alike: it joins
     the process group (:func:`mce.distributed.init`), trains data-parallel and evaluates
@@ -115,7 +134,33 @@ def run(
     for name in names:
         get_method(name)  # an unknown method is an error before anything is written
     out = Path(config.out)
-    distributed.on_main(lambda: _check_folder(out, resume))
+    with contextlib.ExitStack() as held:  # one run at a time in a folder, for its whole life
+        distributed.on_main(lambda: held.enter_context(lock_folder(out)) and None)
+        distributed.on_main(lambda: _check_folder(out, resume, config))
+        if resume and not force_eval and distributed.on_main(lambda: _finished(out)):
+            log.info(
+                "the run in %s is complete (%s): nothing to do; --resume --force-eval "
+                "re-scores it",
+                out,
+                RESULTS,
+            )
+            return distributed.on_main(lambda: _saved_scores(out))
+        distributed.on_main(lambda: remove_temporaries(out))
+        return _run_in_folder(config, task, device, out, names, resume, stop_at_step)
+
+
+def _run_in_folder(
+    config: TrainConfig,
+    task: Task,
+    device: torch.device,
+    out: Path,
+    names: tuple[str, ...],
+    resume: bool,
+    stop_at_step: int | None,
+) -> dict[str, dict[str, float]]:
+    """:func:`run` once the folder is locked and checked."""
+    hparams = config.hparams
+    rates = hparams.rates_for(task.modalities)
     # Data and masks first: a folder with an unreadable data set or infeasible rates stays empty.
     splits = task.splits(Path(config.data_dir) if config.data_dir else None, config.fold)
     train_full, test, validation = splits.train, splits.test, splits.validation
@@ -267,14 +312,32 @@ def run(
     return record.scores
 
 
-def _check_folder(out: Path, resume: bool) -> None:
-    """Refuse to resume a folder without a run, or to start one in a folder that has one."""
+def _finished(out: Path) -> bool:
+    """Whether ``out`` holds a finished run (its results are written last)."""
+    return (out / RESULTS).is_file() and (out / CONFIG).is_file()
+
+
+def _saved_scores(out: Path) -> dict[str, dict[str, float]]:
+    results = read_json(out / RESULTS, "delete it and run --resume --force-eval to score again")
+    return results.get("scores", {})
+
+
+def _check_folder(out: Path, resume: bool, config: TrainConfig) -> None:
+    """Refuse to resume a folder without a run, or with other settings, or to start one in a
+    folder that has one."""
     if resume and not (out / CONFIG).is_file():
         raise ValueError(f"{out} holds no run to resume (no {CONFIG}); start it without --resume")
     if not resume and (out / CONFIG).exists():
         raise ValueError(
             f"{out} already holds a run: pass --resume to continue it, or choose another --out"
         )
+    if resume:
+        differ = config_differences(read_config(out), config)
+        if differ:
+            raise ValueError(
+                f"--resume with settings that differ from the run in {out} "
+                f"({', '.join(differ)}; see {out / CONFIG}); use the same options or a new --out"
+            )
 
 
 def _start_folder(out: Path, config: TrainConfig, masked, resume: bool) -> None:
@@ -372,7 +435,9 @@ def _save_or_check_masks(out: Path, masked, resume: bool) -> None:
     path = out / "masks.pt"
     state = {"present": masked.data.present, "kept": masked.kept, "dropped": masked.dropped}
     if resume and path.is_file():
-        saved = load_checkpoint(path)
+        saved = load_checkpoint(
+            path, "the run's training masks are lost: start it again in a new --out"
+        )
         if not (
             torch.equal(saved["present"], state["present"])
             and torch.equal(saved["kept"], state["kept"])
@@ -507,7 +572,15 @@ def build_parser() -> argparse.ArgumentParser:
         "run in chunks recomputed in the backward pass (default: the task's)",
     )
     run_group.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (a finished run is left as it "
+        "is)",
+    )
+    run_group.add_argument(
+        "--force-eval",
+        action="store_true",
+        help="with --resume: evaluate a finished run again and rewrite its results",
     )
     run_group.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run_group.add_argument(
@@ -662,10 +735,27 @@ def _hparam_overrides(
     return overrides
 
 
+class Command(NamedTuple):
+    """What the command line asks for."""
+
+    config: TrainConfig
+    resume: bool
+    force_eval: bool
+
+
 def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
-    """Parse and validate; bad arguments exit with status 2 and a message naming the problem."""
+    """Parse and validate; bad arguments exit with status 2 and a message naming the problem.
+    Returns the configuration and whether to resume."""
+    command = parse_command(argv)
+    return command.config, command.resume
+
+
+def parse_command(argv: list[str] | None = None) -> Command:
+    """:func:`parse_config` with every action the command line may ask for."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.force_eval and not args.resume:
+        parser.error("--force-eval re-scores a finished run: use it with --resume and --out")
     try:
         task, task_options = task_from_arguments(args.task, args.task_option)
     except ValueError as error:
@@ -734,7 +824,20 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
         fold=args.fold,
         threads=args.threads or available_cores(),
     )
-    return config, args.resume
+    return Command(config, args.resume, args.force_eval)
+
+
+def _os_error_message(error: OSError, config: TrainConfig) -> str:
+    if isinstance(error, DiskFull) or error.errno != errno.ENOSPC:
+        return str(error)
+    folder = Path(config.out or "runs")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    return (
+        f"no space left on the device of {folder} ({free / 2**20:.1f} MB free): free space "
+        "there (or choose another --out) and run again, with --resume to continue from the "
+        "last checkpoint"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -742,15 +845,18 @@ def main(argv: list[str] | None = None) -> int:
     quiet = distributed.launched() and os.environ.get("RANK", "0") != "0"
     level = logging.ERROR if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    config, resume = parse_config(argv)
+    config, resume, force_eval = parse_command(argv)
     try:
-        run(config, resume=resume)
+        run(config, resume=resume, force_eval=force_eval)
     except KeyboardInterrupt:
         return 130
     except UsageError as error:
         build_parser().error(str(error))  # exits with status 2
     except (ValueError, FloatingPointError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)  # ImportError: an optional extra is missing
+        return 1
+    except OSError as error:  # a full disk or an unwritable folder: no traceback
+        print(f"error: {_os_error_message(error, config)}", file=sys.stderr)
         return 1
     finally:
         distributed.shutdown()

@@ -233,7 +233,10 @@ class Trainer:
             )
 
     def _read_checkpoint(self) -> dict:
-        state = load_checkpoint(self.checkpoint_path)
+        state = load_checkpoint(
+            self.checkpoint_path,
+            "delete it to train this method again from its start, or start the run in a new --out",
+        )
         saved, world = state.get("world_size", 1), distributed.world_size()
         if saved != world:
             raise ValueError(
