@@ -45,6 +45,13 @@ __all__ = [
 MARKER = FIGURES_MARKER
 QUANTITIES = (("phi", "φ_m (batch Shapley value)"), ("U", "U_m (upper bound)"), ("B", "B_m"))
 Interval = tuple[float, float, float]  # mean, CI low, CI high (NaN where undefined)
+CAPABILITY_CAPTION = (
+    "Each method's bar: its unimodal head for that modality (the task's read-out of the "
+    "modality's encoder features, e.g. LayerNorm + linear on the digits; trained by L_single, "
+    "'head untrained' where the method has no L_single) scored on the test samples. Hatched: "
+    "the frozen unimodal upper-bound model (the same encoder and head trained on that modality "
+    "alone) on its held-out training samples."
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +221,8 @@ def plot_capability(
     ylabel: str,
 ) -> Path | None:
     """Per modality: each method's unimodal-head test score (with CI when given) and the
-    upper bound's held-out score when known. None when no method recorded head scores."""
+    upper bound's held-out score when known, with a caption saying what each bar measures.
+    None when no method recorded head scores."""
     series = {
         label: [_interval(scores.get(m)) for m in modalities]
         for label, scores in heads.items()
@@ -232,6 +240,7 @@ def plot_capability(
     ax.set_ylabel(ylabel)
     note = "" if upper else " (no upper-bound scores recorded)"
     ax.set_title(title + note, fontsize="medium")
+    fig.supxlabel(CAPABILITY_CAPTION, fontsize="small", wrap=True)
     fig.savefig(path, dpi=120)
     return path
 
