@@ -171,3 +171,21 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys, caplog) -> No
     with pytest.raises(SystemExit):
         main(BASELINE + ["--out", str(out), "--force-eval"])
     assert "--force-eval re-scores a finished run" in capsys.readouterr().err
+
+
+def test_an_experiment_cell_in_use_is_refused(tmp_path) -> None:
+    from mce.experiment import ExperimentSpec, run_experiment
+
+    spec = ExperimentSpec(
+        task="digits",
+        variants=("baseline",),
+        settings=((0.5, 0.2),),
+        seeds=(0,),
+        overrides={"epochs": 1, "batch_size": 2048},
+    )
+    cell = tmp_path / "cells" / "baseline" / "rates0.5-0.2" / "seed0"
+    with lock_folder(cell):
+        with pytest.raises(run_folder.FolderInUse, match=f"{cell} is in use by another run"):
+            run_experiment(spec, tmp_path, progress=False, figures=False)
+    summary = run_experiment(spec, tmp_path, progress=False, figures=False)
+    assert summary["cells_computed"] == 1
