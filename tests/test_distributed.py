@@ -277,7 +277,15 @@ def test_torchrun_trains_and_ends_as_one_process(tmp_path):
     two = json.loads((tmp_path / "a" / "results.json").read_text())
     assert two["distributed"] == {"world_size": 2, "backend": "gloo", "batch_statistics": "global"}
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["baseline", "config.json", "masks.pt", "mce", "results.json", "results.md"]
+    assert files == [
+        ".lock",  # rank 0 held the folder's lock
+        "baseline",
+        "config.json",
+        "masks.pt",
+        "mce",
+        "results.json",
+        "results.md",
+    ]
 
     config = TrainConfig.for_task(
         ddp_workers.TASK,
