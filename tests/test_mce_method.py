@@ -6,6 +6,7 @@ The digits task supplies the model, loss and utility; the method sees only Metho
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import inspect
@@ -26,7 +27,7 @@ from mce.methods.official import official_batch_shapley
 from mce.model import MultimodalModel, full_rows
 from mce.nn import ConcatFusion, ReconstructionTransformer
 from mce.reference import shapley_brute_force
-from mce.shapley import coalition_plan
+from mce.shapley import coalition_plan, plan_shapley
 from mce.tasks.digits import TASK
 
 
@@ -509,3 +510,63 @@ def test_clean_utilities_skip_their_pass_only_when_rows_are_deterministic(seed, 
         for key in logs:
             if key.startswith(("phi/", "B/")):
                 assert logs[key] == pytest.approx(forced[key], abs=1e-6), key
+
+
+def _clean_pass_inputs(seed: int) -> MethodInputs:
+    upper = torch.rand(_DATASET_SIZE, 3, generator=torch.Generator().manual_seed(seed))
+    return MethodInputs(_ce, _p_target, torch.tensor([30, 20, 10]), _DATASET_SIZE, seed, upper)
+
+
+@pytest.mark.parametrize("in_eval", [None, "decoder", "encoders.b"])
+def test_the_clean_utility_pass_restores_every_training_flag(seed, in_eval):
+    """The eval-mode pass of the clean utilities leaves each module in the mode it found it in:
+    training modules training, a module deliberately in eval mode still in eval mode."""
+    model = _tiny_model(seed)
+    model.reconstruction = ReconstructionTransformer(3, _DIM, heads=2, ff_dim=16, dropout=0.3)
+    model.train()
+    if in_eval is not None:
+        model.get_submodule(in_eval).eval()
+    assert not mce_method._same_in_training(model.row_modules())  # dropout: the pass runs
+    before = {name: module.training for name, module in model.named_modules()}
+    assert sum(before.values()) > sum(not training for training in before.values())
+    MCEMethod(_clean_pass_inputs(seed), MCEConfig()).step(model, _three_modality_batch(seed), 0)
+    assert {name: module.training for name, module in model.named_modules()} == before
+
+
+def _batch_norms(model: nn.Module) -> list[nn.BatchNorm1d]:
+    return [module for module in model.modules() if isinstance(module, nn.BatchNorm1d)]
+
+
+@pytest.mark.parametrize("where", ["fusion", "decoder"])
+def test_batch_norm_in_the_rows_takes_the_clean_pass_and_keeps_its_statistics(seed, where):
+    """With batch norm in a row module the training outputs (batch statistics) are not the
+    eval-mode ones: phi comes from an eval-mode forward after the training forward, and that
+    pass leaves the running statistics as the training forward updated them (once)."""
+    model = _tiny_model(seed)
+    if where == "fusion":
+        model.fusion = nn.Sequential(ConcatFusion(3, _DIM), nn.BatchNorm1d(3 * _DIM))
+    else:
+        model.decoder = nn.Sequential(nn.BatchNorm1d(3 * _DIM), nn.Linear(3 * _DIM, _CLASSES))
+    model.train()
+    assert not mce_method._same_in_training(model.row_modules())
+    batch = _three_modality_batch(seed)
+    plan = coalition_plan(batch.present, 3)
+    row_target = batch.target[plan.samples]
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        h = reference.encode(batch.inputs, batch.present, batch.lengths)
+        _, training_outputs = reference.forward_rows(h, plan.rows)  # updates the statistics
+        reference.eval()
+        _, eval_outputs = reference.forward_rows(h, plan.rows)
+    clean = plan_shapley(plan, _p_target(eval_outputs, row_target)).sum(0)
+    noisy = plan_shapley(plan, _p_target(training_outputs, row_target)).sum(0)
+    assert (clean - noisy).abs().max() > 1e-3  # the two passes give different phi here
+
+    logs = MCEMethod(_clean_pass_inputs(seed), MCEConfig()).step(model, batch, 0).logs
+    for m, name in enumerate(_NAMES):
+        assert logs[f"phi/{name}"] == pytest.approx(float(clean[m]), abs=1e-5), name
+    (norm,), (expected,) = _batch_norms(model), _batch_norms(reference)
+    assert int(norm.num_batches_tracked) == 1
+    torch.testing.assert_close(norm.running_mean, expected.running_mean)
+    torch.testing.assert_close(norm.running_var, expected.running_var)
+    assert model.training and norm.training

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 import types
+import zipfile
 
 import pytest
 import torch
@@ -111,6 +113,40 @@ def test_a_corrupt_or_stale_cache_file_is_retrained(digits, tmp_path, caplog):
     assert cached(again) == [False, False]
     assert "unusable" in caplog.text and "other settings" in caplog.text
     assert torch.equal(again.table, first.table)  # retraining is deterministic
+    assert cached(upper_bound_table(task, train, tmp_path)) == [True, True]  # rewritten
+
+
+def _flip_bytes_of_largest_tensor(path, count: int = 16) -> None:
+    """Inverts ``count`` bytes in the middle of the largest tensor's data in a saved file (as a
+    bad disk or copy would), leaving the rest of the file, its key and its sha256 as they were."""
+    with zipfile.ZipFile(path) as archive:
+        entries = [info for info in archive.infolist() if "/data/" in info.filename]
+        largest = max(entries, key=lambda info: info.file_size)
+    raw = bytearray(path.read_bytes())
+    header = largest.header_offset
+    assert raw[header : header + 4] == b"PK\x03\x04" and largest.compress_type == 0
+    name_length, extra_length = struct.unpack("<HH", raw[header + 26 : header + 30])
+    middle = header + 30 + name_length + extra_length + largest.file_size // 2
+    raw[middle : middle + count] = bytes(byte ^ 0xFF for byte in raw[middle : middle + count])
+    path.write_bytes(bytes(raw))
+
+
+def test_a_cache_file_with_flipped_weight_bytes_is_retrained(digits, tmp_path, caplog):
+    task, train = digits
+    first = upper_bound_table(task, train, tmp_path)
+    assert train.modalities == ("image", "audio")
+    (image,), (audio,) = tmp_path.glob("digits-image-*.pt"), tmp_path.glob("digits-audio-*.pt")
+    before = torch.load(image, weights_only=True)["model"]
+    _flip_bytes_of_largest_tensor(image)
+    after = torch.load(image, weights_only=True)["model"]  # still loads: only the hash tells
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert len(changed) == 1 and before.keys() == after.keys()
+    with caplog.at_level(logging.WARNING, logger="mce.pretrain"):
+        again = upper_bound_table(task, train, tmp_path)
+    assert cached(again) == [False, True]
+    assert f"cache file {image} is corrupt (its weights do not match their sha256)" in caplog.text
+    assert str(audio) not in caplog.text
+    assert torch.equal(again.table, first.table)  # retrained (deterministic), not the flipped
     assert cached(upper_bound_table(task, train, tmp_path)) == [True, True]  # rewritten
 
 

@@ -5,8 +5,8 @@ the modality is present, less a held-out part that decides when to stop: a budge
 steps, an evaluation on the held-out part every ``pretrain_eval_every`` steps, the best state
 kept, and a stop after ``pretrain_patience`` evaluations without improvement. Test data are never
 seen. A trained model is cached under a hash of everything that changes it (see
-:func:`cache_key`); the key is stored in the file too and checked on load, so a stale or corrupt
-entry is retrained, never reused.
+:func:`cache_key`); the key and a sha256 of the weights are stored in the file too and checked
+on load, so a stale or corrupt entry is retrained, never reused.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 """Version of the training procedure and file layout; bump it when either changes."""
 
 
@@ -268,15 +268,33 @@ def _cache_path(cache_dir: Path, task: Task, modality: str, key: str) -> Path:
     return cache_dir / f"{stem}-{digest}.pt"
 
 
+def _state_digest(state: Mapping[str, Tensor]) -> str:
+    """The sha256 of a model state: for each key in sorted order, the key, the tensor's dtype
+    and shape, and its contiguous CPU bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def _load_cached(path: Path, key: str, model: nn.Module) -> dict[str, Any] | None:
     """The stored fit report after loading the cached state into ``model``, or None (with a
-    log line) when the file is missing, corrupt or stale."""
+    log line) when the file is missing, corrupt (unreadable, or weights that do not match their
+    stored sha256) or stale."""
     if not path.is_file():
         return None
     try:
         state = load_checkpoint(path)
         if state.get("key") != key:
             log.warning("cache file %s was made with other settings: retraining", path)
+            return None
+        if state.get("sha256") != _state_digest(state["model"]):
+            log.warning(
+                "cache file %s is corrupt (its weights do not match their sha256): retraining",
+                path,
+            )
             return None
         fit = dict(state["fit"])
         candidate = copy.deepcopy(model)  # a failed load leaves ``model`` freshly initialised
@@ -526,7 +544,9 @@ def upper_bound_table(
                 name,
                 progress,
             )
-            save_atomic({"model": model.state_dict(), "key": key, "fit": fit}, path)
+            weights = model.state_dict()
+            entry = {"model": weights, "key": key, "fit": fit, "sha256": _state_digest(weights)}
+            save_atomic(entry, path)
         models[name] = model
         training_utility = None
         if score_training:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from mce import ops
+from mce.ops import _checks
 from mce.shapley import coalition_plan, presence_to_mask, shapley_values
 
 PRESENT = torch.tensor([0b011, 0b101, 0b110])
@@ -161,3 +164,132 @@ def test_bad_utility_table_and_callable():
         shapley_values(PRESENT, lambda rows: torch.zeros(2), num_modalities=3)
     with pytest.raises(ValueError, match="method must be 'exact' or 'mc'"):
         shapley_values(PRESENT, torch.zeros(3, 8), method="kernel")
+
+
+@pytest.mark.parametrize(
+    ("present", "num_modalities", "message"),
+    [
+        ([-5], 31, r"present\[0\] = -5 sets bits outside the 31 modalities"),
+        ([3, 2**31], 31, r"present\[1\] = 2147483648 sets bits outside the 31 modalities"),
+        ([1, 0b1001], 3, r"present\[1\] = 9 sets bits outside the 3 modalities"),
+        ([1, 0], 31, r"present\[1\] is 0: sample 1 has no modality present"),
+    ],
+    ids=["negative", "bit 31", "bit 3 of 3", "empty"],
+)
+def test_exact_plan_size_refuses_bad_masks(present, num_modalities, message):
+    with pytest.raises(ValueError, match=message):
+        ops.exact_plan_size(torch.tensor(present), num_modalities)
+
+
+def test_exact_plan_size_refuses_what_is_not_a_mask_tensor():
+    with pytest.raises(ValueError, match="present must be a torch.Tensor, got list"):
+        ops.exact_plan_size([-5])
+    with pytest.raises(ValueError, match="present must have dtype torch.int64"):
+        ops.exact_plan_size(PRESENT.int())
+    with pytest.raises(ValueError, match=r"num_modalities must be in \[1, 31\]"):
+        ops.exact_plan_size(PRESENT, 0)
+    assert ops.exact_plan_size(PRESENT, 3) == 9
+
+
+# --- Outputs too large to allocate -------------------------------------------------------------
+
+
+def _refuse_allocations(monkeypatch, refused) -> None:
+    """Output buffers for which ``refused(shape, dtype)`` holds fail as torch's allocator fails
+    when memory runs out; the others are allocated as usual."""
+    allocate = _checks.new_output
+
+    def new_output(shape, dtype, device):
+        if refused(tuple(shape), dtype):
+            nbytes = math.prod(shape) * dtype.itemsize
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                f"allocate memory: you tried to allocate {nbytes} bytes. Error code 12"
+            )
+        return allocate(shape, dtype, device)
+
+    monkeypatch.setattr(_checks, "new_output", new_output)
+
+
+def test_an_exact_plan_too_large_to_allocate_names_its_rows_and_bytes_and_suggests_mc(
+    monkeypatch,
+):
+    _refuse_allocations(monkeypatch, lambda shape, dtype: math.prod(shape) > 1 << 20)
+    present = torch.full((4,), (1 << 31) - 1, dtype=torch.int64)  # 4 (2^31 - 1) rows
+    with pytest.raises(
+        ValueError,
+        match=r"^the exact plan of 8589934588 rows: a Tensor\[8589934588, 2\] torch.int64 of "
+        r"137438953408 bytes could not be allocated on cpu; use Monte Carlo \(method='mc'",
+    ):
+        ops.exact_plan(present, 31, max_rows=1 << 40)
+
+
+def test_an_exact_plan_over_max_rows_names_its_bytes():
+    with pytest.raises(ValueError, match=r"needs 15 rows \(240 bytes; .*max_rows=10; use Monte"):
+        ops.exact_plan(torch.tensor([0b1111]), 4, max_rows=10)
+
+
+def _op_calls():
+    """Each op and arguments made before allocations are refused."""
+    rows, v = _rows_v()
+    counts, upper = torch.tensor([1, 2, 3]), torch.zeros(3)
+    return {
+        "exact_plan": (ops.exact_plan, (PRESENT, 3)),
+        "mc_plan": (ops.mc_plan, (PRESENT, 3, 5, 0)),
+        "subset_gather": (ops.subset_gather, (torch.zeros(3, 3, 2), rows)),
+        "shapley_from_rows": (ops.shapley_from_rows, (rows, v, PRESENT, 3)),
+        "lce_factors": (ops.lce_factors, (counts, 5, PRESENT, upper, torch.zeros(3, 3))),
+    }
+
+
+_REFUSED_OUTPUT = {
+    "exact_plan": r"^the exact plan of 9 rows: a Tensor\[9, 2\] torch.int64 of 144 bytes",
+    "mc_plan": r"^the Monte Carlo plan's scratch for 30 prefix coalitions \(k=5 permutations x "
+    r"\|A_n\| per sample\): a Tensor\[60\] torch.int64 of 480 bytes could not be allocated "
+    r"on cpu; use fewer permutations \(k\) or a smaller batch$",
+    "subset_gather": r"^subset_gather's output for 9 rows: a Tensor\[9, 3, 2\] torch.float32 of "
+    r"216 bytes could not be allocated on cpu; evaluate fewer rows",
+    "shapley_from_rows": r"^the Shapley values of 3 samples: a Tensor\[3, 3\] torch.float32 of "
+    r"36 bytes",
+    "lce_factors": r"^factor A: a Tensor\[3\] torch.float32 of 12 bytes could not be allocated",
+}
+
+
+@pytest.mark.parametrize("op", list(_REFUSED_OUTPUT))
+def test_every_op_names_an_output_it_cannot_allocate(monkeypatch, op):
+    run, args = _op_calls()[op]
+    _refuse_allocations(monkeypatch, lambda shape, dtype: True)
+    with pytest.raises(ValueError, match=_REFUSED_OUTPUT[op]):
+        run(*args)
+
+
+def test_a_monte_carlo_plan_whose_rows_cannot_be_allocated_names_them(monkeypatch):
+    _refuse_allocations(monkeypatch, lambda shape, dtype: len(shape) == 2)  # rows and coef
+    with pytest.raises(
+        ValueError,
+        match=r"^the Monte Carlo plan of 9 rows: a Tensor\[9, 2\] torch.int64 of 144 bytes "
+        r"could not be allocated on cpu; use fewer permutations",
+    ):
+        ops.mc_plan(PRESENT, 3, 40, 0)  # 40 permutations of 2 modalities: every subset
+
+
+def test_a_gather_gradient_that_cannot_be_allocated_names_it(monkeypatch):
+    h = torch.zeros(3, 3, 2, requires_grad=True)
+    out = ops.subset_gather(h, ops.exact_plan(PRESENT, 3))
+    _refuse_allocations(monkeypatch, lambda shape, dtype: shape == (3, 3, 2))
+    with pytest.raises(
+        ValueError,
+        match=r"^subset_gather's gradient for 3 samples: a Tensor\[3, 3, 2\] torch.float32 of "
+        r"72 bytes could not be allocated on cpu$",
+    ):
+        out.sum().backward()
+
+
+def test_a_size_whose_bytes_overflow_is_named_not_allocated():
+    # torch refuses before allocating anything: 2^63 elements of 8 bytes overflow int64
+    with pytest.raises(
+        ValueError,
+        match=r"^the test buffer: a Tensor\[4611686018427387904, 2\] torch.int64 of "
+        r"73786976294838206464 bytes could not be allocated on cpu$",
+    ):
+        _checks.allocate("the test buffer", (1 << 62, 2), torch.int64, torch.device("cpu"))

@@ -20,8 +20,10 @@ Checking policy (the same for the CPU and the CUDA twin of every op): the public
 validate their input and raise ``ValueError`` naming the problem before any kernel runs. The one
 exception is a per-row fact of a large plan (each row of ``shapley_from_rows``), which the kernel
 checks in the very pass that reads the row, so that validation never costs more than the work:
-the kernel reports the first bad row and the op raises the same named ``ValueError``. The kernels
-assert what they rely on and throw ``std::invalid_argument`` rather than read out of bounds.
+the kernel reports the first bad row and the op raises the same named ``ValueError``. An output
+that cannot be allocated (too large for the device's memory) is a ``ValueError`` naming its rows,
+shape and bytes, with what to do instead. The kernels assert what they rely on and throw
+``std::invalid_argument`` rather than read out of bounds.
 Bindings are called by keyword only.
 
 Conventions: ``present`` is an int64 bitmask per sample (bit m set when modality m is present,

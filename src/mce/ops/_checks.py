@@ -6,6 +6,7 @@ This is the only module of :mod:`mce` that imports :mod:`mce._ext`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -118,6 +119,31 @@ def new_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device)
     Tests replace this function with one returning poisoned buffers (``tests/conftest.py``).
     """
     return torch.empty(shape, dtype=dtype, device=device)
+
+
+def allocate(
+    what: str,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    advice: str = "",
+) -> Tensor:
+    """:func:`new_output`, with an allocation that fails (more than the device's memory, or a
+    byte count that overflows) raised as a ``ValueError`` naming ``what``, its shape and bytes.
+
+    Args:
+        what: the buffer, e.g. ``"the exact plan of 1024 rows"``.
+        advice: what the caller can do about it, appended to the message.
+    """
+    try:
+        return new_output(shape, dtype, device)
+    except RuntimeError as error:  # torch.OutOfMemoryError is one
+        nbytes = math.prod(shape) * dtype.itemsize
+        advice = f"; {advice}" if advice else ""
+        raise ValueError(
+            f"{what}: a Tensor{list(shape)} {dtype} of {nbytes} bytes could not be allocated "
+            f"on {device}{advice}"
+        ) from error
 
 
 def ptr(tensor: Tensor | None) -> int:

@@ -24,7 +24,13 @@ __all__ = ["subset_gather"]
 
 def _gather_kernel_call(h: Tensor, rows: Tensor) -> Tensor:
     num_modalities, features = h.shape[1], h.shape[2]
-    out = _checks.new_output((rows.shape[0], num_modalities, features), h.dtype, h.device)
+    out = _checks.allocate(
+        f"subset_gather's output for {rows.shape[0]} rows",
+        (rows.shape[0], num_modalities, features),
+        h.dtype,
+        h.device,
+        "evaluate fewer rows (a smaller batch, or a Monte Carlo or sampled plan)",
+    )
     launch(
         "subset_gather",
         h.device,
@@ -42,7 +48,12 @@ def _gather_kernel_call(h: Tensor, rows: Tensor) -> Tensor:
 def _gather_backward_kernel_call(grad: Tensor, rows: Tensor, num_samples: int) -> Tensor:
     num_modalities, features = grad.shape[1], grad.shape[2]
     grad = grad.contiguous()
-    grad_h = _checks.new_output((num_samples, num_modalities, features), grad.dtype, grad.device)
+    grad_h = _checks.allocate(
+        f"subset_gather's gradient for {num_samples} samples",
+        (num_samples, num_modalities, features),
+        grad.dtype,
+        grad.device,
+    )
     offsets = row_offsets(rows, num_samples)  # held: the kernel reads it through a pointer
     launch(
         "subset_gather_backward",

@@ -22,8 +22,8 @@ __all__ = ["lce_factors"]
 def _lce_op(
     dataset_counts: Tensor, dataset_size: int, batch_present: Tensor, upper: Tensor, phi: Tensor
 ) -> tuple[Tensor, Tensor]:
-    factor_a = _checks.new_output(upper.shape, upper.dtype, upper.device)
-    factor_b = _checks.new_output(upper.shape, upper.dtype, upper.device)
+    factor_a = _checks.allocate("factor A", tuple(upper.shape), upper.dtype, upper.device)
+    factor_b = _checks.allocate("factor B", tuple(upper.shape), upper.dtype, upper.device)
     launch(
         "lce_factors",
         upper.device,

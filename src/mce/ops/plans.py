@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mce.bits import popcount
+from mce.bits import MAX_MODALITIES, popcount
 from mce.ops import _checks
 from mce.ops._checks import (
     check_num_modalities,
@@ -24,6 +24,14 @@ __all__ = ["DEFAULT_MAX_ROWS", "exact_plan", "exact_plan_size", "mc_plan", "row_
 DEFAULT_MAX_ROWS = 1 << 26
 """Row budget of an exact plan (64 Mi rows: 1 GiB of rows before any forward pass)."""
 
+_ROW_BYTES = 16
+"""Bytes of one plan row (two int64)."""
+
+_USE_MONTE_CARLO = (
+    "use Monte Carlo (method='mc', k permutations) instead, which needs at most k * |A_n| rows "
+    "per sample"
+)
+
 
 def row_offsets(rows: Tensor, num_samples: int) -> Tensor:
     """Tensor[N + 1] int64: ``offsets[n]`` = first row whose sample is >= n (binary search).
@@ -33,7 +41,9 @@ def row_offsets(rows: Tensor, num_samples: int) -> Tensor:
     reading them stays in bounds; whether the rows really are grouped is for it to check.
     No validation: ``rows`` is a checked, contiguous Tensor[R, 2] int64.
     """
-    offsets = _checks.new_output((num_samples + 1,), torch.int64, rows.device)
+    offsets = _checks.allocate(
+        f"the row offsets of {num_samples} samples", (num_samples + 1,), torch.int64, rows.device
+    )
     launch(
         "row_offsets",
         rows.device,
@@ -50,14 +60,28 @@ def row_offsets(rows: Tensor, num_samples: int) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def exact_plan_size(present: Tensor) -> int:
-    """Rows of the exact plan of ``present``: sum over samples of 2^|A_n| - 1."""
+def exact_plan_size(present: Tensor, num_modalities: int = MAX_MODALITIES) -> int:
+    """Rows of the exact plan of ``present``: sum over samples of 2^|A_n| - 1.
+
+    Raises:
+        ValueError: on a bad mask (0, negative or with bits at or above ``num_modalities``), as
+            :func:`exact_plan` does.
+    """
+    check_num_modalities(num_modalities)
+    check_tensor("present", present, (torch.int64,), 1)
+    check_present_values(present, num_modalities)
     return int(((1 << popcount(present)) - 1).sum())
 
 
 @torch.library.custom_op("mce::exact_plan", mutates_args=(), device_types=("cpu", "cuda"))
 def _exact_plan_op(present: Tensor, row_offsets: Tensor, num_rows: int) -> Tensor:
-    rows = _checks.new_output((num_rows, 2), torch.int64, present.device)
+    rows = _checks.allocate(
+        f"the exact plan of {num_rows} rows",
+        (num_rows, 2),
+        torch.int64,
+        present.device,
+        _USE_MONTE_CARLO,
+    )
     if num_rows:
         launch(
             "exact_plan",
@@ -90,7 +114,8 @@ def exact_plan(present: Tensor, num_modalities: int, max_rows: int = DEFAULT_MAX
         Tensor[R, 2] int64 with R = sum_n (2^|A_n| - 1).
 
     Raises:
-        ValueError: on a bad mask, or when the plan would exceed ``max_rows``.
+        ValueError: on a bad mask, or when the plan would exceed ``max_rows`` or cannot be
+            allocated (naming its rows and bytes, and suggesting Monte Carlo).
     """
     check_num_modalities(num_modalities)
     check_tensor("present", present, (torch.int64,), 1)
@@ -99,9 +124,8 @@ def exact_plan(present: Tensor, num_modalities: int, max_rows: int = DEFAULT_MAX
     num_rows = int(counts.sum()) if present.numel() else 0
     if num_rows > max_rows:
         raise ValueError(
-            f"the exact plan needs {num_rows} rows (sum over samples of 2^|A_n| - 1), more than "
-            f"max_rows={max_rows}; use Monte Carlo (method='mc', k permutations) instead, which "
-            "needs at most k * |A_n| rows per sample"
+            f"the exact plan needs {num_rows} rows ({num_rows * _ROW_BYTES} bytes; sum over "
+            f"samples of 2^|A_n| - 1), more than max_rows={max_rows}; {_USE_MONTE_CARLO}"
         )
     return _exact_plan_op(present, exclusive_cumsum(counts), num_rows)
 
@@ -114,9 +138,20 @@ def exact_plan(present: Tensor, num_modalities: int, max_rows: int = DEFAULT_MAX
 def _mc_plan_impl(present: Tensor, num_modalities: int, k: int, seed: int) -> tuple[Tensor, Tensor]:
     device = present.device
     scratch_offsets = exclusive_cumsum(popcount(present) * k)
+    prefixes = int(scratch_offsets[-1])
+    smaller = "use fewer permutations (k) or a smaller batch"
     # Twice the prefix entries: the second half is the kernel's sorting space.
-    scratch = _checks.new_output((2 * int(scratch_offsets[-1]),), torch.int64, device)
-    distinct = _checks.new_output(present.shape, torch.int64, device)
+    scratch = _checks.allocate(
+        f"the Monte Carlo plan's scratch for {prefixes} prefix coalitions (k={k} permutations "
+        "x |A_n| per sample)",
+        (2 * prefixes,),
+        torch.int64,
+        device,
+        smaller,
+    )
+    distinct = _checks.allocate(
+        f"the coalition counts of {present.shape[0]} samples", present.shape, torch.int64, device
+    )
     launch(
         "mc_plan_prepare",
         device,
@@ -130,8 +165,9 @@ def _mc_plan_impl(present: Tensor, num_modalities: int, k: int, seed: int) -> tu
     )
     offsets = exclusive_cumsum(distinct)
     num_rows = int(offsets[-1])
-    rows = _checks.new_output((num_rows, 2), torch.int64, device)
-    coef = _checks.new_output((num_rows, num_modalities), torch.float32, device)
+    what = f"the Monte Carlo plan of {num_rows} rows"
+    rows = _checks.allocate(what, (num_rows, 2), torch.int64, device, smaller)
+    coef = _checks.allocate(what, (num_rows, num_modalities), torch.float32, device, smaller)
     launch(
         "mc_plan_emit",
         device,

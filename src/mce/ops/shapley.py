@@ -43,7 +43,12 @@ def _shapley_op(
     # The kernels check each row in the pass that aggregates it (validation at the cost of the
     # work, not more) and report the first bad row; the named error is raised here.
     num_rows, num_samples = rows.shape[0], present.shape[0]
-    phi = _checks.new_output((num_samples, num_modalities), torch.float32, v.device)
+    phi = _checks.allocate(
+        f"the Shapley values of {num_samples} samples",
+        (num_samples, num_modalities),
+        torch.float32,
+        v.device,
+    )
     if num_samples == 0:
         if num_rows:
             _raise_bad_rows(rows, v, present, 0)
