@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def test_errors_are_named(dataroot, nusc, tmp_path) -> None:
     ("channel", "damage", "message"),
     [
         ("LIDAR_TOP", "delete", "sample file .*LIDAR_TOP.* is missing"),
-        ("LIDAR_TOP", "truncate", "lidar file .*LIDAR_TOP.* is corrupt"),
+        ("LIDAR_TOP", "truncate", "lidar file .*LIDAR_TOP.* is truncated"),
         ("LIDAR_TOP", "nan", "lidar file .*LIDAR_TOP.* is corrupt"),
         ("RADAR_FRONT", "garbage", "radar file .*RADAR_FRONT.* is corrupt"),
         ("CAM_BACK", "garbage", "image .*CAM_BACK.* is unreadable"),
@@ -162,6 +163,87 @@ def test_broken_files_are_named(dataroot, tmp_path, channel, damage, message) ->
         path.write_bytes(b"not a sensor file at all")
     with pytest.raises(ValueError, match=message):
         NuScenesReader(nusc, GRID, (36, 64), radar_sweeps=1).read(token)
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [
+        (None, r"is empty \(0 bytes\)"),  # every byte
+        (18, r"is truncated \(\d+ bytes, not a whole number of 20-byte points"),
+        (1, r"is truncated \(\d+ bytes, not a whole number of 20-byte points"),
+    ],
+)
+def test_empty_or_truncated_lidar_is_refused_naming_the_file(
+    dataroot, tmp_path, cut, message
+) -> None:
+    """A cut that leaves whole float32 values (18 bytes: one point less, 2 bytes over) or a
+    zero-byte file is refused, as is a cut of one byte."""
+    broken = _broken(dataroot, tmp_path)
+    nusc = open_nuscenes(broken)
+    token = split_tokens(nusc, "train")[0]
+    data = nusc.get("sample_data", nusc.get("sample", token)["data"]["LIDAR_TOP"])
+    path = broken / data["filename"]
+    raw = path.read_bytes()
+    path.write_bytes(b"" if cut is None else raw[:-cut])
+    reader = NuScenesReader(nusc, GRID, (36, 64), radar_sweeps=1)
+    with pytest.raises(ValueError, match=f"lidar file {re.escape(str(path))} {message}"):
+        reader.read_lidar(token)
+
+
+def _sweep_of(nusc, token: str, channel: str) -> dict:
+    """The sample_data record of the sweep before ``channel``'s keyframe of ``token``."""
+    keyframe = nusc.get("sample_data", nusc.get("sample", token)["data"][channel])
+    return nusc.get("sample_data", keyframe["prev"])
+
+
+def test_check_files_names_the_first_missing_file_and_the_count(dataroot, tmp_path) -> None:
+    broken = _broken(dataroot, tmp_path)
+    nusc = open_nuscenes(broken)
+    tokens = split_tokens(nusc, "train")
+    reader = NuScenesReader(nusc, GRID, (36, 64), lidar_sweeps=2, radar_sweeps=2)
+    files = reader.sample_files(tokens[-1])
+    assert len(files) == 6 + 2 + 5 * 2 and all(path.is_file() for path in files)
+    total = len({path for token in tokens for path in reader.sample_files(token)})
+    reader.check_files(tokens, progress=False)
+    radar = broken / _sweep_of(nusc, tokens[-1], "RADAR_BACK_LEFT")["filename"]
+    assert "sweeps" in radar.parts and radar in files
+    radar.unlink()
+    with pytest.raises(
+        ValueError, match=rf"sample file {re.escape(str(radar))} is missing: 1 of the {total} "
+    ):
+        reader.check_files(tokens, progress=False)
+    # with one sweep a radar, that file is not read
+    NuScenesReader(nusc, GRID, (36, 64), lidar_sweeps=2, radar_sweeps=1).check_files(
+        tokens, progress=False
+    )
+    lidar = broken / _sweep_of(nusc, tokens[-1], "LIDAR_TOP")["filename"]
+    lidar.write_bytes(b"")  # read before the radars: named first
+    with pytest.raises(
+        ValueError, match=rf"sample file {re.escape(str(lidar))} is empty \(0 bytes\): 2 of "
+    ):
+        reader.check_files(tokens, progress=False)
+
+
+def test_check_files_task_option(dataroot, tmp_path) -> None:
+    """The task checks the files of both splits at open (check_files=true, the default) and
+    skips the check with check_files=false."""
+    from mce.tasks import get_task
+
+    broken = _broken(dataroot, tmp_path)
+    nusc = open_nuscenes(broken)
+    token = split_tokens(nusc, "val")[-1]
+    sweep = broken / _sweep_of(nusc, token, "LIDAR_TOP")["filename"]
+    sweep.unlink()
+    options = {**SMALL, "lidar_sweeps": 2}
+    assert get_task("nuscenes", options).options["check_files"] == "true"
+    with pytest.raises(
+        ValueError, match=rf"sample file {re.escape(str(sweep))} is missing: 1 of the \d+ files"
+    ):
+        get_task("nuscenes", options).splits(broken)
+    splits = get_task("nuscenes", {**options, "check_files": "false"}).splits(broken)
+    assert len(splits.train) == len(splits.test) == 6
+    with pytest.raises(ValueError, match="check_files must be one of true, false, got 'no'"):
+        get_task("nuscenes", {"check_files": "no"})
 
 
 def test_cli_trains_and_evaluates_every_combination(dataroot, tmp_path) -> None:

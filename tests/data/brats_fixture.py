@@ -89,3 +89,20 @@ def write_brats_fixture(
             write_nifti(folder / f"{case}_{kind}.nii.gz", volume)
     (root / "name_mapping.csv").write_text("Grade,BraTS_2020_subject_ID\n")
     return root
+
+
+def flip_case(root: Path, case: str, axes: tuple[int, ...]) -> None:
+    """Rewrites every file of ``case`` under ``root`` with its voxels flipped along ``axes`` and
+    its affine changed to match: the same images in world space, stored in another orientation.
+    """
+    for path in sorted((Path(root) / case).glob(f"{case}_*.nii.gz")):
+        image = nibabel.load(path)
+        data = np.asarray(image.dataobj)
+        affine = np.array(image.affine, dtype=np.float64)
+        for axis in axes:
+            data = np.flip(data, axis)
+            flip = np.eye(4)  # stored voxel i along ``axis`` is the old voxel n - 1 - i
+            flip[axis, axis] = -1.0
+            flip[axis, 3] = data.shape[axis] - 1
+            affine = affine @ flip
+        write_nifti(path, np.ascontiguousarray(data), affine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import re
+import shutil
 import struct
 import wave
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from mce.data.audio import mfcc, read_wav, resample
-from mce.data.avmnist import load_avmnist, read_idx
+from mce.data.avmnist import clip_features, load_avmnist, read_idx
 from mce.tasks.avmnist import TASK
 
 
@@ -63,6 +64,34 @@ def test_load_pairs_images_and_clips_of_the_same_digit(avmnist_dir):
     assert data.inputs["image"].shape == (30, 1, 28, 28)
     assert data.inputs["audio"].shape == (30, 1, 20, 20)
     assert torch.equal((data.inputs["image"][:, 0, 0, 0] * 255).round().long(), data.target)
+
+
+def test_a_44_1_khz_wav_gives_the_8_khz_features(tmp_path):
+    """Each clip written at 8 kHz and at 44.1 kHz: the 44.1 kHz copy is resampled, so its MFCCs
+    are those of the 8 kHz file (unresampled they differ by 30-75 %)."""
+    for digit in (0, 4, 9):
+        low, high = tmp_path / f"{digit}_8k.wav", tmp_path / f"{digit}_44k.wav"
+        write_wav(low, digit, rate=8000)
+        write_wav(high, digit, rate=44100)
+        assert read_wav(high)[1] == 44100
+        expected, got = clip_features(low), clip_features(high)
+        assert got.shape == expected.shape == (20, 20)
+        assert float((got - expected).norm() / expected.norm()) < 0.03, digit
+
+
+def test_load_resamples_recordings_at_another_rate(avmnist_dir, tmp_path):
+    recordings = avmnist_dir / "fsdd" / "recordings"
+    other = tmp_path / "other"
+    shutil.copytree(avmnist_dir / "mnist", other / "mnist")
+    (other / "fsdd" / "recordings").mkdir(parents=True)
+    for path in recordings.glob("*.wav"):
+        digit = int(path.name[0])
+        write_wav(other / "fsdd" / "recordings" / path.name, digit, rate=44100)
+    expected = load_avmnist(avmnist_dir, num_pairs=30)
+    got = load_avmnist(other, num_pairs=30)
+    assert torch.equal(got.target, expected.target)
+    a, b = got.inputs["audio"], expected.inputs["audio"]
+    assert float(((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).max()) < 0.03
 
 
 def test_task_splits_70_30_and_trains(avmnist_dir, tmp_path):

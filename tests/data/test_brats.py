@@ -17,7 +17,7 @@ nibabel = pytest.importorskip(
     "nibabel", reason="the BraTS reader needs nibabel (pip install nibabel)"
 )
 
-from brats_fixture import AFFINE, case_id, write_brats_fixture, write_nifti
+from brats_fixture import AFFINE, case_id, flip_case, write_brats_fixture, write_nifti
 
 from mce.data import brats
 from mce.data.brats import (
@@ -50,7 +50,9 @@ def broken(pristine: Path, tmp_path: Path) -> Path:
 
 
 def _raw(root: Path, case: str, kind: str) -> np.ndarray:
-    return np.asarray(nibabel.load(root / case / f"{case}_{kind}.nii.gz").dataobj)
+    """A file's voxels in the closest canonical orientation, as the reader reorients them."""
+    image = nibabel.as_closest_canonical(nibabel.load(root / case / f"{case}_{kind}.nii.gz"))
+    return np.asarray(image.dataobj)
 
 
 def _brain_box(root: Path, case: str) -> list[slice]:
@@ -127,6 +129,32 @@ def test_labels_keep_the_voxels_and_map_4_to_3(pristine: Path) -> None:
     assert set(np.unique(seg).tolist()) == {0, 1, 2, 4}
     expected = np.where(seg == 4, 3, seg)
     np.testing.assert_array_equal(loaded.label, expected)
+
+
+@pytest.mark.parametrize("axes", [(0,), (2,), (0, 1, 2)])
+def test_a_case_stored_flipped_gives_the_same_arrays(
+    pristine: Path, broken: Path, axes: tuple[int, ...]
+) -> None:
+    """Every volume of a case (label map included) is reoriented to the closest canonical
+    orientation: a case stored flipped, with its affine to match, reads as the original."""
+    flip_case(broken, CASE, axes)
+    stored = np.asarray(nibabel.load(_path(broken, "flair")).dataobj)
+    original = np.asarray(nibabel.load(_path(pristine, "flair")).dataobj)
+    assert not np.array_equal(stored, original)
+    assert np.array_equal(stored, np.flip(original, axes))
+    flipped, expected = read_case(broken / CASE), read_case(pristine / CASE)
+    _equal(flipped, expected)
+    assert flipped.source_shape == expected.source_shape == (24, 24, 16)
+
+
+def test_arrays_are_in_the_canonical_orientation(pristine: Path) -> None:
+    """The fixture's files are stored with x and y flipped (AFFINE): the reader's arrays are
+    the stored voxels flipped back along those axes."""
+    assert np.array_equal(np.sign(np.diag(AFFINE)[:3]), [-1.0, -1.0, 1.0])
+    loaded = read_case(pristine / CASE)
+    seg = np.asarray(nibabel.load(_path(pristine, "seg")).dataobj)[::-1, ::-1]
+    box = tuple(slice(int(a), int(b)) for a, b in loaded.bbox)
+    np.testing.assert_array_equal(loaded.label, np.where(seg == 4, 3, seg)[box])
 
 
 def test_tumour_is_brighter_in_flair_and_t1ce_than_in_t1(pristine: Path) -> None:
@@ -290,6 +318,36 @@ def test_a_silently_corrupted_cache_file_is_rebuilt_on_load(
     assert spy.calls == [CASE]
     _equal(loaded, read_case(pristine / CASE))
     _equal(cache.load(CASE), loaded)  # and the rebuilt file is good
+    assert spy.calls == [CASE]
+
+
+def test_cache_arrays_rewritten_as_a_valid_file_fail_the_sha256_and_are_rebuilt(
+    pristine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes of a cached array flipped and the file written again as a valid npz (its zip CRCs
+    match), size and mtime kept: only the manifest's sha256 of the arrays catches it."""
+    cache_dir = tmp_path / "cache"
+    preprocess_brats(pristine, cache_dir)
+    path = cache_dir / f"{CASE}.npz"
+    info = path.stat()
+    with np.load(path) as npz:
+        arrays = {key: npz[key].copy() for key in npz.files}
+    flat = arrays["image"].reshape(-1).view(np.uint8)
+    middle = flat.size // 2
+    flat[middle : middle + 8] ^= 0xFF
+    np.savez(path, **arrays)
+    assert path.stat().st_size == info.st_size
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    spy = _Spy(monkeypatch)
+    cache = BratsCache(pristine, cache_dir)
+    assert cache.is_fresh(CASE)
+    with pytest.warns(
+        UserWarning, match=rf"BraTS case {CASE}: cache file .*{CASE}\.npz fails its sha256 check"
+    ):
+        loaded = cache.load(CASE)
+    assert spy.calls == [CASE]
+    _equal(loaded, read_case(pristine / CASE))
+    _equal(cache.load(CASE), loaded)  # and the rebuilt file passes
     assert spy.calls == [CASE]
 
 

@@ -211,6 +211,41 @@ def test_non_finite_frame(broken: Path, modality: str, value: float) -> None:
         load_iemocap(broken, 1)
 
 
+@pytest.mark.parametrize("modality", MODALITIES)
+@pytest.mark.parametrize("value", [1e39, -3e300])
+def test_value_beyond_float32(broken: Path, modality: str, value: float) -> None:
+    """A float64 value finite in the file but too large for float32 is refused, not read as
+    inf."""
+    name = _names(broken, 1, "val")[1]
+    with h5py.File(broken / FILES[modality], "a") as file:
+        array = file[name][()].astype(np.float64)
+        array[0, 7] = value
+        del file[name]
+        file.create_dataset(name, data=array)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(Path(FILES[modality]).name)
+        + f": utterance '{name}' holds a value beyond float32's range",
+    ):
+        load_iemocap(broken, 1)
+
+
+def test_value_beyond_float32_after_normalisation(broken: Path) -> None:
+    """A float32 acoustic value that a tiny std of the fold scales past float32's range."""
+    name = _names(broken, 1, "trn")[0]
+    with h5py.File(broken / "A/comparE_mean_std.h5", "a") as file:
+        file["1/std"][5] = 1e-30
+    with h5py.File(broken / FILES["acoustic"], "a") as file:
+        file[name][0, 5] = 1e10
+    with pytest.raises(
+        ValueError,
+        match=rf"comparE\.h5: utterance '{name}' holds a value beyond float32's range after "
+        "normalisation",
+    ):
+        load_iemocap(broken, 1)
+    load_iemocap(broken, 2)  # fold 2's statistics scale it within range
+
+
 @pytest.mark.parametrize(
     ("shape", "problem"),
     [

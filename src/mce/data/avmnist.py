@@ -5,6 +5,9 @@ Expected layout under ``data_dir`` (the files as their projects distribute them)
     mnist/train-images-idx3-ubyte[.gz]   mnist/train-labels-idx1-ubyte[.gz]
     fsdd/recordings/{digit}_{speaker}_{index}.wav     (8 kHz mono PCM)
 
+A recording at another sample rate is resampled to 8 kHz before its MFCCs are taken, so every
+clip's features are those of the 8 kHz release.
+
 Each recording is paired with a distinct MNIST training image of the same digit (seeded); the
 paper uses 1,500 pairs, 70% for training.
 """
@@ -19,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mce.data.audio import mfcc, read_wav
+from mce.data.audio import mfcc, read_wav, resample
 from mce.data.dataset import MultimodalData
 
 MODALITIES = ("image", "audio")
 _WAV_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
+SAMPLE_RATE = 8000  # Hz: the Free Spoken Digit Dataset's rate, at which MFCCs are taken
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -59,6 +63,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
+def clip_features(path: str | Path, n_mfcc: int = 20, frames: int = 20) -> torch.Tensor:
+    """MFCC map [n_mfcc, frames] of a wav file, resampled to ``SAMPLE_RATE`` first.
+
+    Raises:
+        ValueError: naming the file when it is missing, corrupt, truncated or not PCM.
+    """
+    waveform, rate = read_wav(path)
+    return mfcc(resample(waveform, rate, SAMPLE_RATE), SAMPLE_RATE, n_mfcc=n_mfcc, frames=frames)
+
+
 def _find(directory: Path, stem: str) -> Path:
     for candidate in (directory / stem, directory / f"{stem}.gz"):
         if candidate.is_file():
@@ -90,8 +104,7 @@ def load_avmnist(
         if not pools[digit]:
             raise ValueError(f"not enough MNIST images of digit {digit} to pair with {path.name}")
         image_index.append(pools[digit].pop())
-        waveform, rate = read_wav(path)
-        features.append(mfcc(waveform, rate, n_mfcc=n_mfcc, frames=frames))
+        features.append(clip_features(path, n_mfcc=n_mfcc, frames=frames))
         targets.append(digit)
     image_tensor = torch.from_numpy(images[image_index].astype(np.float32) / 255.0)[:, None]
     audio = torch.stack(features)[:, None]

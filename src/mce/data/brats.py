@@ -30,28 +30,34 @@ Preprocessing of one case (:func:`read_case`), as mmFormer's ``preprocess.py`` e
    4-class softmax directly. :func:`regions` turns class maps into the evaluated regions
    WT = {1, 2, 3}, TC = {1, 3}, ET = {3} (labels {1, 2, 4}, {1, 4}, {4}).
 
-Arrays keep the files' voxel axes (no transpose): for BraTS the source grid is 240 x 240 x 155,
-named ``[D, H, W]`` below. Decoding 5 ``.nii.gz`` files per case costs about a second, so
-:func:`preprocess_brats` (or :class:`BratsCache`) writes each preprocessed case once to
-``cache_dir/<case>.npz`` and later loads take a single ``np.load``; see :class:`BratsCache` for
-how stale and corrupt cache files are detected and rebuilt.
+Every volume of a case, the label map included, is first reoriented to the closest canonical
+(RAS+) orientation by ``nibabel.as_closest_canonical`` (flips and axis permutations of the stored
+voxels, no resampling), so a case stored in another orientation gives the same arrays as one
+stored in the usual one. Arrays are in that reoriented grid: for BraTS 240 x 240 x 155, named
+``[D, H, W]`` below; ``bbox`` and ``source_shape`` refer to it.
+
+Decoding 5 ``.nii.gz`` files per case costs about a second, so :func:`preprocess_brats` (or
+:class:`BratsCache`) writes each preprocessed case once to ``cache_dir/<case>.npz`` and later
+loads take a single ``np.load``; see :class:`BratsCache` for how stale and corrupt cache files
+are detected and rebuilt.
 
 The paper's 219/50/100 train/validation/test split is drawn by :func:`brats_split` (seeded) and
 written and read back by :func:`save_split` / :func:`load_split`.
 
 Every problem with the data raises ``ValueError`` naming the case and the file: a missing or
-unreadable file, a file named for another case, sequences of different shapes or affines, a
-non-3-D volume, NaN or inf in a sequence, a label outside {0, 1, 2, 4}, an empty brain mask, or a
-sequence constant over the brain.
+unreadable file, a file named for another case, sequences of different shapes or affines (after
+the reorientation), a non-3-D volume, NaN or inf in a sequence, a label outside {0, 1, 2, 4}, an
+empty brain mask, or a sequence constant over the brain.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -99,7 +105,7 @@ REGION_CLASSES: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET
 CASE_PATTERN = re.compile(r"BraTS20_Training_\d+")
 EXTENSIONS = (".nii.gz", ".nii")
 AFFINE_ATOL = 1e-3  # mm; the largest entry-wise affine difference accepted between a case's files
-CACHE_FORMAT = 1  # bump when the preprocessing changes: every cache file is then rebuilt
+CACHE_FORMAT = 2  # bump when the preprocessing changes: every cache file is then rebuilt
 MANIFEST = "manifest.json"
 _ARRAYS = ("image", "label", "bbox", "source_shape")
 
@@ -188,10 +194,11 @@ def case_files(case_dir: str | os.PathLike[str]) -> dict[str, Path]:
 
 
 def _read_volume(case: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(data, affine) of one NIfTI file; the data as stored (scaled), squeezed to 3-D."""
+    """(data, affine) of one NIfTI file reoriented to the closest canonical (RAS+) orientation;
+    the data as stored (scaled), squeezed to 3-D."""
     nibabel = _nibabel()
     try:
-        image = nibabel.load(path)
+        image = nibabel.as_closest_canonical(nibabel.load(path))
         affine = np.asarray(image.affine, dtype=np.float64)
         data = np.asarray(image.dataobj)
     except Exception as error:  # gzip, zlib, nibabel and numpy all raise here
@@ -381,16 +388,18 @@ class BratsCache:
     Layout: ``cache_dir/<case>.npz`` (uncompressed ``image``, ``label``, ``bbox``,
     ``source_shape``) and ``cache_dir/manifest.json``, which records the cache format, the
     ``margin``, and per case the size and mtime (ns) of each of its 5 source files and of its
-    cache file. Files are written to a temporary name, fsynced and renamed, so an interrupted
-    run leaves no half-written cache file under a real name.
+    cache file, and the sha256 of the cache file's arrays (their names, dtypes, shapes and
+    bytes). Files are written to a temporary name, fsynced and renamed, so an interrupted run
+    leaves no half-written cache file under a real name.
 
     A case's cache file is *fresh* when the manifest has its entry, the format and margin match,
     and every recorded size and mtime equals the file's current one; otherwise it is rebuilt
     from the source. Editing, replacing or touching a source file, and writing to a cache file,
     therefore rebuild the case. A cache file whose bytes changed with its size and mtime kept
-    fails the zip CRC check when :meth:`load` reads it, and is rebuilt with a warning: a cache
-    file is never silently reused. A changed ``margin`` (or format) rebuilds every case: use one
-    ``cache_dir`` per margin.
+    fails the zip CRC check or, when its arrays were rewritten as a valid file, the sha256
+    check when :meth:`load` reads it, and is rebuilt with a warning: a cache file is never
+    silently reused. A changed ``margin`` (or format) rebuilds every case: use one ``cache_dir``
+    per margin.
 
     ``cache_dir`` is an explicit argument because the data folder is often read-only; a cache
     inside ``root`` must be hidden (``root/.mce_cache``) or at least not named like a case.
@@ -485,7 +494,11 @@ class BratsCache:
         }
         write_atomic(path, lambda file: np.savez(file, **arrays))
         self._read_manifest()  # another process may have added entries meanwhile
-        self._manifest[case_id] = {"sources": sources, "cache": _stat(path)}
+        self._manifest[case_id] = {
+            "sources": sources,
+            "cache": _stat(path),
+            "sha256": _arrays_sha256(arrays),
+        }
         self._write_manifest()
         return case
 
@@ -508,8 +521,9 @@ class BratsCache:
     def load(self, case_id: str) -> BratsCase:
         """The preprocessed case, from its cache file; built first when missing or stale.
 
-        A cache file that fails to load (bad zip, CRC mismatch, missing or malformed array) is
-        rebuilt from the source with a ``UserWarning``.
+        A cache file that fails to load (bad zip, CRC mismatch, missing or malformed array, or
+        arrays whose sha256 is not the manifest's) is rebuilt from the source with a
+        ``UserWarning``.
         """
         if not self.is_fresh(case_id):
             self._read_manifest()  # another process may have rebuilt it
@@ -517,14 +531,25 @@ class BratsCache:
                 return self.build(case_id)
         path = self.cache_path(case_id)
         try:
-            return _load_npz(case_id, path)
+            return _load_npz(case_id, path, self._manifest[case_id].get("sha256"))
         except ValueError as error:
             warnings.warn(f"{error}; rebuilding it from {self.root / case_id}", stacklevel=2)
             return self.build(case_id)
 
 
-def _load_npz(case_id: str, path: Path) -> BratsCase:
-    """Reads a cache file fully (zip CRCs checked) and checks its arrays."""
+def _arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """The sha256 (hex) of a cache file's arrays: each one's name, dtype, shape and bytes, in
+    the order ``image``, ``label``, ``bbox``, ``source_shape``."""
+    digest = hashlib.sha256()
+    for key in _ARRAYS:
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}|{array.dtype.str}|{list(array.shape)}|".encode())
+        digest.update(array)
+    return digest.hexdigest()
+
+
+def _load_npz(case_id: str, path: Path, sha256: object) -> BratsCase:
+    """Reads a cache file fully (zip CRCs checked) and checks its arrays and their sha256."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in _ARRAYS}
@@ -543,6 +568,12 @@ def _load_npz(case_id: str, path: Path) -> BratsCase:
         or source.shape != (3,)
     ):
         raise ValueError(f"BraTS case {case_id}: cache file {path} holds malformed arrays")
+    found = _arrays_sha256(arrays)
+    if found != sha256:
+        raise ValueError(
+            f"BraTS case {case_id}: cache file {path} fails its sha256 check (its arrays are "
+            f"not the ones written: sha256 {found[:12]}..., the manifest's {str(sha256)[:12]}...)"
+        )
     return BratsCase(case_id, image, label, bbox, tuple(int(s) for s in source))  # type: ignore[arg-type]
 
 

@@ -187,10 +187,42 @@ def _mean_std(path: Path, fold: int, width: int) -> tuple[np.ndarray, np.ndarray
     return stats["mean"], std
 
 
+def _float32(path: Path, name: str, values: np.ndarray, after: str = "") -> np.ndarray:
+    """``values`` as float32; a value beyond float32's range is an error, not an inf."""
+    with np.errstate(over="ignore"):
+        out = values.astype(np.float32)
+    if not np.isfinite(out).all():
+        largest = float(np.abs(values).max())
+        raise ValueError(
+            f"IEMOCAP feature file {path}: utterance {name!r} holds a value beyond float32's "
+            f"range{after} (magnitude up to {largest:.3g})"
+        )
+    return out
+
+
+def _as_float32(
+    path: Path, name: str, array: np.ndarray, normalise: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
+    """``array`` as float32, then normalised ``(x - mean) / std`` (in float64) when
+    ``normalise`` gives (mean, std); checked against float32's range at both steps."""
+    out = _float32(path, name, array)
+    if normalise is None:
+        return out
+    mean, std = normalise
+    with np.errstate(over="ignore"):
+        normalised = (array.astype(np.float64) - mean) / std
+    return _float32(path, name, normalised, " after normalisation with the fold's mean and std")
+
+
 def _read_features(
-    path: Path, width: int, wanted: list[list[str]], max_frames: int | None
+    path: Path,
+    width: int,
+    wanted: list[list[str]],
+    max_frames: int | None,
+    normalise: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[list[np.ndarray]]:
-    """Every split's utterance arrays [T, width] from one h5 file, opened once."""
+    """Every split's utterance arrays float32 [T, width] from one h5 file, opened once;
+    normalised ``(x - mean) / std`` when ``normalise`` gives (mean, std)."""
     h5py = _h5py()
     with _open_h5(path) as file:
         try:
@@ -235,7 +267,7 @@ def _read_features(
                         raise ValueError(
                             f"IEMOCAP feature file {path}: utterance {name!r} holds NaN or inf"
                         )
-                    arrays.append(array)
+                    arrays.append(_as_float32(path, name, array, normalise))
                 out.append(arrays)
         except OSError as error:
             raise ValueError(f"IEMOCAP feature file {path} is corrupt: {error}") from error
@@ -278,7 +310,8 @@ def load_iemocap(
         ValueError: naming the file (and the utterance id, where one is at fault) when a folder
             or file is missing, a file is corrupt, the fold is outside 1..10 or absent, an
             utterance is missing from a feature file or has the wrong rank or width, no frames,
-            or NaN/inf values, the fold's normalisation group is missing, labels are not one-hot
+            NaN/inf values or a value beyond float32's range (as read, or after the acoustic
+            normalisation), the fold's normalisation group is missing, labels are not one-hot
             over 4 classes or do not match the ids in number, or the splits share utterances.
         TypeError: when ``fold`` is not an integer.
     """
@@ -335,12 +368,9 @@ def load_iemocap(
     lengths: dict[str, dict[str, torch.Tensor]] = {split: {} for split in splits}
     for modality in MODALITIES:
         relative, width = FEATURE_FILES[modality]
-        arrays = _read_features(root / relative, width, wanted, caps.get(modality))
+        normalise = (mean, std) if modality == "acoustic" else None
+        arrays = _read_features(root / relative, width, wanted, caps.get(modality), normalise)
         for split, split_arrays in zip(splits, arrays):
-            if modality == "acoustic":
-                split_arrays = [
-                    ((a.astype(np.float64) - mean) / std).astype(np.float32) for a in split_arrays
-                ]
             inputs[split][modality], lengths[split][modality] = _pad(split_arrays, width)
 
     data = {}

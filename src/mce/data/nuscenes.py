@@ -39,7 +39,9 @@ What a sample holds (:class:`NuScenesSample`):
   and draw them again.
 
 Every problem raises ``ValueError`` naming it: a dataroot without the version folder, a missing
-or unreadable table, a sample file that is missing, a corrupt point cloud or image.
+or unreadable table, a sample file that is missing, a corrupt point cloud or image (a LiDAR file
+that is empty or not a whole number of 20-byte points is corrupt).
+:meth:`NuScenesReader.check_files` finds a missing or empty file of a split before any is read.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +58,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from mce._optional import require
 from mce.nn.bev import Grid3D
@@ -102,6 +106,7 @@ TABLES = (
     "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
     "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility",
 )  # fmt: skip
+LIDAR_RECORD_BYTES = 5 * 4  # a LIDAR_TOP point: x, y, z, intensity, ring as float32
 MIN_DISTANCE = 2.2  # m: points closer to their sensor are dropped (Simple-BEV)
 _ALL_STATES = list(range(18))  # keep every radar state: no filtering
 
@@ -349,16 +354,67 @@ class NuScenesReader:
         xyz = points @ ref_from_sensor[:3, :3].T + ref_from_sensor[:3, 3]
         return xyz, ref_from_sensor[:3, :3]
 
+    def sample_files(self, token: str) -> list[Path]:
+        """The files :meth:`read` of ``token`` opens: the six camera images, the LIDAR_TOP
+        keyframe and its ``lidar_sweeps - 1`` sweeps, each radar's keyframe and its sweeps."""
+        sample = self.nusc.get("sample", token)
+        records = [self.nusc.get("sample_data", sample["data"][channel]) for channel in CAMERAS]
+        records += self._sweeps(sample, LIDAR, self.lidar_sweeps)
+        for channel in RADARS:
+            records += self._sweeps(sample, channel, self.radar_sweeps)
+        root = Path(self.nusc.dataroot)
+        return [root / data["filename"] for data in records]
+
+    def check_files(self, tokens: Sequence[str], progress: bool | None = None) -> None:
+        """Checks that every file the samples ``tokens`` read exists and is not empty, one
+        ``stat`` a file (a file shared by samples once), before any is read.
+
+        Args:
+            tokens: the samples, e.g. a split's :func:`split_tokens`.
+            progress: show a progress bar; None: only on a terminal.
+
+        Raises:
+            ValueError: naming the first missing, empty or unreadable file and the count of
+                such files.
+        """
+        files = dict.fromkeys(path for token in tokens for path in self.sample_files(token))
+        bad: list[tuple[Path, str]] = []
+        disable = None if progress is None else not progress  # None: tqdm's terminal test
+        for path in tqdm(files, desc="check nuScenes files", unit="file", disable=disable):
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                bad.append((path, "missing"))
+                continue
+            except OSError as error:
+                bad.append((path, f"unreadable ({error.strerror})"))
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                bad.append((path, "not a file"))
+            elif info.st_size == 0:
+                bad.append((path, "empty (0 bytes)"))
+        if bad:
+            path, problem = bad[0]
+            raise ValueError(
+                f"nuScenes sample file {path} is {problem}: {len(bad)} of the {len(files)} files "
+                "the samples read are missing, empty or unreadable"
+            )
+
     def _lidar(self, sample: dict, ref_from_global: np.ndarray, key_time: float) -> np.ndarray:
         parts = []
         for data in self._sweeps(sample, LIDAR, self.lidar_sweeps):
             path = self._path(data)
-            raw = np.fromfile(path, dtype=np.float32)
-            if raw.size % 5 or not np.isfinite(raw).all():
+            size = path.stat().st_size
+            if size == 0:
+                raise ValueError(f"nuScenes lidar file {path} is empty (0 bytes)")
+            if size % LIDAR_RECORD_BYTES:
                 raise ValueError(
-                    f"nuScenes lidar file {path} is corrupt ({raw.size} float32 values, not 5 "
-                    "finite values a point)"
+                    f"nuScenes lidar file {path} is truncated ({size} bytes, not a whole number "
+                    f"of {LIDAR_RECORD_BYTES}-byte points of 5 float32)"
                 )
+            raw = np.fromfile(path, dtype=np.float32)
+            if not np.isfinite(raw).all():
+                raise ValueError(f"nuScenes lidar file {path} is corrupt (NaN or inf values)")
             points = raw.reshape(-1, 5)[:, :3].astype(np.float64)
             points = points[np.linalg.norm(points[:, :2], axis=1) > MIN_DISTANCE]
             xyz, _ = self._to_ref(points, data, ref_from_global)

@@ -37,7 +37,10 @@ Options (``--task-option NAME=VALUE``): ``image_height`` (448), ``image_width`` 
 (1), ``radar_sweeps`` (5), ``camera_weights`` ("": random init), ``version`` ("": the one
 version folder found), ``workers`` (4 threads reading samples), ``reference`` ("random": a
 random reference camera in training; "front": the front camera always), ``storage``
-("stream" or "memory"). E.g. ``image_height=56 image_width=96 cells=32 dim=16`` for a CPU run.
+("stream" or "memory"), ``check_files`` ("true": at start, every file the two splits read is
+checked to exist and be non-empty, one stat a file, so that a missing file is named before
+training rather than when the streaming loader reaches it; "false" skips it). E.g.
+``image_height=56 image_width=96 cells=32 dim=16`` for a CPU run.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ OPTIONS: dict[str, int | str] = {
     "workers": 4,
     "reference": "random",
     "storage": "stream",
+    "check_files": "true",
 }
 POS_WEIGHT = 2.13  # Simple-BEV's positive weight of the BCE
 RADAR_CHANNELS = 16
@@ -119,6 +123,7 @@ VEHICLES = "vehicles"  # context: vehicle footprint corners [N, V, 4, 3] (zero-p
 VEHICLE_STATE = "vehicle_state"  # context: [N, V] int8, 0 padding, 1 vehicle, 2 hidden vehicle
 REFERENCES = ("random", "front")  # the training reference camera (option reference)
 STORAGES = ("stream", "memory")  # sensors read batch by batch, or every split read at once
+SWITCHES = ("true", "false")  # option check_files
 _OUTSIDE = 1e4  # a placeholder point far outside any grid, for a sample with no point
 
 
@@ -405,6 +410,7 @@ def nuscenes_task(
     workers: int = 4,
     reference: str = "random",
     storage: str = "stream",
+    check_files: str = "true",
 ) -> Task:
     """The nuScenes task with the given resolution and sensor settings (its ``options``)."""
     for name, value in (("image_height", image_height), ("image_width", image_width),
@@ -417,6 +423,10 @@ def nuscenes_task(
         )
     if storage not in STORAGES:
         raise ValueError(f"nuscenes storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    if check_files not in SWITCHES:
+        raise ValueError(
+            f"nuscenes check_files must be one of {', '.join(SWITCHES)}, got {check_files!r}"
+        )
     if cells % 4:
         raise ValueError(
             f"nuscenes cells must be a multiple of 4 (the decoder halves twice), got {cells}"
@@ -462,9 +472,11 @@ def nuscenes_task(
             lidar_sweeps=lidar_sweeps,
             radar_sweeps=radar_sweeps,
         )
+        tokens_of = {split: split_tokens(nusc, split) for split in ("train", "val")}
+        if check_files == "true":
+            reader.check_files([token for tokens in tokens_of.values() for token in tokens])
         splits = []
-        for split in ("train", "val"):
-            tokens = split_tokens(nusc, split)
+        for tokens in tokens_of.values():
             if storage == "memory":
                 splits.append(_stack(reader.read_all(tokens, workers=workers)))
             else:
@@ -501,6 +513,7 @@ def nuscenes_task(
             "workers": workers,
             "reference": reference,
             "storage": storage,
+            "check_files": check_files,
         },
         configure=nuscenes_task,
         # RedCore's schedule carried over to batch 1 and the run's length
