@@ -189,3 +189,19 @@ def test_an_experiment_cell_in_use_is_refused(tmp_path) -> None:
             run_experiment(spec, tmp_path, progress=False, figures=False)
     summary = run_experiment(spec, tmp_path, progress=False, figures=False)
     assert summary["cells_computed"] == 1
+
+
+def test_an_unreadable_log_csv_is_named(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(BASELINE + ["--out", str(out)]) == 0
+    (out / "results.json").unlink()
+    log = out / "baseline" / "log.csv"
+    log.write_bytes(b"\xff\xfe\x00garbage")
+    assert main(BASELINE + ["--out", str(out), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert f"{log} is unreadable" in err and "move it away" in err
+    log.write_text("epoch,loss\n0,1.0\n")  # a CSV of something else
+    assert main(BASELINE + ["--out", str(out), "--resume"]) == 1
+    assert f"{log} is unreadable" in capsys.readouterr().err
+    log.unlink()
+    assert main(BASELINE + ["--out", str(out), "--resume"]) == 0

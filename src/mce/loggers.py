@@ -44,10 +44,21 @@ class RunLogger:
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step or None)
 
     def _truncate_after(self, step: int) -> None:
-        """Drop rows logged after the checkpoint being resumed (they will be logged again)."""
-        with self.csv_path.open(newline="") as file:
-            rows = list(csv.DictReader(file))
-        kept = [row for row in rows if int(row["step"]) < step]
+        """Drop rows logged after the checkpoint being resumed (they will be logged again).
+
+        Raises:
+            ValueError: naming ``log.csv`` when it cannot be read as this logger's CSV.
+        """
+        try:
+            with self.csv_path.open(newline="") as file:
+                rows = list(csv.DictReader(file))
+            kept = [row for row in rows if int(row["step"]) < step]
+        except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{self.csv_path} is unreadable ({type(error).__name__}: {error}); move it away "
+                "to resume with a new log (the steps before the checkpoint are then missing "
+                "from it)"
+            ) from None
         if rows:
             self.fields = list(rows[0].keys())
             with self.csv_path.open("w", newline="") as file:
