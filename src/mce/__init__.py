@@ -8,6 +8,7 @@ processes: :mod:`mce.distributed`); your own data through :class:`Task`,
 """
 
 from mce._ext import has_cpu_kernels, has_cuda_kernels
+from mce._version import __version__
 from mce.config import HyperParameters, TrainConfig
 from mce.data.dataset import MultimodalData
 from mce.lce import LCEFactors, dataset_factor, lce_factors, presence_counts
@@ -23,7 +24,6 @@ from mce.shapley import (
 )
 from mce.tasks.base import Task
 
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:

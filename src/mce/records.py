@@ -36,7 +36,7 @@ def package_version() -> str:
     try:
         return metadata.version("mce")
     except metadata.PackageNotFoundError:
-        from mce import __version__
+        from mce._version import __version__
 
         return __version__
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mce.bits import popcount, presence_matrix
+from mce.shapley import shapley_weight
 
 __all__ = [
     "exact_plan_reference",
@@ -142,17 +143,6 @@ def mc_plan_reference(
     )
     rows = torch.stack([unique_keys >> 32, unique_keys & _MASK32], dim=1)
     return rows, counts / k
-
-
-def shapley_weight(s: Tensor | int, a: Tensor | int) -> Tensor:
-    """Exact Shapley weight ``w(s, a) = s! (a - s - 1)! / a!`` (Eq. 5), float64, broadcasting.
-
-    The weight of a coalition of s players out of a (0 <= s < a); the Python twin of
-    ``csrc/include/mce/shapley_weights.h`` and the one place Python writes it.
-    """
-    s = torch.as_tensor(s, dtype=torch.float64)
-    a = torch.as_tensor(a, dtype=torch.float64, device=s.device)
-    return torch.exp(torch.lgamma(s + 1) + torch.lgamma(a - s) - torch.lgamma(a + 1))
 
 
 def shapley_from_rows_reference(

@@ -70,7 +70,7 @@ def run_experiment(
         out: the experiment folder (default ``runs/experiment-<task>``; the same folder again
             continues the experiment: finished cells are reused, interrupted ones resumed).
         progress: a progress bar over the cells.
-        figures: build the figures of :mod:`mce.report` (needs matplotlib; skipped with a
+        figures: build the figures of :mod:`mce.experiment.report` (needs matplotlib; skipped with a
             warning without it).
         task: a ``Task`` object to use instead of looking ``spec.task`` up.
 
@@ -112,7 +112,7 @@ def run_experiment(
     write_summary(out, summary)
     if figures:
         try:
-            from mce.report import build_report
+            from mce.experiment.report import build_report
 
             build_report(out)
         except ImportError as error:  # matplotlib is the optional extra "report"

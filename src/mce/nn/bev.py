@@ -17,11 +17,12 @@ covers x in [-half + x cell, ...) and z likewise; Y slices cover y in [y_min, y_
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mce.data.grid import Grid3D
 
 __all__ = [
     "Grid3D",
@@ -37,32 +38,6 @@ __all__ = [
     "ConcatFusion2d",
     "BevDecoder",
 ]
-
-
-@dataclass(frozen=True)
-class Grid3D:
-    """``cells`` x ``height_bins`` x ``cells`` voxels (Z, Y, X) over x, z in [-half, half] and
-    y in [y_min, y_max] (metres, reference camera frame)."""
-
-    cells: int = 200
-    half_extent: float = 50.0
-    height_bins: int = 8
-    y_min: float = -4.0
-    y_max: float = 6.0
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.cells, self.height_bins, self.cells
-
-    @property
-    def cell_size(self) -> float:
-        """Metres a cell spans along x and z."""
-        return 2 * self.half_extent / self.cells
-
-    @property
-    def bin_height(self) -> float:
-        """Metres a height slice spans along y."""
-        return (self.y_max - self.y_min) / self.height_bins
 
 
 def _voxel_index(xyz: Tensor, grid: Grid3D) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,155 @@
+"""The package's import structure: no import circles, and the layering rules (which parts
+never import which).
+
+Every ``import`` of an ``mce`` module counts, at module level or inside a function, except
+those under ``if TYPE_CHECKING:`` (annotations only, never executed). ``from mce.a import b``
+depends on ``mce.a.b`` when that is a module, else on ``mce.a``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mce
+
+ROOT = Path(mce.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(path): path for path in ROOT.rglob("*.py")}
+
+
+def _resolve(name: str) -> str | None:
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path) -> set[str]:
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                if base == "mce" and alias.name.startswith("_C"):
+                    continue  # the compiled kernels: an extension module, no Python imports
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    resolved = {_resolve(name) for name in found if name == "mce" or name.startswith("mce.")}
+    return {name for name in resolved if name and name != module}
+
+
+GRAPH = {name: _imports(path) for name, path in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                connect(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return components
+
+
+def _importers(part: str, targets: tuple[str, ...]) -> list[str]:
+    """``module -> target`` for every module under ``part`` importing one of ``targets``."""
+    return sorted(
+        f"{module} -> {target}"
+        for module, imported in GRAPH.items()
+        if module == part or module.startswith(part + ".")
+        for target in imported
+        if any(target == t or target.startswith(t + ".") for t in targets)
+    )
+
+
+def test_the_checker_sees_imports_and_cycles() -> None:
+    assert "mce.ops" in GRAPH["mce.shapley"] and "mce.ops._checks" in GRAPH["mce.ops.plans"]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles() -> None:
+    assert _cycles(GRAPH) == []
+
+
+def test_methods_never_import_tasks_config_or_the_driver() -> None:
+    driver = ("mce.tasks", "mce.config", "mce.train", "mce.run", "mce.cli", "mce.pretrain")
+    assert _importers("mce.methods", driver) == []
+
+
+def test_tasks_never_import_the_driver() -> None:
+    assert _importers("mce.tasks", ("mce.train", "mce.run", "mce.cli", "mce.pretrain")) == []
+
+
+def test_data_never_imports_nn() -> None:
+    assert _importers("mce.data", ("mce.nn",)) == []
+
+
+def test_config_imports_nothing_of_tasks_or_methods() -> None:
+    assert _importers("mce.config", ("mce.tasks", "mce.methods")) == []
+
+
+def test_report_lives_in_experiment() -> None:
+    assert "mce.experiment.report" in MODULES
+    assert GRAPH["mce.report"] == {"mce.experiment.report"}  # the command's name only
+
+
+def test_shapley_weight_lives_in_shapley() -> None:
+    tree = ast.parse(MODULES["mce.shapley"].read_text())
+    assert "shapley_weight" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    tree = ast.parse(MODULES["mce.reference"].read_text())
+    assert "shapley_weight" not in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
