@@ -7,10 +7,12 @@ import json
 import torch
 from torch import nn
 
-from mce.config import HyperParameters, TrainConfig
+from mce.config import HyperParameters
 from mce.data.dataset import Batch
-from mce.pretrain import BatchUpperBounds, cache_key
+from mce.lce import BatchUpperBounds
+from mce.pretrain import cache_key
 from mce.records import config_differences
+from mce.run import config_for
 from mce.tasks import get_task
 from mce.tasks.base import classification_utility
 
@@ -34,15 +36,15 @@ def test_batch_upper_bounds_score_each_present_sample_with_its_modality_model() 
 
 
 def test_old_configs_compare_with_their_defaults() -> None:
-    config = TrainConfig.for_task("digits", epochs=2)
+    config = config_for("digits", epochs=2)
     saved = json.loads(json.dumps(config.to_dict()))
     for key in ("task_options", "row_memory_gb"):
         del saved[key]
-    del saved["hparams"]["lr_schedule"], saved["mce"]["row_budget"]
+    del saved["hparams"]["lr_schedule"], saved["method_options"]["mce"]["row_budget"]
     assert config_differences(saved, config) == []
     saved["hparams"]["epochs"] = 3
     assert config_differences(saved, config) == ["hparams"]
-    assert config_differences(saved, TrainConfig.for_task("digits", epochs=3)) == []
+    assert config_differences(saved, config_for("digits", epochs=3)) == []
 
 
 def test_cache_key_covers_task_options() -> None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from mce.bits import presence_matrix, samples_with_modality
 from mce.ops import subset_gather
 
-__all__ = ["MultimodalModel", "full_rows", "combination_rows", "run_encoder"]
+__all__ = ["MultimodalModel", "UnimodalModel", "full_rows", "combination_rows", "run_encoder"]
 
 
 def run_encoder(
@@ -164,3 +164,29 @@ class MultimodalModel(nn.Module):
             if index.numel():
                 outputs[m] = (index, self.heads[name](h[index, m]))
         return outputs
+
+
+class UnimodalModel(nn.Module):
+    """One modality's encoder followed by its unimodal head.
+
+    Args:
+        encoder: maps a batch of the modality's input (and, for a sequence modality, its
+            lengths) to features [B, dim].
+        head: maps the features to the task's output.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        context: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """x: the modality's input [B, ...]; lengths: Tensor[B] int64 valid frames of a padded
+        sequence modality (None for the others); context: the samples' side data, for an
+        encoder with a ``context_key`` -> the head's output."""
+        return self.head(run_encoder(self.encoder, x, lengths, context))

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,15 @@ from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
 from mce.data.dataset import PREFETCH, Batch, MultimodalData
 from mce.data.lazy import LazyRows, read_ahead, take_rows
-from mce.model import run_encoder
+from mce.lce import BatchUpperBounds, run_unimodal
+from mce.model import UnimodalModel
 from mce.records import package_version
 from mce.seeding import stream
 from mce.tasks.base import Task
 from mce.trainer import build_optimizer
 
 __all__ = [
-    "UnimodalModel",
+    "BatchUpperBounds",
     "UpperBounds",
     "cache_key",
     "data_fingerprint",
@@ -68,81 +69,13 @@ class UpperBounds:
             out), ``steps`` (optimizer steps trained), ``best_step`` (the step of the chosen
             state), ``stopped_early`` (before the step budget) and ``cached`` (reused from the
             cache rather than trained in this call). JSON-ready.
-        models: modality -> the frozen unimodal model (for :class:`BatchUpperBounds`).
+        models: modality -> the frozen unimodal model (for
+            :class:`~mce.lce.BatchUpperBounds`).
     """
 
     table: Tensor
     report: dict[str, dict[str, Any]]
     models: dict[str, nn.Module] = dataclasses.field(default_factory=dict)
-
-
-class BatchUpperBounds:
-    """U of a batch from the frozen unimodal models run on that batch's own inputs.
-
-    For tasks whose training inputs change every step (random crops), a per-sample table
-    measured on whole inputs would compare a different quantity with the Shapley values of the
-    batch; this scores each sample where modality m is present with m's frozen model, in eval
-    mode and without gradients (one forward pass per modality and step).
-
-    Args:
-        models: modality -> frozen unimodal model (input [B, ...] -> outputs).
-        modalities: the task's modality order (column m of the result).
-        utility: (outputs, target) -> per-sample utility in [0, 1].
-    """
-
-    def __init__(
-        self,
-        models: Mapping[str, nn.Module],
-        modalities: Sequence[str],
-        utility: Callable[[Tensor, Tensor], Tensor],
-    ) -> None:
-        self.models, self.modalities, self.utility = dict(models), tuple(modalities), utility
-        for model in self.models.values():
-            model.eval()
-            model.requires_grad_(False)
-
-    @torch.no_grad()
-    def __call__(self, batch: Batch) -> Tensor:
-        """Tensor[N_b, M]: utility of m's model on each sample of ``batch`` (0 where absent)."""
-        values = torch.zeros(
-            batch.present.shape[0], len(self.modalities), device=batch.present.device
-        )
-        for m, name in enumerate(self.modalities):
-            index = samples_with_modality(batch.present, m)
-            if not index.numel():
-                continue
-            lengths = batch.lengths[name][index] if name in batch.lengths else None
-            context = {key: value[index] for key, value in batch.context.items()}
-            x = batch.inputs[name][index].float()
-            outputs = _predict(self.models[name], x, lengths, context)
-            values[index, m] = self.utility(outputs, batch.target[index]).float()
-        return values
-
-
-class UnimodalModel(nn.Module):
-    """One modality's encoder followed by its unimodal head.
-
-    Args:
-        encoder: maps a batch of the modality's input (and, for a sequence modality, its
-            lengths) to features [B, dim].
-        head: maps the features to the task's output.
-    """
-
-    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-
-    def forward(
-        self,
-        x: Tensor,
-        lengths: Tensor | None = None,
-        context: Mapping[str, Tensor] | None = None,
-    ) -> Tensor:
-        """x: the modality's input [B, ...]; lengths: Tensor[B] int64 valid frames of a padded
-        sequence modality (None for the others); context: the samples' side data, for an
-        encoder with a ``context_key`` -> the head's output."""
-        return self.head(run_encoder(self.encoder, x, lengths, context))
 
 
 def unimodal_model(task: Task, modality: str) -> nn.Module:
@@ -310,44 +243,25 @@ def _on(device: torch.device, x: Tensor, lengths: Tensor | None) -> tuple[Tensor
     return x.to(device), None if lengths is None else lengths.to(device)
 
 
-def _predict(
-    model: nn.Module, x: Tensor, lengths: Tensor | None, context: Mapping[str, Tensor]
-) -> Tensor:
-    """A unimodal model's outputs: :class:`UnimodalModel` takes the context mapping; any other
-    module is called as an encoder would be (:func:`mce.model.run_encoder`)."""
-    if isinstance(model, UnimodalModel):
-        return model(x, lengths, context)
-    return run_encoder(model, x, lengths, context)
-
-
-def _augment(
-    task: Task,
-    modality: str,
-    x: Tensor,
-    lengths: Tensor | None,
-    target: Tensor,
-    context: dict[str, Tensor],
-    index: Tensor,
-) -> tuple[Tensor, Tensor | None, Tensor, dict[str, Tensor]]:
-    """The task's augmentation applied to a batch of one modality, present in every sample."""
-    assert task.augment is not None
-    bit = 1 << task.modalities.index(modality)
-    batch = Batch(
-        {modality: x},
-        target,
-        torch.full((x.shape[0],), bit, dtype=torch.int64),
-        index,
-        {} if lengths is None else {modality: lengths},
-        context,
+def _modality_rows(data: MultimodalData, modality: str, rows: Tensor) -> MultimodalData:
+    """The samples at ``rows`` of ``data`` (each with ``modality`` present) as a data set of
+    that modality alone: its inputs (a view when lazy), lengths, targets and context."""
+    lengths = {modality: data.lengths[modality][rows]} if modality in data.lengths else {}
+    return MultimodalData(
+        (modality,),
+        {modality: take_rows(data.inputs[modality], rows)},
+        data.target[rows],
+        torch.ones(rows.numel(), dtype=torch.int64),
+        lengths,
+        context={key: value[rows] for key, value in data.context.items()},
     )
-    batch = task.augment(batch)
-    return batch.inputs[modality], batch.lengths.get(modality), batch.target, batch.context
 
 
-def _context_rows(
-    context: Mapping[str, Tensor], index: Tensor | slice, device: torch.device
-) -> dict[str, Tensor]:
-    return {key: value[index].to(device) for key, value in context.items()}
+def _epochs(data: MultimodalData, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    """Batches of ``data`` without end, each pass over it in an order drawn from
+    ``generator`` when the pass begins."""
+    while True:
+        yield from data.batches(batch_size, torch.randperm(len(data), generator=generator))
 
 
 @torch.no_grad()
@@ -374,8 +288,8 @@ def _evaluate(
         if task.infer is not None:
             outputs = task.infer(model, x)
         else:
-            part_context = _context_rows(context, rows_of_chunk, device)
-            outputs = _predict(model, x, part_lengths, part_context)
+            part_context = {key: value[rows_of_chunk].to(device) for key, value in context.items()}
+            outputs = run_unimodal(model, x, part_lengths, part_context)
         part = target[rows_of_chunk].to(device)
         rows.append(torch.stack([task.utility(outputs, part), task.loss(outputs, part)]).cpu())
     model.train(was_training)
@@ -385,49 +299,39 @@ def _evaluate(
 def _fit(
     model: nn.Module,
     task: Task,
-    inputs: Tensor | LazyRows,
-    lengths: Tensor | None,
-    target: Tensor,
-    context: Mapping[str, Tensor],
-    fit_index: Tensor,
-    heldout_index: Tensor,
+    fit: MultimodalData,
+    held: MultimodalData,
     hparams: HyperParameters,
     generator: torch.Generator,
-    modality: str,
     progress: bool,
 ) -> dict[str, Any]:
-    """Train ``model`` to convergence on ``fit_index`` and leave it in its best held-out state.
+    """Train ``model`` to convergence on ``fit`` and leave it in its best state on ``held``
+    (both data sets of the one modality, see :func:`_modality_rows`).
 
-    States are ranked by held-out mean utility, ties broken by the lower held-out mean loss.
+    Batches come from :meth:`MultimodalData.batches`, each pass in an order drawn from
+    ``generator``, and go through ``task.augment`` on the CPU, as the trainer's do. States are
+    ranked by held-out mean utility, ties broken by the lower held-out mean loss.
     """
+    (modality,) = fit.modalities
     # a constant lr: the run's schedule (steps per epoch of its own split) does not apply here
     constant = dataclasses.replace(hparams, lr_schedule="step", lr_step=0)
     optimizer, _ = build_optimizer(model.parameters(), constant)
     device = next(model.parameters()).device
-    held_inputs = take_rows(inputs, heldout_index)  # read chunk by chunk when lazy
-    held_lengths = None if lengths is None else lengths[heldout_index]
-    held_target = target[heldout_index]
-    held_context = {key: value[heldout_index] for key, value in context.items()}
+    held_inputs, held_lengths = held.inputs[modality], held.lengths.get(modality)
     best = (-math.inf, math.inf)
     best_state = copy.deepcopy(model.state_dict())
-    best_step, stale, step, order = 0, 0, 0, torch.empty(0, dtype=torch.int64)
+    best_step, stale, step = 0, 0, 0
     budget = hparams.pretrain_steps
     model.train()
     bar = tqdm(total=budget, desc=f"pretrain {modality}", disable=not progress, leave=False)
+    batches = _epochs(fit, hparams.batch_size, generator)
     while step < budget:
-        if order.numel() == 0:
-            order = fit_index[torch.randperm(fit_index.numel(), generator=generator)]
-        batch, order = order[: hparams.batch_size], order[hparams.batch_size :]
-        x, batch_lengths = _take(inputs, lengths, batch)
-        batch_target = target[batch]
-        rows = _context_rows(context, batch, torch.device("cpu"))
-        if task.augment is not None:  # on the CPU, as the trainer's batches
-            x, batch_lengths, batch_target, rows = _augment(
-                task, modality, x, batch_lengths, batch_target, rows, batch
-            )
-        x, batch_lengths = _on(device, x, batch_lengths)
-        rows = {key: value.to(device) for key, value in rows.items()}
-        loss = task.loss(_predict(model, x, batch_lengths, rows), batch_target.to(device)).mean()
+        batch = next(batches)
+        if task.augment is not None:
+            batch = task.augment(batch)
+        batch = batch.to(device)
+        x, lengths = batch.inputs[modality], batch.lengths.get(modality)
+        loss = task.loss(run_unimodal(model, x, lengths, batch.context), batch.target).mean()
         optimizer.zero_grad()
         loss.backward()
         if hparams.grad_clip:
@@ -438,7 +342,7 @@ def _fit(
         if step % hparams.pretrain_eval_every and step < budget:
             continue
         utility, held_loss = (
-            _evaluate(model, task, held_inputs, held_lengths, held_target, device, held_context)
+            _evaluate(model, task, held_inputs, held_lengths, held.target, device, held.context)
             .mean(dim=1)
             .tolist()
         )
@@ -450,12 +354,13 @@ def _fit(
             stale += 1
             if stale >= hparams.pretrain_patience:
                 break
+    batches.close()  # a lazy modality's reads still pending are cancelled
     bar.close()
     model.load_state_dict(best_state)
     return {
         "heldout_utility": best[0],
         "heldout_loss": best[1],
-        "heldout_samples": int(heldout_index.numel()),
+        "heldout_samples": len(held),
         "steps": step,
         "best_step": best_step,
         "stopped_early": step < budget,
@@ -480,8 +385,8 @@ def upper_bound_table(
     For each modality m, a fresh ``unimodal_model`` (initialised with ``torch.manual_seed(seed +
     m)``) is trained on the training samples with m present, less a held-out fraction
     ``hparams.pretrain_holdout`` that decides early stopping; the split and the batch order come
-    from the stream ``(seed, "pretrain", m)`` (:mod:`mce.seeding`). The model is cached in ``cache_dir`` under
-    :func:`cache_key` and reused when the key matches.
+    from the stream ``(seed, "pretrain", m)`` (:mod:`mce.seeding`). The model is cached in
+    ``cache_dir`` under :func:`cache_key` and reused when the key matches.
 
     Args:
         task: the task (model, loss, utility).
@@ -494,8 +399,8 @@ def upper_bound_table(
         progress: show progress bars.
         no_cache: retrain even when a cached model matches, and overwrite it.
         score_training: score every training sample (the table); False for a task whose
-            inputs change every step, whose U comes from :class:`BatchUpperBounds` instead:
-            the table is then zeros and ``training_utility`` None.
+            inputs change every step, whose U comes from :class:`~mce.lce.BatchUpperBounds`
+            instead: the table is then zeros and ``training_utility`` None.
 
     Returns:
         The [N, M] table and a per-modality report (see :class:`UpperBounds`).
@@ -514,10 +419,6 @@ def upper_bound_table(
                 f"modality {name!r} is present in {index.numel()} training sample(s); its "
                 "upper-bound model needs at least 2 (training and held-out)"
             )
-        # kept on the CPU; batches move to the device one at a time
-        inputs, target = take_rows(train.inputs[name], index), train.target[index]
-        lengths = train.lengths[name][index] if name in train.lengths else None
-        context = {key: value[index] for key, value in train.context.items()}
         torch.manual_seed(seed + m)
         model = unimodal_model(task, name).to(device)
         key = cache_key(
@@ -528,30 +429,27 @@ def upper_bound_table(
         cached = fit is not None
         if fit is None:
             generator = stream(seed, "pretrain", m)
-            local = torch.arange(index.numel())
-            fit_index, heldout_index = split_holdout(local, hparams.pretrain_holdout, generator)
-            fit = _fit(
-                model,
-                task,
-                inputs,
-                lengths,
-                target,
-                context,
-                fit_index,
-                heldout_index,
-                hparams,
-                generator,
-                name,
-                progress,
-            )
+            fit_rows, held_rows = split_holdout(index, hparams.pretrain_holdout, generator)
+            # kept on the CPU; batches move to the device one at a time
+            fit_data = _modality_rows(train, name, fit_rows)
+            held_data = _modality_rows(train, name, held_rows)
+            fit = _fit(model, task, fit_data, held_data, hparams, generator, progress)
+            del fit_data, held_data  # freed before the training split is scored
             weights = model.state_dict()
             entry = {"model": weights, "key": key, "fit": fit, "sha256": _state_digest(weights)}
             save_atomic(entry, path)
         models[name] = model
         training_utility = None
         if score_training:
+            scored = _modality_rows(train, name, index)
             utility = _evaluate(
-                model, task, inputs, lengths, target, torch.device(device), context
+                model,
+                task,
+                scored.inputs[name],
+                scored.lengths.get(name),
+                scored.target,
+                torch.device(device),
+                scored.context,
             )[0]
             table[index, m] = utility
             training_utility = float(utility.mean())

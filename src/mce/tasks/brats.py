@@ -15,9 +15,10 @@ class logits, upsampled and summed, a read-out of what each encoder holds; ``hea
 gives mmFormer's ``Decoder_sep`` instead, one shared U-Net decoder run on each modality's
 features, at four decoder passes a sample (on the CPU at 32^3 it took 1.0 s of a 1.7 s MCE
 step). The upper bounds U_m come from a separate 3D U-Net per sequence (encoder + decoder),
-scored on every training step's own crop (:class:`mce.pretrain.BatchUpperBounds`). Loss: cross-entropy + soft Dice per sample; utility: mean Dice over
-WT, TC and ET of the argmax, per row. Training: random 80^3 crops, half of them centred on
-tumour; AdamW 2e-4 (weight decay 1e-4), poly decay 0.9, batch 1, 400 epochs (Table 1).
+scored on every training step's own crop (:class:`mce.lce.BatchUpperBounds`). Loss:
+cross-entropy + soft Dice per sample; utility: mean Dice over WT, TC and ET of the argmax, per
+row. Training: random 80^3 crops, half of them centred on tumour; AdamW 2e-4 (weight decay
+1e-4), poly decay 0.9, batch 1, 400 epochs (Table 1).
 Evaluation: a sliding window (80^3, overlap 0.5) over whole volumes; Dice WT, TC, ET and
 post-processed ET for each of the 15 combinations and averaged.
 
@@ -46,6 +47,7 @@ from mce.data.brats import MODALITIES, BratsCache, BratsCase, brats_split, load_
 from mce.data.dataset import MultimodalData
 from mce.dense import DenseMultimodalModel
 from mce.methods.redcore import RedCoreConfig
+from mce.model import UnimodalModel
 from mce.nn.reconstruction import ReconstructionTransformer
 from mce.nn.unet3d import (
     BottleneckFusion,
@@ -55,7 +57,6 @@ from mce.nn.unet3d import (
     UNetEncoder3D,
     level_channels,
 )
-from mce.pretrain import UnimodalModel
 from mce.segmentation import (
     SlidingWindow,
     TumourCrop,

@@ -7,7 +7,7 @@ split (as Simple-BEV and the paper). The BEV frame is a reference camera's: the 
 in evaluation, and in training one of the six cameras drawn at random per sample and step
 (:class:`RandomReferenceCamera`, Simple-BEV's augmentation; ``reference=front`` turns it off).
 Since the training inputs then change every step, factor B's upper bounds U are scored on each
-batch's own inputs (:class:`mce.pretrain.BatchUpperBounds`: a no-grad unimodal forward per
+batch's own inputs (:class:`mce.lce.BatchUpperBounds`: a no-grad unimodal forward per
 modality and step).
 
 Modalities are (camera, lidar, radar), the paper's (C, L, R), so the presets a-f mean what
@@ -72,7 +72,7 @@ from mce.data.nuscenes import (
 from mce.dense import DenseMultimodalModel
 from mce.evaluate import Evaluation, combination_name
 from mce.methods.redcore import RedCoreConfig
-from mce.model import combination_rows
+from mce.model import UnimodalModel, combination_rows
 from mce.nn.bev import (
     CAMERA_GEOMETRY,
     BevDecoder,
@@ -84,7 +84,6 @@ from mce.nn.bev import (
     split_geometry,
 )
 from mce.nn.reconstruction import ReconstructionTransformer
-from mce.pretrain import UnimodalModel
 from mce.tasks.base import Splits, Task
 
 __all__ = [
