@@ -570,3 +570,21 @@ def test_batch_norm_in_the_rows_takes_the_clean_pass_and_keeps_its_statistics(se
     torch.testing.assert_close(norm.running_mean, expected.running_mean)
     torch.testing.assert_close(norm.running_var, expected.running_var)
     assert model.training and norm.training
+
+
+def test_too_many_modalities_for_a_step_are_refused_by_name() -> None:
+    from mce.methods import MethodInputs
+    from mce.methods.mce import MAX_STEP_MODALITIES, MCEConfig, MCEMethod
+
+    many = MAX_STEP_MODALITIES + 1
+    inputs = MethodInputs(
+        loss=lambda o, t: o.sum(1),
+        utility=lambda o, t: o.sum(1),
+        counts=torch.ones(many, dtype=torch.int64),
+        dataset_size=10,
+        seed=0,
+    )
+    with pytest.raises(ValueError, match=f"{many} modalities would need .* at most 20"):
+        MCEMethod(inputs, MCEConfig(use_b=False))
+    inputs = dataclasses.replace(inputs, counts=torch.ones(MAX_STEP_MODALITIES, dtype=torch.int64))
+    MCEMethod(inputs, MCEConfig(use_b=False))

@@ -30,7 +30,7 @@ code's lives in :mod:`mce.methods.official`."""
 
 @dataclass(frozen=True)
 class RowTotals:
-    """Counts of a global batch whose slices several ranks hold (a data-parallel step).
+    """Counts of a global batch whose slices several ranks hold (in one process, the batch).
 
     Attributes:
         samples: scalar float64, samples in the global batch.
@@ -45,7 +45,8 @@ class RowTotals:
 RowWeights = Callable[[Tensor, Tensor, RowTotals], Tensor]
 """(rows Tensor[R, 2], present Tensor[N], totals) -> Tensor[R] weights w_r such that a
 rank's share of a :data:`RowAverage` over the global batch is ``sum_r w_r values_r`` over its
-own rows: the row averaging of a data-parallel step with the global denominators."""
+own rows: the row averaging with the global batch's denominators (in one process, the
+average itself)."""
 
 
 def subset_row_weights(rows: Tensor, present: Tensor, totals: RowTotals) -> Tensor:
@@ -132,8 +133,9 @@ def single_loss(
     """L_single (Eq. 9): sum over modalities of weights[m] times the mean loss of its head over
     the samples where it is present.
 
-    ``counts`` (Tensor[M], a data-parallel step): divide each head's loss sum by the samples
-    with m in the global batch instead, giving this rank's share of the global L_single.
+    ``counts`` (Tensor[M]): divide each head's loss sum by the samples with m in the global
+    batch instead, giving this rank's share of the global L_single (in one process, the batch's
+    own counts: the mean).
     """
     total = weights.new_zeros(())
     for m, (index, outputs) in unimodal.items():

@@ -49,7 +49,7 @@ class MethodInputs:
         upper: Tensor[N_train, M] utility of the frozen unimodal model of m on each training
             sample (0 where m is absent), when the method needs it (factor B, Eq. 8); or, for
             tasks whose training inputs change every step (random crops), an :data:`UpperFn`
-            scoring each batch's own inputs (:class:`mce.pretrain.BatchUpperBounds`).
+            scoring each batch's own inputs (:class:`mce.lce.BatchUpperBounds`).
         ranks: in a data-parallel run (torchrun), this process's rank and the world size;
             the batch a method receives is then this rank's slice of the global batch, and a
             method computes its share of the global batch's loss (see
@@ -77,6 +77,16 @@ class MethodInputs:
         must call it alike), ``tensor`` itself in one process: batch statistics of the global
         batch from each rank's slice (pack several into one tensor, float64 for sums)."""
         return tensor if self.ranks is None else self.ranks.sum(tensor)
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a data-parallel run; 0 in one process."""
+        return 0 if self.ranks is None else self.ranks.rank
+
+    @property
+    def world_size(self) -> int:
+        """The number of ranks of a data-parallel run; 1 in one process."""
+        return 1 if self.ranks is None else self.ranks.world_size
 
     def __post_init__(self) -> None:
         if self.counts.dim() != 1 or self.counts.dtype != torch.int64:

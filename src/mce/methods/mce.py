@@ -5,39 +5,26 @@ every present modality), L_sub (all rows), the detached utilities for the Shaple
 factor B, and L_aux (the reconstructed tokens of the dropped modalities).
 
 ``shapley`` and ``weighting`` pick, once, from the tables below, a contribution function (plan,
-utilities -> the phi that factor B reads) and a row averaging (L_sub, L_aux); the step has no
-branch on them. Their ``"official"`` values are the authors' code's formulas, kept in
+utilities -> the phi that factor B reads) and the row weights of L_sub and L_aux; the step has
+no branch on them. Their ``"official"`` values are the authors' code's formulas, kept in
 :mod:`mce.methods.official` for comparison studies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
 
 from mce.data.dataset import Batch
-from mce.lce import batch_factor, dataset_factor, lce_factors
+from mce.lce import lce_factors
 from mce.methods.base import MethodInputs, MethodSpec, StepResult
-from mce.methods.official import (
-    official_average_rows,
-    official_contributions,
-    official_row_weights,
-)
+from mce.methods.official import official_contributions, official_row_weights
 from mce.model import MultimodalModel, full_rows
-from mce.rce import (
-    RowAverage,
-    RowTotals,
-    RowWeights,
-    aux_loss,
-    average_rows,
-    single_loss,
-    subset_loss,
-    subset_row_weights,
-)
+from mce.rce import RowTotals, RowWeights, aux_loss, single_loss, subset_loss, subset_row_weights
 from mce.shapley import CoalitionPlan, Method, coalition_plan, mask_to_presence, plan_shapley
 from mce.typing import Phi, Rows
 
@@ -48,7 +35,9 @@ Weighting = Literal["paper", "official"]
 Contribution = Callable[[CoalitionPlan, Tensor], Phi]
 """(plan, v Tensor[R] row utilities) -> Tensor[N_b, M] whose column sums are phi_m of Eq. 8."""
 
-# What each option value runs: (plan method, contribution to factor B) and the row averaging.
+MAX_STEP_MODALITIES = 20  # 2^20 float64 entries of per-mask and per-subset sums: 16 MiB a step
+
+# What each option value runs: (plan method, contribution to factor B) and the row weights.
 # The "official" entries are the authors' code's formulas (mce.methods.official).
 _SHAPLEY: dict[str, tuple[Method, Contribution]] = {
     "exact": ("exact", plan_shapley),  # Eq. 5 on every subset
@@ -56,14 +45,10 @@ _SHAPLEY: dict[str, tuple[Method, Contribution]] = {
     "sampled": ("sampled", plan_shapley),  # Eq. 5 estimated from row_budget + 1 rows per sample
     "official": ("exact", official_contributions),  # the authors' batch formula, every subset
 }
-_WEIGHTING: dict[str, RowAverage] = {
-    "paper": average_rows,  # Eqs. 11, 13: per subset, then over subsets
-    "official": official_average_rows,  # the authors' per-sample weighting of proper subsets
-}
-# The same averagings as per-row weights with the global batch's denominators (data-parallel).
-_ROW_WEIGHTS: dict[str, RowWeights] = {
-    "paper": subset_row_weights,
-    "official": official_row_weights,
+# The row weights average with the global batch's denominators (one process: its batch's).
+_WEIGHTING: dict[str, RowWeights] = {
+    "paper": subset_row_weights,  # Eqs. 11, 13: per subset, then over subsets
+    "official": official_row_weights,  # the authors' per-sample weighting of proper subsets
 }
 
 
@@ -79,22 +64,70 @@ class MCEConfig:
 
     # exact Eq. 5; Monte Carlo with mc_k permutations; the full set and row_budget drawn subsets
     # per sample (unbiased); or the authors' code's formula (exact rows)
-    shapley: ShapleyMode = "exact"
-    mc_k: int = 100  # permutations per sample for Monte Carlo
-    row_budget: int = 3  # proper subsets drawn per sample besides the full set, shapley="sampled"
-    lambda_single: float = 1.0  # weight of L_single (Eq. 9)
-    lambda_sub: float = 1.0  # weight of L_sub (Eq. 11)
-    lambda_aux: float = 1.0  # weight of L_aux (Eq. 13)
-    use_a: bool = True  # dataset factor A (Eq. 3); off: A = 1
-    use_b: bool = True  # batch factor B (Eq. 8); off: B = 1 and no Shapley values
-    use_single: bool = True  # L_single term
-    use_sub: bool = True  # L_sub term
-    use_aux: bool = True  # L_aux term
-    weighting: Weighting = "paper"  # row averaging of L_sub, L_aux: Eqs. 11/13 or authors' code
+    shapley: ShapleyMode = field(
+        default="exact",
+        metadata={
+            "help": "exact Shapley values (Eq. 5), Monte Carlo permutations, the full set and "
+            "--row-budget sampled subsets per sample (unbiased), or the authors' code's batch "
+            "formula (not Eq. 5; for comparison studies)"
+        },
+    )
+    # permutations per sample for Monte Carlo
+    mc_k: int = field(
+        default=100, metadata={"help": "permutations per sample for --shapley mc", "minimum": 1}
+    )
+    # proper subsets drawn per sample besides the full set, shapley="sampled"
+    row_budget: int = field(
+        default=3,
+        metadata={
+            "help": "proper subsets drawn per sample besides the full set for --shapley sampled",
+            "minimum": 1,
+        },
+    )
+    lambda_single: float = field(default=1.0, metadata={"help": "weight of L_single (Eq. 9)"})
+    lambda_sub: float = field(default=1.0, metadata={"help": "weight of L_sub (Eq. 11)"})
+    lambda_aux: float = field(default=1.0, metadata={"help": "weight of L_aux (Eq. 13)"})
+    # dataset factor A (Eq. 3); off: A = 1
+    use_a: bool = field(
+        default=True,
+        metadata={"flag": "--no-a", "help": "drop factor A (A = 1; Table 2 ablation)"},
+    )
+    # batch factor B (Eq. 8); off: B = 1 and no Shapley values
+    use_b: bool = field(
+        default=True,
+        metadata={
+            "flag": "--no-b",
+            "help": "drop factor B (B = 1, no Shapley values or unimodal pretraining)",
+        },
+    )
+    use_single: bool = field(
+        default=True,
+        metadata={"flag": "--no-single", "help": "drop L_single (Table 2 ablation)"},
+    )
+    use_sub: bool = field(
+        default=True, metadata={"flag": "--no-sub", "help": "drop L_sub (Table 2 ablation)"}
+    )
+    use_aux: bool = field(
+        default=True, metadata={"flag": "--no-aux", "help": "drop L_aux (Table 2 ablation)"}
+    )
+    # row averaging of L_sub, L_aux: Eqs. 11/13 or authors' code
+    weighting: Weighting = field(
+        default="paper",
+        metadata={
+            "help": "row averaging of L_sub and L_aux: per subset as Eqs. 11 and 13, or per "
+            "sample as the authors' code"
+        },
+    )
     # v_n(S) from an eval-mode, no-grad forward over the rows (dropout off; skipped when the
     # rows' modules have no dropout or batch norm, the training outputs being the same); False:
     # from the training forward's outputs, with dropout noise in phi (bench/utility_noise.py)
-    clean_utility: bool = True
+    clean_utility: bool = field(
+        default=True,
+        metadata={
+            "help": "score v_n(S) from the training forward's outputs (with dropout noise) "
+            "instead of an eval-mode, no-grad forward over the rows"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.shapley not in _SHAPLEY:
@@ -136,12 +169,14 @@ class MCEMethod:
             ``upper`` (Tensor[N_train, M], factor B: U_m of a batch is the sum over its samples).
         config: switches and weights; default :class:`MCEConfig`.
 
-    In a data-parallel run (``inputs.ranks``), phi_m, U_m, the batch counts behind B and the
-    denominators of every loss term are summed over the ranks in one all-reduce per step, so
-    B is that of the global batch (identical on every rank; bit for bit one process's B on
-    it with exact plans whenever the float64 sums are exact) and the gradients averaged over
-    the ranks are those of the global batch. Monte Carlo and sampled plans draw each rank's
-    permutations from the step's seed plus ``rank x 2^40`` (rank 0's are one process's).
+    A step sums phi_m, U_m, the samples per presence mask and the rows per subset over the
+    ranks (:meth:`MethodInputs.sum_over_ranks`: one all-reduce of 2M + 2^(M+1) floats, the
+    identity in one process), takes A and B from those totals, and divides each loss term's
+    sum over its own samples or rows by the global batch's count, times the world size. So B
+    is that of the global batch on every rank (bit for bit one process's with exact plans
+    whenever the float64 sums are exact) and the gradients averaged over the ranks are those
+    of the global batch. Monte Carlo and sampled plans draw each rank's permutations from the
+    step's seed plus ``rank x 2^40`` (rank 0's are one process's).
 
     Raises:
         ValueError: ``config.use_b`` without ``inputs.upper``; ``shapley="official"`` in a
@@ -158,6 +193,14 @@ class MCEMethod:
         config = MCEConfig() if config is None else config
         if config.use_b and inputs.upper is None:
             raise ValueError("factor B needs the unimodal upper bounds (upper)")
+        num_modalities = int(inputs.counts.numel())
+        if num_modalities > MAX_STEP_MODALITIES:
+            raise ValueError(
+                f"an MCE step sums its batch statistics over every presence mask and subset "
+                f"(2^M entries): {num_modalities} modalities would need "
+                f"{2 ** (num_modalities + 4) / 2**30:.1f} GiB a step; at most "
+                f"{MAX_STEP_MODALITIES} are supported"
+            )
         if config.use_b and config.shapley == "official" and inputs.ranks is not None:
             raise ValueError(
                 "--shapley official (the authors' batch formula) depends on the whole batch at "
@@ -165,8 +208,7 @@ class MCEMethod:
             )
         self.inputs, self.config = inputs, config
         self.plan_method, self.contributions = _SHAPLEY[config.shapley]
-        self.average = _WEIGHTING[config.weighting]
-        self.row_weights = _ROW_WEIGHTS[config.weighting]
+        self.row_weights = _WEIGHTING[config.weighting]
 
     def _plan_rows(
         self, present: Tensor, num_modalities: int, step: int
@@ -174,13 +216,12 @@ class MCEMethod:
         cfg = self.config
         if not (cfg.use_sub or cfg.use_aux or cfg.use_b):
             return None, full_rows(present)
-        rank = 0 if self.inputs.ranks is None else self.inputs.ranks.rank
         plan = coalition_plan(
             present,
             num_modalities,
             method=self.plan_method,
             k=cfg.mc_k,
-            seed=self.inputs.seed * 1_000_003 + step + (rank << 40),
+            seed=self.inputs.seed * 1_000_003 + step + (self.inputs.rank << 40),
             budget=cfg.row_budget,
         )
         return plan, plan.rows
@@ -221,130 +262,103 @@ class MCEMethod:
         return _Rows(h, plan, rows, tokens, outputs, row_target, row_losses)
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
-        forward = self._forward(model, batch, step)
-        if self.inputs.ranks is not None:
-            return self._rank_step(model, batch, forward)
+        """``world_size x`` this rank's share of the global batch's loss (Eq. 14); in one
+        process the batch's loss."""
         cfg, inputs = self.config, self.inputs
         present, num_modalities = batch.present, model.num_modalities
-        h, plan, rows, tokens, outputs, row_target, row_losses = forward
+        h, plan, rows, tokens, outputs, row_target, row_losses = self._forward(model, batch, step)
         samples, subsets = rows[:, 0], rows[:, 1]
-        full = subsets == present[samples]  # one full row per sample
-        l_task = row_losses[full].mean()
-        logs: dict[str, float] = {}
 
-        counts = inputs.counts.to(present.device)
-        ones = torch.ones(num_modalities, device=present.device)
-        factor_a, factor_b = ones, ones
-        if cfg.use_b:
-            utility = self._row_utility(model, h, rows, outputs, row_target)
-            phi = self.contributions(plan, utility)
-            presence = mask_to_presence(present, num_modalities).to(torch.float32)
-            upper = (self._batch_upper(batch).to(presence.device) * presence).sum(0)
-            factors = lce_factors(counts, inputs.dataset_size, present, upper.contiguous(), phi)
-            factor_b = factors.b
-            factor_a = factors.a if cfg.use_a else ones
-            for m, name in enumerate(model.modalities):
-                logs[f"phi/{name}"] = float(phi[:, m].sum())
-                logs[f"U/{name}"] = float(upper[m])
-                logs[f"B/{name}"] = float(factor_b[m])
-        elif cfg.use_a:
-            factor_a = dataset_factor(counts, inputs.dataset_size)
-        weights = factor_a * factor_b
-        for m, name in enumerate(model.modalities):
-            logs[f"A/{name}"] = float(factor_a[m])
-            logs[f"count/{name}"] = float(((present >> m) & 1).sum())  # present in the batch
-
-        loss = l_task
-        logs["l_task"] = l_task.item()
-        if cfg.use_single:
-            l_single = single_loss(
-                model.unimodal_outputs(h, present), batch.target, inputs.loss, weights
-            )
-            loss = loss + cfg.lambda_single * l_single
-            logs["l_single"] = l_single.item()
-        if cfg.use_sub:
-            l_sub = subset_loss(row_losses, rows, present, self.average)
-            loss = loss + cfg.lambda_sub * l_sub
-            logs["l_sub"] = l_sub.item()
-        if cfg.use_aux:
-            l_aux = aux_loss(tokens, model.feature_tokens(h), rows, present, weights, self.average)
-            loss = loss + cfg.lambda_aux * l_aux
-            logs["l_aux"] = l_aux.item()
-        logs["loss"] = loss.item()
-        logs["rows"] = float(rows.shape[0])
-        return StepResult(loss, logs)
-
-    def _rank_step(self, model: MultimodalModel, batch: Batch, forward: _Rows) -> StepResult:
-        """One rank's step of a data-parallel run: ``world_size x`` its share of the global
-        batch's loss, every mean taken with the global batch's denominators, and B from the
-        global batch's totals (one all-reduce of 3M + 1 + 2^M floats)."""
-        cfg, inputs = self.config, self.inputs
-        assert inputs.ranks is not None
-        world = inputs.ranks.world_size
-        present, num_modalities = batch.present, model.num_modalities
-        h, plan, rows, tokens, outputs, row_target, row_losses = forward
-        samples, subsets = rows[:, 0], rows[:, 1]
-        presence = mask_to_presence(present, num_modalities).to(torch.float64)
-        phi = upper = presence.new_zeros(num_modalities)
+        # this rank's sums, then the global batch's: phi_m, U_m, samples per presence mask and
+        # rows per subset
+        phi = upper = torch.zeros(num_modalities, dtype=torch.float64, device=present.device)
         if cfg.use_b:
             utility = self._row_utility(model, h, rows, outputs, row_target)
             phi = self.contributions(plan, utility).double().sum(0)
-            upper = (self._batch_upper(batch).to(presence.device).double() * presence).sum(0)
+            presence = mask_to_presence(present, num_modalities)
+            upper = (self._batch_upper(batch).to(present.device).double() * presence).sum(0)
+        masks = 1 << num_modalities
         local = torch.cat(
             [
                 phi,
                 upper,
-                presence.sum(0),
-                presence.new_tensor([present.shape[0]]),
-                torch.bincount(subsets, minlength=1 << num_modalities).to(presence),
+                torch.bincount(present, minlength=masks).double(),
+                torch.bincount(subsets, minlength=masks).double(),
             ]
         )
         totals = inputs.sum_over_ranks(local)
-        m3 = 3 * num_modalities
-        phi, upper, counts = totals[:m3].view(3, num_modalities)
-        rows_of = RowTotals(samples=totals[m3], subset_rows=totals[m3 + 1 :])
+        phi, upper = totals[: 2 * num_modalities].view(2, num_modalities)
+        per_mask, subset_rows = totals[2 * num_modalities :].view(2, masks)
+        rows_of = RowTotals(samples=per_mask.sum(), subset_rows=subset_rows)
+
+        global_present, global_phi = _global_batch(per_mask, phi)
+        counts = mask_to_presence(global_present, num_modalities).sum(0)
         ones = torch.ones(num_modalities, device=present.device)
         factor_a, factor_b = ones, ones
-        if cfg.use_a:
-            factor_a = dataset_factor(inputs.counts.to(present.device), inputs.dataset_size)
-        if cfg.use_b:
-            factor_b = batch_factor(upper, phi, counts)
+        if cfg.use_a or cfg.use_b:
+            factors = lce_factors(
+                inputs.counts.to(present.device),
+                inputs.dataset_size,
+                global_present,
+                upper.float(),
+                global_phi,
+            )
+            factor_a = factors.a if cfg.use_a else ones
+            factor_b = factors.b if cfg.use_b else ones
         weights = factor_a * factor_b
-        logs: dict[str, float] = {}  # the keys of the single-process step, in its order
-        for m, name in enumerate(model.modalities if cfg.use_b else ()):
-            logs[f"phi/{name}"] = float(phi[m].float())
-            logs[f"U/{name}"] = float(upper[m].float())
-            logs[f"B/{name}"] = float(factor_b[m])
-        for m, name in enumerate(model.modalities):
-            logs[f"A/{name}"] = float(factor_a[m])
-            logs[f"count/{name}"] = float(counts[m])
+        logs: dict[str, float] = {}
+        if cfg.use_b:
+            statistics = zip(phi.float().tolist(), upper.float().tolist(), factor_b.tolist())
+            for name, (phi_m, upper_m, b_m) in zip(model.modalities, statistics):
+                logs[f"phi/{name}"], logs[f"U/{name}"], logs[f"B/{name}"] = phi_m, upper_m, b_m
+        for name, a_m, count in zip(model.modalities, factor_a.tolist(), counts.tolist()):
+            logs[f"A/{name}"] = a_m
+            logs[f"count/{name}"] = float(count)  # present in the (global) batch
 
-        full = subsets == present[samples]
-        share = row_losses[full].sum() / rows_of.samples.to(row_losses.dtype)
-        logs["l_task"] = world * share.item()
-        row_weights = self.row_weights(rows, present, rows_of)
+        # each term: this rank's sum over the global batch's count, times the world size
+        world = inputs.world_size
+        share = world * present.shape[0] / float(rows_of.samples)  # 1.0 in one process
+        full = subsets == present[samples]  # one full row per sample
+        l_task = row_losses[full].mean() * share  # its sum / global samples x world
+        row_weights = world * self.row_weights(rows, present, rows_of)
 
         def weighted(values: Tensor, rows: Tensor, present: Tensor) -> Tensor:
             return (values * row_weights.to(values.dtype)).sum()
 
+        loss = l_task
+        logs["l_task"] = l_task.item()
         if cfg.use_single:
-            l_single = single_loss(
-                model.unimodal_outputs(h, present), batch.target, inputs.loss, weights, counts
-            )
-            share = share + cfg.lambda_single * l_single
-            logs["l_single"] = world * l_single.item()
+            unimodal = model.unimodal_outputs(h, present)
+            l_single = world * single_loss(unimodal, batch.target, inputs.loss, weights, counts)
+            loss = loss + cfg.lambda_single * l_single
+            logs["l_single"] = l_single.item()
         if cfg.use_sub:
             l_sub = subset_loss(row_losses, rows, present, weighted)
-            share = share + cfg.lambda_sub * l_sub
-            logs["l_sub"] = world * l_sub.item()
+            loss = loss + cfg.lambda_sub * l_sub
+            logs["l_sub"] = l_sub.item()
         if cfg.use_aux:
             l_aux = aux_loss(tokens, model.feature_tokens(h), rows, present, weights, weighted)
-            share = share + cfg.lambda_aux * l_aux
-            logs["l_aux"] = world * l_aux.item()
-        loss = world * share
+            loss = loss + cfg.lambda_aux * l_aux
+            logs["l_aux"] = l_aux.item()
         logs["loss"] = loss.item()
-        logs["rows"] = float(rows_of.subset_rows.sum())
+        logs["rows"] = float(subset_rows.sum())
         return StepResult(loss, logs)
+
+
+def _global_batch(per_mask: Tensor, phi: Tensor) -> tuple[Tensor, Phi]:
+    """The global batch as :func:`~mce.lce.lce_factors` reads it, from its totals: its presence
+    masks (Tensor[N] int64, in mask order) and Tensor[N, M] float32 whose column sums are phi
+    (in row 0; B reads the column sums only).
+
+    Args:
+        per_mask: Tensor[2^M] float64, the global batch's samples with each presence mask.
+        phi: Tensor[M] float64, phi_m summed over the global batch.
+    """
+    masks = torch.arange(per_mask.shape[0], device=per_mask.device)
+    present = torch.repeat_interleave(masks, per_mask.long())
+    rows = torch.zeros(present.shape[0], phi.shape[0], device=phi.device)
+    rows[0] = phi
+    return present, rows
 
 
 class _Rows(NamedTuple):

@@ -97,8 +97,12 @@ class RedCoreConfig:
         500, "steps between growths of eta (the first at step 0, as the released code)"
     )
     beta_floor: float = _option(0.1, "floor of each supervision weight before normalisation")
-    imagination_hidden: tuple[int, ...] = _option(
-        (256, 128, 64), "widths of each imagination block's encoder (the code's AE_layers)"
+    imagination_hidden: tuple[int, ...] = field(
+        default=(256, 128, 64),
+        metadata={
+            "help": "widths of each imagination block's encoder (the code's AE_layers)",
+            "items": "widths",
+        },
     )
     imagination_blocks: int = _option(5, "residual blocks of each imagination network")
     schedule: Literal["steps", "released"] = _option(
@@ -333,7 +337,7 @@ class RedCoreMethod:
                 config.eta_growth_every,
             )
         self.config = config
-        self.loss_fn, self.ranks, self.inputs = inputs.loss, inputs.ranks, inputs
+        self.loss_fn, self.inputs = inputs.loss, inputs
         self.weights = SupervisionWeights(int(inputs.counts.shape[0]), self.config)
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
@@ -365,46 +369,31 @@ class RedCoreMethod:
             imagined = imagination.imagine_features(real, m)
             errors.append((imagined - real[:, m]).pow(2).sum(1) / positions)
 
-        # the batch's sizes and imagination error sums: of the global batch in a data-parallel
-        # run (one all-reduce), so that every rank updates beta alike and the losses below
-        # are this rank's share of the global batch's (times the number of ranks)
-        world = 1 if self.ranks is None else self.ranks.world_size
-        if self.ranks is None:
-            beta = self.weights.update([None if e is None else e.mean().item() for e in errors])
-        else:
-            sizes = [float(num_samples)] + [float(index.numel()) for index in indices]
-            sums = [0.0 if e is None else float(e.detach().sum()) for e in errors]
-            stats = self.inputs.sum_over_ranks(torch.tensor(sizes + sums, dtype=torch.float64))
-            total, counts = float(stats[0]), stats[1 : len(sizes)].tolist()
-            error_sums = stats[len(sizes) :].tolist()
-            beta = self.weights.update(
-                [None if c == 0 else e / c for c, e in zip(counts, error_sums)]
-            )
+        # the batch's sizes and imagination error sums over the ranks (one all-reduce, the
+        # identity in one process): every rank updates beta alike, and each loss below is this
+        # rank's sum over the global batch's count, times the number of ranks
+        world = self.inputs.world_size
+        sizes = [num_samples] + [index.numel() for index in indices]
+        local = torch.tensor(sizes, dtype=torch.float64, device=present.device)
+        sums = [local.new_zeros(()) if e is None else e.detach().double().sum() for e in errors]
+        stats = self.inputs.sum_over_ranks(torch.cat([local, torch.stack(sums)])).tolist()
+        total, counts, error_sums = stats[0], stats[1 : len(sizes)], stats[len(sizes) :]
+        beta = self.weights.update([None if c == 0 else e / c for c, e in zip(counts, error_sums)])
 
-        if self.ranks is None:
-            l_task = task_losses.mean()
-            kl = cfg.kl_weight * kl / num_samples
-            imagine = [None if e is None else e.mean() for e in errors]
-        else:
-            l_task = world * task_losses.sum() / total
-            kl = world * cfg.kl_weight * kl / total
-            imagine = [
-                None if c == 0 else (e.sum() if e is not None else kl.new_zeros(())) * world / c
-                for c, e in zip(counts, errors)
-            ]
+        l_task = world * task_losses.sum() / total
+        kl = world * cfg.kl_weight * kl / total
+        imagine = [
+            None if c == 0 else (kl.new_zeros(()) if e is None else e.sum()) * world / c
+            for c, e in zip(counts, errors)
+        ]
         l_imagine = sum(
             (b * loss for b, loss in zip(beta, imagine) if loss is not None), kl.new_zeros(())
         )
 
         ones = torch.ones(model.num_modalities, device=present.device)
         unimodal = model.unimodal_outputs(h, present)
-        if self.ranks is None:
-            l_single = single_loss(unimodal, batch.target, self.loss_fn, ones)
-        else:
-            global_counts = torch.tensor(counts, device=present.device).clamp(min=1)
-            l_single = world * single_loss(
-                unimodal, batch.target, self.loss_fn, ones, counts=global_counts
-            )
+        global_counts = torch.tensor(counts, device=present.device).clamp(min=1)
+        l_single = world * single_loss(unimodal, batch.target, self.loss_fn, ones, global_counts)
         loss = l_task + kl + l_single + cfg.imagination_weight * l_imagine
 
         logs = {"l_task": l_task.item(), "kl": kl.item(), "l_single": l_single.item()}
