@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -10,15 +10,19 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mce import distributed
-from mce.data.dataset import MultimodalData
+from mce.data.dataset import Batch, MultimodalData
 from mce.model import MultimodalModel, combination_rows
 
 __all__ = [
+    "CombinationScores",
     "Evaluation",
     "combination_name",
+    "combination_outputs",
     "evaluate_combinations",
     "evaluate_unimodal_heads",
+    "evaluation_batches",
     "modality_means",
+    "with_average",
 ]
 
 
@@ -41,6 +45,121 @@ class Evaluation:
 
 def combination_name(mask: int, modalities: Sequence[str]) -> str:
     return "+".join(name for m, name in enumerate(modalities) if (mask >> m) & 1)
+
+
+class CombinationScores:
+    """Per-combination sums of a split's scores, for every non-empty combination of
+    ``modalities``: each scored row adds its values (one per column) and a count of 1 to its
+    combination. The sums are float64 and, in a data-parallel run, summed over the ranks once,
+    on the first read (every rank must read them in the same order).
+
+    Example:
+        >>> scores = CombinationScores(model.modalities, ("utility",))
+        >>> scores.add(which, utility(outputs, targets)[:, None])
+        >>> scores.means()["utility"]  # {combination: mean, ..., "average": mean of those}
+    """
+
+    def __init__(self, modalities: Sequence[str], columns: Sequence[str]) -> None:
+        self.modalities = tuple(modalities)
+        self.columns = tuple(columns)
+        self.combinations = list(range(1, 1 << len(self.modalities)))
+        self.sums = torch.zeros(len(self.combinations), len(self.columns), dtype=torch.float64)
+        self.counts = torch.zeros(len(self.combinations), dtype=torch.float64)
+        self._reduced = False
+
+    def add(self, which: Tensor, values: Tensor) -> None:
+        """Add rows: ``which`` [R], each row's index into :attr:`combinations`, and ``values``
+        [R, len(columns)]."""
+        if self._reduced:
+            raise RuntimeError("CombinationScores: add after the sums were read")
+        which = which.cpu()
+        self.sums.index_add_(0, which, values.double().cpu())
+        self.counts.index_add_(0, which, torch.ones(len(which), dtype=torch.float64))
+
+    def _reduce(self) -> None:
+        if not self._reduced:
+            self.sums = distributed.sum_across_ranks(self.sums)
+            self.counts = distributed.sum_across_ranks(self.counts)
+            self._reduced = True
+
+    def scored(self) -> dict[int, str]:
+        """{index: combination name} of the combinations with at least one row."""
+        self._reduce()
+        return {
+            i: combination_name(c, self.modalities)
+            for i, c in enumerate(self.combinations)
+            if self.counts[i] > 0
+        }
+
+    def means(self) -> dict[str, dict[str, float]]:
+        """{column: {combination: sum / count, "average": mean over the combinations}}."""
+        scored = self.scored()
+        return {
+            column: with_average(
+                {name: float(self.sums[i, j] / self.counts[i]) for i, name in scored.items()}
+            )
+            for j, column in enumerate(self.columns)
+        }
+
+    def ratios(self, numerator: str, denominator: str, empty: float = 1.0) -> dict[str, float]:
+        """{combination: sum of ``numerator`` / sum of ``denominator`` (``empty`` where that is
+        0), "average": mean over the combinations}."""
+        scored = self.scored()
+        top, bottom = self.columns.index(numerator), self.columns.index(denominator)
+        return with_average(
+            {
+                name: float(self.sums[i, top] / self.sums[i, bottom])
+                if self.sums[i, bottom] > 0
+                else empty
+                for i, name in scored.items()
+            }
+        )
+
+    def evaluation(self, score: str = "utility") -> Evaluation:
+        """The means as an :class:`Evaluation`: column ``score`` as the scores, every other
+        column as a metric."""
+        table = self.means()
+        return Evaluation(table.pop(score), table)
+
+
+def with_average(values: dict[str, float]) -> dict[str, float]:
+    """``values`` with "average", their unweighted mean, added."""
+    return {**values, "average": sum(values.values()) / len(values)}
+
+
+def evaluation_batches(
+    data: MultimodalData, batch_size: int, device: torch.device | str, progress: bool
+) -> Iterator[Batch]:
+    """This rank's shard of ``data`` (:func:`mce.distributed.shard`) in batches on ``device``,
+    with a progress bar."""
+    data = distributed.shard(data)
+    for batch in tqdm(
+        data.batches(batch_size),
+        total=-(-len(data) // batch_size),
+        desc="evaluate",
+        disable=not progress,
+        leave=False,
+    ):
+        yield batch.to(device)
+
+
+def combination_outputs(
+    model: MultimodalModel,
+    data: MultimodalData,
+    batch_size: int,
+    device: torch.device | str,
+    progress: bool,
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """(outputs, targets, which) of every row of every combination of this rank's shard of
+    ``data``, batch by batch, all combinations of a batch in one forward: ``which`` is each
+    row's index into the combinations ``1 .. 2^M - 1`` (:func:`mce.model.combination_rows`).
+    Call it under ``torch.no_grad()`` with the model in eval mode."""
+    combinations = list(range(1, 1 << model.num_modalities))
+    for batch in evaluation_batches(data, batch_size, device, progress):
+        h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
+        rows, which = combination_rows(batch.present, combinations)
+        _, outputs = model.forward_rows(h, rows)
+        yield outputs, batch.target[rows[:, 0]], which
 
 
 @torch.no_grad()
@@ -74,46 +193,24 @@ def evaluate_combinations(
     """
     model.eval()
     metrics = dict(metrics or {})
-    combos = list(range(1, 1 << model.num_modalities))
-    totals = torch.zeros(len(combos), dtype=torch.float64)
-    counts = torch.zeros(len(combos), dtype=torch.float64)
+    scores = CombinationScores(model.modalities, ("utility",))
     kept: list[tuple[Tensor, Tensor, Tensor]] = []  # (outputs, targets, combination) per batch
-    data = distributed.shard(data)
-    batches = data.batches(batch_size)
-    for batch in tqdm(
-        batches,
-        total=-(-len(data) // batch_size),
-        desc="evaluate",
-        disable=not progress,
-        leave=False,
+    for outputs, targets, which in combination_outputs(
+        model, data, batch_size, device, progress
     ):
-        batch = batch.to(device)
-        h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
-        rows, which = combination_rows(batch.present, combos)
-        _, outputs = model.forward_rows(h, rows)
-        targets = batch.target[rows[:, 0]]
-        values = utility(outputs, targets).double().cpu()
-        totals.index_add_(0, which.cpu(), values)
-        counts.index_add_(0, which.cpu(), torch.ones_like(values))
+        scores.add(which, utility(outputs, targets)[:, None])
         if metrics:
             kept.append((outputs.detach().cpu(), targets.detach().cpu(), which.cpu()))
-    if distributed.is_active():
-        totals = distributed.sum_across_ranks(totals)
-        counts = distributed.sum_across_ranks(counts)
-        if metrics:
-            kept = [part for parts in distributed.gather_objects(kept) for part in parts]
-    names = {i: combination_name(c, model.modalities) for i, c in enumerate(combos)}
-    scored = [i for i in range(len(combos)) if counts[i] > 0]
-    scores = {names[i]: float(totals[i] / counts[i]) for i in scored}
-    scores["average"] = sum(scores.values()) / len(scores)
-    return Evaluation(scores, _split_metrics(metrics, kept, names, scored))
+    if metrics and distributed.is_active():
+        kept = [part for parts in distributed.gather_objects(kept) for part in parts]
+    evaluation = scores.evaluation()
+    return Evaluation(evaluation.scores, _split_metrics(metrics, kept, scores.scored()))
 
 
 def _split_metrics(
     metrics: Mapping[str, Callable[[Tensor, Tensor], float]],
     kept: list[tuple[Tensor, Tensor, Tensor]],
-    names: Mapping[int, str],
-    scored: Sequence[int],
+    scored: Mapping[int, str],
 ) -> dict[str, dict[str, float]]:
     """{metric: {combination: value, "average": mean}} from the kept outputs of every batch."""
     if not metrics or not kept:
@@ -124,11 +221,10 @@ def _split_metrics(
     table: dict[str, dict[str, float]] = {}
     for metric, compute in metrics.items():
         values = {}
-        for i in scored:
+        for i, name in scored.items():
             chosen = which == i
-            values[names[i]] = float(compute(outputs[chosen], targets[chosen]))
-        values["average"] = sum(values.values()) / len(values)
-        table[metric] = values
+            values[name] = float(compute(outputs[chosen], targets[chosen]))
+        table[metric] = with_average(values)
     return table
 
 

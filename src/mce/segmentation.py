@@ -15,13 +15,12 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from mce import distributed
 from mce._optional import require
 from mce.data.brats import REGIONS, regions
 from mce.data.dataset import MultimodalData
-from mce.evaluate import Evaluation, combination_name, modality_means
+from mce.evaluate import CombinationScores, Evaluation, evaluation_batches, modality_means
 from mce.model import combination_rows
 
 __all__ = [
@@ -249,39 +248,23 @@ def evaluate_segmentation(
         predictions under ``et_min_voxels`` voxels erased), per combination and averaged.
     """
     model.eval()
-    combos = list(range(1, 1 << model.num_modalities))
-    names = [combination_name(c, model.modalities) for c in combos]
     columns = ["utility", *(f"dice_{r.lower()}" for r in REGIONS), "dice_et_post"]
-    totals = torch.zeros(len(combos), len(columns), dtype=torch.float64)
-    counts = torch.zeros(len(combos), dtype=torch.float64)
-    data = distributed.shard(data)
-    for batch in tqdm(
-        data.batches(1), total=len(data), desc="evaluate", disable=not progress, leave=False
-    ):
-        batch = batch.to(device)
+    scores = CombinationScores(model.modalities, columns)
+    combos = scores.combinations
+    for batch in evaluation_batches(data, 1, device, progress):
         present = batch.present
-
         predictor = _combinations_predictor(model, present, combos)
         stitched = window(predictor, _stack(batch.inputs, model.modalities))
         predicted = stitched.view(len(combos), -1, *stitched.shape[2:]).argmax(1)
         target = batch.target.long().expand(len(combos), *batch.target.shape[1:])
         dice = region_dice(predicted, target).double().cpu()  # (combos, 3)
         post = et_post_dice(predicted, target, et_min_voxels)
-        scored = torch.tensor([(c & int(present[0])) != 0 for c in combos])
         values = torch.cat([dice.mean(1, keepdim=True), dice, post.double().cpu()[:, None]], 1)
-        totals[scored] += values[scored]
-        counts[scored] += 1
-    totals = distributed.sum_across_ranks(totals)
-    counts = distributed.sum_across_ranks(counts)
-    kept = [i for i in range(len(combos)) if counts[i] > 0]
-    table = {
-        column: {names[i]: float(totals[i, j] / counts[i]) for i in kept}
-        for j, column in enumerate(columns)
-    }
-    for values in table.values():
-        values["average"] = sum(values.values()) / len(values)
-    scores = table.pop("utility")
-    return Evaluation(scores, table)
+        which = torch.tensor(
+            [i for i, c in enumerate(combos) if c & int(present[0])], dtype=torch.int64
+        )
+        scores.add(which, values[which])
+    return scores.evaluation("utility")
 
 
 @torch.no_grad()

@@ -1,0 +1,69 @@
+"""The nuScenes task: its options put together with the data, model, loss, evaluation and
+Table 1 hyper-parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Any
+
+from mce.config import HyperParameters
+from mce.data.nuscenes import MODALITIES
+from mce.methods.redcore import RedCoreConfig
+from mce.tasks.base import Task
+from mce.tasks.nuscenes.augmentation import RandomReferenceCamera
+from mce.tasks.nuscenes.data import load_splits
+from mce.tasks.nuscenes.evaluator import evaluate_bev
+from mce.tasks.nuscenes.loss import bev_loss, iou_utility
+from mce.tasks.nuscenes.model import bev_grid, build_model, build_unimodal
+from mce.tasks.nuscenes.options import NuScenesOptions
+
+__all__ = ["OPTIONS", "TASK", "nuscenes_task"]
+
+OPTIONS: dict[str, int | str] = dataclasses.asdict(NuScenesOptions())
+"""The options' defaults, by name."""
+
+
+def nuscenes_task(**options: Any) -> Task:
+    """The nuScenes task with the given resolution and sensor settings (fields of
+    :class:`NuScenesOptions`; the rest at their defaults), which become its ``options``.
+
+    Raises:
+        ValueError: what :class:`NuScenesOptions` rejects.
+    """
+    settings = NuScenesOptions(**options)
+    grid = bev_grid(settings)
+    return Task(
+        name="nuscenes",
+        modalities=MODALITIES,
+        load=partial(load_splits, settings, grid),
+        build_model=partial(build_model, settings),
+        build_unimodal=partial(build_unimodal, settings),
+        loss=bev_loss,
+        utility=iou_utility,
+        metric_name="IoU (vehicle, dataset-level)",
+        needs_data_dir=True,
+        inference_batch=1,
+        evaluate=evaluate_bev,
+        augment=RandomReferenceCamera(grid) if settings.reference == "random" else None,
+        options=dataclasses.asdict(settings),
+        configure=nuscenes_task,
+        # RedCore's schedule carried over to batch 1 and the run's length
+        method_options={"redcore": RedCoreConfig(schedule="released")},
+        hparams=HyperParameters(
+            epochs=2,  # Table 1's 50k iterations at batch 1: 2 x 28,130 = 56,260 steps
+            batch_size=1,
+            optimizer="adamw",
+            lr=3e-4,
+            lr_schedule="onecycle",
+            weight_decay=1e-7,  # Simple-BEV
+            grad_clip=5.0,  # Simple-BEV
+            pretrain_steps=2000,
+            pretrain_eval_every=250,
+            pretrain_patience=3,
+            missing_rates=(0.2, 0.5, 0.8),  # setting a: (C, L, R)
+        ),
+    )
+
+
+TASK = nuscenes_task()
