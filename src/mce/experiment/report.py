@@ -122,6 +122,7 @@ def _bars(
     """Grouped bars with asymmetric CI error bars (none where the interval is NaN)."""
     count = max(len(series), 1)
     width = 0.8 / count
+    colors = _colors(count)
     for i, (label, intervals) in enumerate(series.items()):
         xs = [g + (i - (count - 1) / 2) * width for g in range(len(groups))]
         means = [0.0 if math.isnan(m) else m for m, _, _ in intervals]
@@ -130,6 +131,7 @@ def _bars(
             means,
             width,
             label=label,
+            color=colors[i],
             hatch=(hatches or {}).get(label),
             edgecolor="black" if (hatches or {}).get(label) else None,
         )
@@ -145,7 +147,18 @@ def _bars(
                 linewidth=1,
             )
     ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 4 else 0)
-    ax.legend(fontsize="small")
+    if count > 4:  # beside the axes, where it hides no bar
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize="small")
+
+
+def _colors(count: int) -> list:
+    """One distinct colour per series (tab10 up to 10, tab20 beyond)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(i % palette.N) for i in range(count)]
 
 
 def plot_scores(
@@ -333,7 +346,8 @@ def _run_report(folder: Path, step: int | None) -> list[Path]:
         logs, modalities, folder / "fig_trajectories.png", "Fig. 8 style: over training"
     )
     figures += [trajectory] if trajectory else []
-    uses_single = config.get("mce", {}).get("use_single", True)
+    # method options under "method_options", or (older files) under each method's name
+    uses_single = config.get("method_options", config).get("mce", {}).get("use_single", True)
     heads = {
         _head_label(m, m == "mce" and uses_single): h
         for m, h in results.get("unimodal_heads", {}).items()
