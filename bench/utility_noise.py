@@ -22,12 +22,11 @@ import bench_step  # beside this script
 import torch
 
 from mce.checkpoint import load_checkpoint
-from mce.config import TrainConfig
 from mce.data.masks import apply_missing_rates
 from mce.methods import MCEConfig, MCEMethod, MethodInputs
 from mce.shapley import coalition_plan, plan_shapley
 from mce.tasks import classification_loss, classification_utility, get_task
-from mce.train import run
+from mce.train import config_for, run
 
 DRAWS = 100
 
@@ -35,11 +34,7 @@ DRAWS = 100
 def phi_noise(epochs: int = 10) -> None:
     task = get_task("digits")
     with tempfile.TemporaryDirectory() as folder:
-        run(
-            TrainConfig.for_task(
-                "digits", method="baseline", epochs=epochs, out=folder, progress=False
-            )
-        )
+        run(config_for("digits", method="baseline", epochs=epochs, out=folder, progress=False))
         state = load_checkpoint(Path(folder) / "baseline" / "checkpoint.pt")["model"]
     model = task.build_model()
     model.load_state_dict(state)

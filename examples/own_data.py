@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer
 from torch import nn
 
-from mce import HyperParameters, MultimodalData, MultimodalModel, Task, TrainConfig, run
+from mce import HyperParameters, MultimodalData, MultimodalModel, Task, config_for, run
 from mce.nn import ConcatFusion, ReconstructionTransformer
 
 MODALITIES = ("mean", "error", "worst")
@@ -70,7 +70,7 @@ if __name__ == "__main__":
     import logging
 
     logging.basicConfig(level=logging.INFO)
-    scores = run(TrainConfig.for_task(TASK, method="compare", progress=False), task=TASK)
+    scores = run(config_for(TASK, method="compare", progress=False), task=TASK)
     print(
         f"average accuracy: MCE {scores['mce']['average']:.2f}%, "
         f"baseline {scores['baseline']['average']:.2f}%"

@@ -27,7 +27,7 @@ from mce.methods.redcore import RedCoreMethod, adapt_model
 from mce.metrics import CLASSIFICATION_METRICS
 from mce.model import MultimodalModel
 from mce.tasks.digits import TASK as DIGITS
-from mce.train import TrainConfig, run
+from mce.train import config_for, run
 from mce.trainer import _mean_over_ranks, _MethodStep
 
 
@@ -198,8 +198,8 @@ def resume_worker(out: str) -> None:
     root = Path(out)
     settings = dict(RUN_SETTINGS, cache_dir=str(root / "cache"))
     returned = {}
-    returned["straight"] = run(TrainConfig.for_task(out=str(root / "straight"), **settings))
-    resumed = TrainConfig.for_task(out=str(root / "resumed"), **settings)
+    returned["straight"] = run(config_for(out=str(root / "straight"), **settings))
+    resumed = config_for(out=str(root / "resumed"), **settings)
     returned["stopped"] = run(resumed, stop_at_step=2)
     if distributed.is_main():
         shutil.copytree(root / "resumed", root / "stopped")

@@ -13,7 +13,8 @@ import pytest
 import torch
 from data.brats_fixture import write_brats_fixture
 
-from mce.config import HyperParameters, TrainConfig
+from mce.config import HyperParameters
+from mce.run import config_for
 from mce.tasks import get_task
 from mce.tasks.brats import PRESETS, cache_dir_for, load
 from mce.train import parse_config
@@ -157,8 +158,8 @@ def test_resume_equals_uninterrupted(brats_dir, tmp_path, cache_home, one_thread
         epochs=2, pretrain_steps=2, pretrain_eval_every=2, missing_rates=(0.3, 0.3, 0.2, 0.0),
         shapley="sampled", row_budget=3, progress=False, seed=3,
     )  # fmt: skip
-    straight = TrainConfig.for_task("brats", out=str(tmp_path / "straight"), **base)
-    resumed = TrainConfig.for_task("brats", out=str(tmp_path / "resumed"), **base)
+    straight = config_for("brats", out=str(tmp_path / "straight"), **base)
+    resumed = config_for("brats", out=str(tmp_path / "resumed"), **base)
     expected = run(straight)
     assert run(resumed, stop_at_step=9) == {}  # 7 training cases: inside epoch 2
     assert run(resumed, resume=True) == expected

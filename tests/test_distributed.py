@@ -36,7 +36,7 @@ from mce.methods.official import official_average_rows, official_row_weights
 from mce.rce import RowTotals, average_rows, single_loss, subset_row_weights
 from mce.shapley import coalition_plan
 from mce.tasks.digits import TASK as DIGITS
-from mce.train import TrainConfig, run
+from mce.train import config_for, run
 
 TESTS = Path(__file__).resolve().parent
 LOSS_TERMS = ("loss", "l_task", "l_single", "l_sub", "l_aux")
@@ -249,7 +249,7 @@ def test_resume_under_two_ranks_equals_uninterrupted(resumed_runs):
 def test_a_checkpoint_of_two_ranks_is_not_resumed_by_one_process(resumed_runs):
     out, _ = resumed_runs
     stopped = out / "stopped"
-    config = TrainConfig.for_task(
+    config = config_for(
         out=str(stopped), cache_dir=str(out / "cache"), **ddp_workers.RUN_SETTINGS
     )
     before = (stopped / "mce" / "checkpoint.pt").read_bytes()
@@ -287,7 +287,7 @@ def test_torchrun_trains_and_ends_as_one_process(tmp_path):
         "results.md",
     ]
 
-    config = TrainConfig.for_task(
+    config = config_for(
         ddp_workers.TASK,
         epochs=2,
         batch_size=400,

@@ -36,7 +36,8 @@ def test_grid_writes_the_table_and_reuses_finished_cells(tmp_path, monkeypatch):
     ]
     cell = json.loads((finished[2].parent / "config.json").read_text())["config"]
     assert cell["method"] == "mce" and cell["seed"] == 0 and cell["hparams"]["epochs"] == 1
-    assert (cell["mce"]["use_sub"], cell["mce"]["use_a"], cell["mce"]["use_b"]) == (
+    options = cell["method_options"]["mce"]
+    assert (options["use_sub"], options["use_a"], options["use_b"]) == (
         True,
         False,
         False,

@@ -16,7 +16,7 @@ import pytest
 import torch
 from data.nuscenes_fixture import write_nuscenes_fixture
 
-from mce.config import TrainConfig
+from mce.run import config_for
 from mce.data.nuscenes import (
     RADAR_FEATURES,
     NuScenesReader,
@@ -283,8 +283,8 @@ def test_resume_equals_uninterrupted(dataroot, tmp_path, monkeypatch) -> None:
             pretrain_steps=2, pretrain_eval_every=2, missing_rates=(0.2, 0.3, 0.4),
             progress=False, seed=1,
         )  # fmt: skip
-        expected = run(TrainConfig.for_task("nuscenes", out=str(tmp_path / "a"), **base))
-        resumed = TrainConfig.for_task("nuscenes", out=str(tmp_path / "b"), **base)
+        expected = run(config_for("nuscenes", out=str(tmp_path / "a"), **base))
+        resumed = config_for("nuscenes", out=str(tmp_path / "b"), **base)
         assert run(resumed, stop_at_step=8) == {}
         assert run(resumed, resume=True) == expected
     finally:
@@ -503,7 +503,7 @@ def test_streamed_and_in_memory_runs_agree(dataroot, tmp_path, monkeypatch) -> N
     try:
         scores = [
             run(
-                TrainConfig.for_task(
+                config_for(
                     "nuscenes", out=str(tmp_path / storage), method="mce",
                     data_dir=str(dataroot), task_options={**SMALL, "storage": storage},
                     epochs=1, pretrain_steps=2, pretrain_eval_every=2,

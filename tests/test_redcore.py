@@ -18,7 +18,7 @@ from data.test_avmnist import write_idx, write_wav
 from torch import nn
 
 from mce.checkpoint import load_checkpoint
-from mce.config import HPARAM_NAMES, MCE_NAMES, REDCORE_NAMES, TrainConfig
+from mce.config import HPARAM_NAMES, TrainConfig, option_names
 from mce.data.dataset import Batch
 from mce.methods import METHODS, MethodInputs, RedCoreConfig, RedCoreMethod, get_method
 from mce.methods.redcore import SupervisionWeights, adapt_model, released_schedule
@@ -28,7 +28,7 @@ from mce.nn.redcore import CrossModalImagination, VariationalEncoder
 from mce.records import config_differences
 from mce.tasks import get_task
 from mce.tasks.brats import build_model as build_brats_model
-from mce.train import main, parse_config, run
+from mce.train import config_for, main, parse_config, resolve_config, run
 
 MODALITIES = ("a", "b", "c")
 DIM = 4
@@ -390,13 +390,16 @@ def test_bad_options_are_named(options, message) -> None:
 
 def test_options_are_routed_by_clash_free_names() -> None:
     own = {spec.name for spec in dataclasses.fields(TrainConfig)}
-    groups = [set(HPARAM_NAMES), set(MCE_NAMES), set(REDCORE_NAMES), own]
+    methods = [set(option_names(spec.options)) for spec in METHODS.values() if spec.options]
+    groups = [set(HPARAM_NAMES), *methods, own]
+    assert len(methods) >= 2
     assert sum(map(len, groups)) == len(set().union(*groups))
-    config = TrainConfig.for_task(method="redcore", kl_weight=0.01, mc_k=7, epochs=3)
-    assert config.redcore.kl_weight == 0.01 and config.mce.mc_k == 7
+    config = config_for(method="redcore", kl_weight=0.01, mc_k=7, epochs=3)
+    redcore = config.method_options["redcore"]
+    assert redcore.kl_weight == 0.01 and config.method_options["mce"].mc_k == 7
     assert config.hparams.epochs == 3
-    assert config.options_for(RedCoreConfig) is config.redcore
-    assert get_method("redcore").build(method_inputs(), config.redcore).config is config.redcore
+    assert config.options_for("redcore") is redcore
+    assert get_method("redcore").build(method_inputs(), redcore).config is redcore
     with pytest.raises(TypeError, match="redcore options must be a RedCoreConfig"):
         get_method("redcore").build(method_inputs(), {"kl_weight": 0.1})
     assert not METHODS["redcore"].needs_upper_bounds(None)
@@ -409,9 +412,11 @@ def test_tasks_give_their_own_defaults_and_flags_override_them(tmp_path, capsys)
     assert get_task("digits").options_for_method("baseline") is None
     argv = ["--task", "brats", "--data-dir", str(tmp_path), "--method", "redcore"]
     config, _ = parse_config([*argv, "--kl-weight", "0.01", "--imagination-hidden", "32,16"])
-    assert config.redcore == dataclasses.replace(brats, kl_weight=0.01, imagination_hidden=(32, 16))
-    assert TrainConfig.for_task("brats", method="redcore").redcore == brats
-    assert TrainConfig(task="brats").redcore == brats
+    assert config.method_options["redcore"] == dataclasses.replace(
+        brats, kl_weight=0.01, imagination_hidden=(32, 16)
+    )
+    assert config_for("brats", method="redcore").method_options["redcore"] == brats
+    assert resolve_config(TrainConfig(task="brats")).method_options["redcore"] == brats
     for flags, message in (
         (["--loss-ema", "2"], "loss_ema must be in (0, 1]"),
         (["--imagination-hidden", "64,x"], "expected widths like 256,128,64"),
@@ -431,11 +436,12 @@ def test_task_method_options_are_checked() -> None:
 
 
 def test_a_config_written_before_redcore_existed_still_resumes() -> None:
-    config = TrainConfig.for_task(method="mce", epochs=2)
+    config = config_for(method="mce", epochs=2)
     saved = json.loads(json.dumps(config.to_dict()))
-    del saved["redcore"]
+    options = saved["method_options"]
+    del options["redcore"]
     assert config_differences(saved, config) == []
-    saved["redcore"] = dict(saved.get("redcore", {}), kl_weight=0.5)
+    options["redcore"] = dict(options.get("redcore", {}), kl_weight=0.5)
     assert config_differences(saved, config) == ["redcore"]
 
 
@@ -448,8 +454,9 @@ def test_the_experiment_runner_takes_redcore() -> None:
     cells = cells_of(spec, get_task("digits"))
     assert [cell.variant.name for cell in cells] == ["mce", "baseline", "redcore"]
     config = cells[2].config(spec, Path("out"))
-    assert config.method == "redcore" and config.redcore.kl_weight == 0.002
-    assert config.redcore.imagination_hidden == (32, 16)
+    redcore = config.method_options["redcore"]
+    assert config.method == "redcore" and redcore.kl_weight == 0.002
+    assert redcore.imagination_hidden == (32, 16)
     components = VARIANTS["redcore"].components()
     assert components["L_single"] and not any(v for k, v in components.items() if k != "L_single")
 
@@ -474,8 +481,8 @@ def test_cli_trains_redcore_on_the_bundled_digits(tmp_path) -> None:
     for field in ("kl", "l_task", "l_single", "beta/image", "L_imagine/audio", "loss"):
         assert field in header
     config = json.loads((tmp_path / "config.json").read_text())["config"]
-    assert config["redcore"]["imagination_blocks"] == 2
-    assert config["redcore"]["kl_weight"] == 0.0008
+    assert config["method_options"]["redcore"]["imagination_blocks"] == 2
+    assert config["method_options"]["redcore"]["kl_weight"] == 0.0008
     checkpoint = load_checkpoint(tmp_path / "redcore" / "checkpoint.pt")
     assert checkpoint["method"]["supervision_weights"]["iteration"] == 3
     assert any(key.endswith("log_var.weight") for key in checkpoint["model"])
@@ -491,8 +498,8 @@ def one_thread():
 
 def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:
     base = dict(method="redcore", epochs=2, batch_size=256, seed=4, progress=False)
-    expected = run(TrainConfig.for_task(out=str(tmp_path / "straight"), **base))
-    resumed = TrainConfig.for_task(out=str(tmp_path / "resumed"), **base)
+    expected = run(config_for(out=str(tmp_path / "straight"), **base))
+    resumed = config_for(out=str(tmp_path / "resumed"), **base)
     # 1,055 training samples / 256 = 5 steps per epoch: stop inside epoch 0, then resume
     assert run(resumed, stop_at_step=4) == {}
     partial = load_checkpoint(tmp_path / "resumed" / "redcore" / "checkpoint.pt")
@@ -509,7 +516,7 @@ def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:
 
 def test_checkpoints_without_method_state(tmp_path) -> None:
     base = dict(method="redcore", epochs=1, batch_size=512, progress=False)
-    config = TrainConfig.for_task(out=str(tmp_path), **base)
+    config = config_for(out=str(tmp_path), **base)
     assert run(config, stop_at_step=1) == {}
     path = tmp_path / "redcore" / "checkpoint.pt"
     state = load_checkpoint(path)
@@ -518,7 +525,7 @@ def test_checkpoints_without_method_state(tmp_path) -> None:
     with pytest.raises(ValueError, match="holds no redcore method state"):
         run(config, resume=True)
     # a method without state resumes from a checkpoint written before checkpoints held one
-    baseline = TrainConfig.for_task(out=str(tmp_path / "b"), **dict(base, method="baseline"))
+    baseline = config_for(out=str(tmp_path / "b"), **dict(base, method="baseline"))
     assert run(baseline, stop_at_step=1) == {}
     path = tmp_path / "b" / "baseline" / "checkpoint.pt"
     state = load_checkpoint(path)
@@ -565,7 +572,7 @@ def test_cli_trains_redcore_on_brats(tmp_path, monkeypatch) -> None:
     scores = _scores(tmp_path / "run")
     assert len(scores) == 16 and "t1+t1ce+flair+t2" in scores
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
-    assert config["redcore"]["schedule"] == "released"  # the task's own default
+    assert config["method_options"]["redcore"]["schedule"] == "released"  # the task's own
 
 
 def test_cli_trains_redcore_on_nuscenes(tmp_path) -> None:

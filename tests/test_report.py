@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from mce import experiment
-from mce.config import HPARAM_NAMES, TrainConfig
+from mce.config import HPARAM_NAMES
+from mce.run import config_for
 from mce.experiment import ExperimentSpec, run_experiment, upper_bound_scores
 from mce.report import MARKER, batch_view, build_report, main, read_log
 from mce.train import run
@@ -28,7 +29,7 @@ PRETRAIN = (
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MCE, one training step, on the bundled digits (the baseline adds nothing to test)."""
     root = tmp_path_factory.mktemp("report")
-    config = TrainConfig.for_task(
+    config = config_for(
         method="mce",
         epochs=1,
         batch_size=2048,

@@ -13,7 +13,7 @@ import torch
 
 from mce.config import HyperParameters, TrainConfig
 from mce.tasks import get_task
-from mce.train import main, parse_config, run
+from mce.train import config_for, main, parse_config, resolve_config, run
 
 FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 
@@ -63,8 +63,8 @@ def test_every_hyper_parameter_is_settable_from_the_command_line():
 def test_unset_options_take_the_task_values():
     config, _ = parse_config(["--epochs", "2"])
     assert config.hparams == dataclasses.replace(get_task("digits").hparams, epochs=2)
-    assert TrainConfig(task="digits").hparams == get_task("digits").hparams
-    assert TrainConfig.for_task("avmnist", lr=0.1).hparams.epochs == 280
+    assert resolve_config(TrainConfig(task="digits")).hparams == get_task("digits").hparams
+    assert config_for("avmnist", lr=0.1).hparams.epochs == 280
 
 
 def test_help_shows_each_task_value(capsys):
@@ -78,7 +78,7 @@ def test_help_shows_each_task_value(capsys):
 
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="unknown setting.*epoch\\b.*valid: .*epochs"):
-        TrainConfig.for_task("digits", epoch=3)
+        config_for("digits", epoch=3)
     with pytest.raises(ValueError, match="optimizer must be one of adam, adamw, sgd"):
         HyperParameters(optimizer="rmsprop")
     with pytest.raises(ValueError, match="lr must be positive"):
@@ -117,7 +117,7 @@ def test_results_json_and_md_say_what_ran(tmp_path, capsys):
     assert results["task"] == "digits" and results["metric"] == "accuracy"
     assert results["unit"] == "%" and results["seed"] == 0
     assert results["methods"] == {"mce": "mce [no A, no L_aux]"}
-    assert results["config"]["mce"]["use_aux"] is False
+    assert results["config"]["method_options"]["mce"]["use_aux"] is False
     rates = results["missing_rates"]
     assert rates["stated"] == {"image": 0.5, "audio": 0.2}
     kept = rates["training_samples"]
@@ -167,26 +167,24 @@ def test_module_attribute_task_loader(monkeypatch):
 
 def test_an_unknown_method_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="unknown method 'mcee'"):
-        run(TrainConfig.for_task(method="mcee", out=str(tmp_path / "run"), progress=False))
+        run(config_for(method="mcee", out=str(tmp_path / "run"), progress=False))
     assert not (tmp_path / "run").exists()
 
 
 def test_resume_names_what_differs_and_accepts_another_spelling_of_the_folder(tmp_path):
     settings = dict(method="baseline", epochs=1, batch_size=512, progress=False)
-    run(TrainConfig.for_task(out=f"{tmp_path}/run/", **settings))
-    resumed = TrainConfig.for_task(out=str(tmp_path / "run"), **settings)
+    run(config_for(out=f"{tmp_path}/run/", **settings))
+    resumed = config_for(out=str(tmp_path / "run"), **settings)
     assert run(resumed, resume=True)  # already finished: evaluates and reports again
-    changed = TrainConfig.for_task(out=str(tmp_path / "run"), **{**settings, "seed": 3})
+    changed = config_for(out=str(tmp_path / "run"), **{**settings, "seed": 3})
     with pytest.raises(ValueError, match=r"differ from the run in .*\(seed; see"):
         run(changed, resume=True)
 
 
-def test_methods_get_their_options_by_type():
-    from mce.methods.mce import MCEConfig
-
-    config = TrainConfig.for_task(mc_k=7)
-    assert config.options_for(MCEConfig).mc_k == 7
-    assert config.options_for(None) is None
+def test_methods_get_their_options_by_name():
+    config = config_for(mc_k=7)
+    assert config.options_for("mce").mc_k == 7
+    assert config.options_for("baseline") is None
 
 
 def test_infeasible_rates_are_an_error_unless_samples_may_be_dropped(tmp_path, capsys):

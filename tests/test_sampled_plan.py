@@ -257,8 +257,9 @@ def test_config_checks_the_row_budget_and_the_weighting():
 
 def test_cli_takes_sampled_and_row_budget(capsys):
     config, _ = parse_config(["--method", "mce", "--shapley", "sampled", "--row-budget", "5"])
-    assert config.mce.shapley == "sampled" and config.mce.row_budget == 5
-    assert config.to_dict()["mce"]["row_budget"] == 5
+    assert config.options_for("mce").shapley == "sampled"
+    assert config.options_for("mce").row_budget == 5
+    assert config.to_dict()["method_options"]["mce"]["row_budget"] == 5
     for argv, message in (
         (["--row-budget", "0"], "--row-budget must be at least 1"),
         (["--shapley", "sampled", "--weighting", "official"], "weighting"),

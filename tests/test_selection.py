@@ -16,7 +16,7 @@ from mce.config import TrainConfig
 from mce.evaluate import evaluate_combinations
 from mce.metrics import CLASSIFICATION_METRICS
 from mce.tasks import Splits, Task, get_task
-from mce.train import UsageError, main, run
+from mce.train import UsageError, config_for, main, run
 
 DIGITS = get_task("digits")
 
@@ -39,7 +39,7 @@ BASE = {"method": "baseline", "epochs": 3, "batch_size": 256, "lr": 0.01, "progr
 
 
 def _config(out, **settings) -> TrainConfig:
-    return TrainConfig.for_task(TASK, out=str(out), **{**BASE, **settings})
+    return config_for(TASK, out=str(out), **{**BASE, **settings})
 
 
 def _validation_log(path) -> list[float]:
@@ -117,7 +117,7 @@ def test_resume_with_selection_equals_uninterrupted(tmp_path):
 
 
 def test_select_validation_needs_a_validation_split(tmp_path, capsys):
-    config = TrainConfig.for_task(out=str(tmp_path / "run"), select="validation", **BASE)
+    config = config_for(out=str(tmp_path / "run"), select="validation", **BASE)
     with pytest.raises(UsageError, match="needs a validation split"):
         run(config)
     assert not (tmp_path / "run").exists()
@@ -126,7 +126,7 @@ def test_select_validation_needs_a_validation_split(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "needs a validation split" in capsys.readouterr().err
     with pytest.raises(ValueError, match="select must be one of last, validation"):
-        TrainConfig.for_task(select="best")
+        config_for(select="best")
 
 
 def _folded_task(calls: list) -> Task:
@@ -141,9 +141,9 @@ def test_folds_load_the_chosen_fold_and_config_records_it(tmp_path):
     calls: list = []
     task = _folded_task(calls)
     assert isinstance(task.splits(None), Splits) and calls == [1]  # fold 1 by default
-    run(TrainConfig.for_task(task, out=str(tmp_path / "a"), **{**BASE, "epochs": 1}), task=task)
+    run(config_for(task, out=str(tmp_path / "a"), **{**BASE, "epochs": 1}), task=task)
     run(
-        TrainConfig.for_task(task, out=str(tmp_path / "b"), fold=3, **{**BASE, "epochs": 1}),
+        config_for(task, out=str(tmp_path / "b"), fold=3, **{**BASE, "epochs": 1}),
         task=task,
     )
     assert calls == [1, 1, 3]

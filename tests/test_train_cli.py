@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mce.checkpoint import load_checkpoint
-from mce.train import TrainConfig, main, run
+from mce.train import config_for, main, run
 
 FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 
@@ -33,8 +33,8 @@ def test_cli_trains_both_methods_and_prints_the_table(tmp_path, capsys):
 
 def test_resume_equals_uninterrupted(tmp_path):
     base = dict(method="mce", epochs=2, batch_size=256, pretrain_steps=2, seed=5, progress=False)
-    straight = TrainConfig.for_task(out=str(tmp_path / "straight"), **base)
-    resumed = TrainConfig.for_task(out=str(tmp_path / "resumed"), **base)
+    straight = config_for(out=str(tmp_path / "straight"), **base)
+    resumed = config_for(out=str(tmp_path / "resumed"), **base)
     expected = run(straight)
     # 1,055 training samples / 256 = 5 steps per epoch: stop inside epoch 0, then inside epoch 1.
     assert run(resumed, stop_at_step=3) == {}
@@ -53,7 +53,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_an_existing_run_is_not_overwritten(tmp_path):
-    config = TrainConfig.for_task(
+    config = config_for(
         method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False
     )
     run(config)
@@ -75,23 +75,23 @@ def test_upper_bounds_are_cached_and_reused(tmp_path, caplog):
         cache_dir=str(tmp_path / "cache"),
     )
     with caplog.at_level(logging.INFO, logger="mce.pretrain"):
-        run(TrainConfig.for_task(out=str(tmp_path / "a"), **base))
+        run(config_for(out=str(tmp_path / "a"), **base))
         assert "trained and cached" in caplog.text and "reusing" not in caplog.text
         caplog.clear()
-        run(TrainConfig.for_task(out=str(tmp_path / "b"), **base))
+        run(config_for(out=str(tmp_path / "b"), **base))
         assert "reusing" in caplog.text and "trained and cached" not in caplog.text
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
 def test_resume_with_different_settings_is_refused(tmp_path):
     run(
-        TrainConfig.for_task(
+        config_for(
             method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False
         )
     )
     with pytest.raises(ValueError, match="differ from the run"):
         run(
-            TrainConfig.for_task(
+            config_for(
                 method="baseline", epochs=1, batch_size=256, out=str(tmp_path), progress=False
             ),
             resume=True,
@@ -160,7 +160,7 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatc
     from mce.methods import BaselineMethod
 
     base = dict(method="baseline", epochs=2, batch_size=256, seed=2, progress=False)
-    expected = run(TrainConfig.for_task(out=str(tmp_path / "straight"), **base))
+    expected = run(config_for(out=str(tmp_path / "straight"), **base))
 
     original_step = BaselineMethod.step
 
@@ -171,7 +171,7 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatc
         return result
 
     monkeypatch.setattr(BaselineMethod, "step", step_then_ctrl_c)
-    interrupted = TrainConfig.for_task(out=str(tmp_path / "interrupted"), **base)
+    interrupted = config_for(out=str(tmp_path / "interrupted"), **base)
     with pytest.raises(KeyboardInterrupt):
         run(interrupted)
     assert f"--out {tmp_path / 'interrupted'} --resume" in caplog.text
@@ -198,6 +198,7 @@ def test_cli_monte_carlo_and_ablation_runs(tmp_path):
     argv = ["--method", "mce", "--shapley", "mc", "--mc-k", "3", "--no-aux", "--no-a"]
     assert main(argv + FAST + ["--out", str(tmp_path)]) == 0
     config = json.loads((tmp_path / "config.json").read_text())["config"]
-    assert config["mce"]["shapley"] == "mc" and config["mce"]["use_aux"] is False
+    assert config["method_options"]["mce"]["shapley"] == "mc"
+    assert config["method_options"]["mce"]["use_aux"] is False
     header = (tmp_path / "mce" / "log.csv").read_text().splitlines()[0]
     assert "l_aux" not in header and "l_sub" in header

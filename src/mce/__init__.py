@@ -2,7 +2,7 @@
 
 Kernel ops live in :mod:`mce.ops`; Shapley values in :mod:`mce.shapley`; LCE factors in
 :mod:`mce.lce`; RCE losses in :mod:`mce.rce`; the model contract in :mod:`mce.model`; training
-in :mod:`mce.train` (``python -m mce.train``, or ``torchrun ... -m mce.train`` on several
+in :mod:`mce.run` (``python -m mce.train``, or ``torchrun ... -m mce.train`` on several
 processes: :mod:`mce.distributed`); your own data through :class:`Task`,
 :class:`MultimodalData` and :func:`run` (see ``examples/own_data.py``).
 """
@@ -12,8 +12,11 @@ from mce._version import __version__
 from mce.config import HyperParameters, TrainConfig
 from mce.data.dataset import MultimodalData
 from mce.lce import LCEFactors, dataset_factor, lce_factors, presence_counts
-from mce.model import MultimodalModel
+from mce.model import MultimodalModel, UnimodalModel
 from mce.ops import exact_plan, mc_plan, shapley_from_rows, subset_gather
+# imported as names, so that ``mce.run`` is the function (the module stays ``from mce.run
+# import ...``)
+from mce.run import config_for, run
 from mce.shapley import (
     CoalitionPlan,
     coalition_plan,
@@ -23,18 +26,6 @@ from mce.shapley import (
     shapley_values,
 )
 from mce.tasks.base import Task
-
-
-
-def __getattr__(name: str) -> object:
-    # `run` is imported on first use: importing mce.train here would make
-    # `python -m mce.train` import its own module twice.
-    if name == "run":
-        from mce.train import run
-
-        return run
-    raise AttributeError(f"module 'mce' has no attribute {name!r}")
-
 
 __all__ = [
     "__version__",
@@ -60,10 +51,12 @@ __all__ = [
     "presence_counts",
     # model
     "MultimodalModel",
+    "UnimodalModel",
     # training on built-in or your own data
     "Task",
     "MultimodalData",
     "HyperParameters",
     "TrainConfig",
+    "config_for",
     "run",
 ]

@@ -3,26 +3,38 @@
 :class:`HyperParameters` is the one block of training hyper-parameters. Every field has a
 default here, a task's recipe overrides what differs (as code: ``HyperParameters(epochs=280,
 ...)``), and the command line overrides any field (``--epochs``, ``--lr-step``, ...).
-:class:`TrainConfig` adds what a run needs besides (task, method, seed, device, folders) and is
-what ``config.json`` records, with every value resolved.
+:class:`TrainConfig` adds what a run needs besides (task, method and each method's options,
+seed, device, folders) and is what ``config.json`` records, with every value resolved. It is
+plain data: the run fills in the task's values for what it leaves unset.
+
+:func:`option_arguments` turns any options dataclass (the hyper-parameters, a method's options)
+into command-line flags; :func:`parse_option` reads one field's value from text.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
-from collections.abc import Callable, Collection, Iterator
+import typing
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from mce.data.masks import PRESETS
-from mce.methods.mce import MCEConfig
-from mce.methods.redcore import RedCoreConfig
 
-if TYPE_CHECKING:
-    from mce.tasks.base import Task
-
-__all__ = ["HyperParameters", "TrainConfig", "OPTIMIZERS", "SELECT_MODES"]
+__all__ = [
+    "HyperParameters",
+    "TrainConfig",
+    "OPTIMIZERS",
+    "SELECT_MODES",
+    "HPARAM_NAMES",
+    "parse_rates",
+    "option_names",
+    "option_arguments",
+    "hparam_arguments",
+    "parse_option",
+]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SELECT_MODES = ("last", "validation")  # TrainConfig.select
@@ -74,7 +86,9 @@ class HyperParameters:
         below=1,
     )
     missing_rates: tuple[float, ...] = _field(
-        (), "missing rate of each modality in the training split, in the task's modality order"
+        (),
+        "missing rate of each modality in the training split, in the task's modality order",
+        as_text=True,  # a preset name is the task's (Task.presets): the driver resolves it
     )
 
     def __post_init__(self) -> None:
@@ -98,7 +112,7 @@ def _checked(spec: dataclasses.Field, value: Any) -> Any:
     """``value`` as the field's type, or a ValueError naming the field."""
     name, meta = spec.name, spec.metadata
     if name == "missing_rates":
-        return _rates(value)
+        return parse_rates(value)
     kind = type(spec.default)
     if kind is str:
         if value not in meta["choices"]:
@@ -120,18 +134,27 @@ def _checked(spec: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def _rates(value: Any) -> tuple[float, ...]:
-    """Missing rates from a sequence of numbers, a comma-separated string or a preset a-f."""
+def parse_rates(
+    value: Any, presets: Mapping[str, Sequence[float]] | None = None
+) -> tuple[float, ...]:
+    """Missing rates from a sequence of numbers, comma-separated text or a preset name of
+    ``presets`` (default :data:`mce.data.masks.PRESETS`, the paper's a-f over three modalities;
+    a task's own: ``Task.presets``); each rate in [0, 1).
+
+    Raises:
+        ValueError: not numbers nor a preset, or a rate outside [0, 1).
+    """
+    presets = PRESETS if presets is None else presets
     if isinstance(value, str):
-        if value in PRESETS:
-            return PRESETS[value]
+        if value in presets:
+            return tuple(presets[value])
         value = value.split(",") if value else ()
     try:
         rates = tuple(float(rate) for rate in value)
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"missing_rates must be numbers in [0, 1), comma-separated or a sequence, or a "
-            f"preset ({', '.join(PRESETS)}); got {value!r}"
+            f"preset ({', '.join(presets)}); got {value!r}"
         ) from error
     for rate in rates:
         if not 0.0 <= rate < 1.0:
@@ -139,47 +162,144 @@ def _rates(value: Any) -> tuple[float, ...]:
     return rates
 
 
+def option_names(options: type) -> tuple[str, ...]:
+    """The field names of an options dataclass (``HyperParameters``, a method's options)."""
+    return tuple(spec.name for spec in dataclasses.fields(options))
+
+
+def parse_option(options: type, name: str, text: str) -> Any:
+    """The value of field ``name`` of the dataclass ``options`` written as ``text``: a number,
+    a choice, true/false, or comma-separated items of a tuple field (``256,128,64``).
+
+    Raises:
+        ValueError: ``text`` is not a value of the field's type, naming what is expected.
+    """
+    spec = {field.name: field for field in dataclasses.fields(options)}[name]
+    default = spec.default
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name} takes true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(default, tuple):
+        item = _item_type(options, name)
+        try:
+            return tuple(item(part) for part in text.split(",")) if text else ()
+        except ValueError:
+            example = ",".join(str(part) for part in default) or "1,2"
+            noun = spec.metadata.get("items", "comma-separated values")
+            raise ValueError(f"expected {noun} like {example}, got {text!r}") from None
+    if isinstance(default, (int, float)):
+        kind = type(default)
+        try:
+            return kind(text)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise ValueError(f"{name} must be {noun}, got {text!r}") from None
+    return text
+
+
+def option_arguments(
+    options: type,
+    describe: Callable[[str], str] = lambda name: "",
+    exclude: Collection[str] = (),
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(flag, ``argparse.add_argument`` keywords) of every field of the dataclass ``options``:
+    one command-line option each, stored under the field's name, None when not given.
+
+    The flag is ``--name-with-dashes``; a bool field's flag sets it to the opposite of its
+    default (``--no-name`` for a field that defaults to True). A field's metadata may give
+    ``help``, ``flag`` (another flag, e.g. ``--no-a``), ``choices`` (else a ``Literal``
+    type's values), ``items`` (what a tuple field's items are, for errors), ``as_text`` (the
+    value is kept as text for the caller to resolve) and ``minimum`` (checked by the command
+    line). ``describe(name)``, when not empty, is appended to the help in parentheses.
+    """
+    hints = _type_hints(options)
+    for spec in dataclasses.fields(options):
+        if spec.name in exclude:
+            continue
+        meta = spec.metadata
+        text = meta.get("help", spec.name.replace("_", " "))
+        description = describe(spec.name)
+        keywords: dict[str, Any] = {
+            "dest": spec.name,
+            "default": None,
+            "help": f"{text} ({description})" if description else text,
+        }
+        dashed = spec.name.replace("_", "-")
+        if isinstance(spec.default, bool):
+            flag = meta.get("flag", f"--no-{dashed}" if spec.default else f"--{dashed}")
+            keywords.update(action="store_const", const=not spec.default)
+            yield flag, keywords
+            continue
+        if not meta.get("as_text"):
+            keywords["type"] = _argument_type(options, spec.name)
+        choices = meta.get("choices") or _literal_values(hints.get(spec.name))
+        if choices:
+            keywords["choices"] = tuple(choices)
+        yield meta.get("flag", f"--{dashed}"), keywords
+
+
 def hparam_arguments(
     describe: Callable[[str], str] = lambda name: "", exclude: Collection[str] = ()
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(flag, ``argparse.add_argument`` keywords) of every :class:`HyperParameters` field: one
-    command-line option each, defaulting to None (the task's value); ``describe(name)`` is
-    appended to the field's help."""
-    for spec in dataclasses.fields(HyperParameters):
-        if spec.name in exclude:
-            continue
-        kind = {int: int, float: float}.get(type(spec.default), str)
-        options = {
-            "type": kind,
-            "default": None,
-            "help": f"{spec.metadata['help']} ({describe(spec.name)})",
-        }
-        if "choices" in spec.metadata:
-            options["choices"] = spec.metadata["choices"]
-        yield f"--{spec.name.replace('_', '-')}", options
+    """:func:`option_arguments` of :class:`HyperParameters` (None when not given: the task's
+    value); ``--missing-rates`` stays text, resolved with the task's presets."""
+    yield from option_arguments(HyperParameters, describe, exclude)
 
 
-HPARAM_NAMES = tuple(spec.name for spec in dataclasses.fields(HyperParameters))
-MCE_NAMES = tuple(spec.name for spec in dataclasses.fields(MCEConfig))
-REDCORE_NAMES = tuple(spec.name for spec in dataclasses.fields(RedCoreConfig))
-METHOD_OPTION_FIELDS = ("mce", "redcore")  # TrainConfig fields holding a method's options
+def _argument_type(options: type, name: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse_option(options, name, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+def _item_type(options: type, name: str) -> type:
+    """The item type of a ``tuple[X, ...]`` field (str when not said)."""
+    args = typing.get_args(_type_hints(options).get(name))
+    return args[0] if args and isinstance(args[0], type) else str
+
+
+def _type_hints(options: type) -> dict[str, Any]:
+    """The field types of ``options`` resolved (none where an annotation cannot be)."""
+    try:
+        return typing.get_type_hints(options)
+    except (NameError, TypeError):
+        return {}
+
+
+def _literal_values(hint: Any) -> tuple[Any, ...]:
+    """The values of a ``Literal[...]`` type (or of a ``Literal`` in a union), else ()."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    for arg in typing.get_args(hint):
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return ()
+
+
+HPARAM_NAMES = option_names(HyperParameters)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a run depends on; ``config.json`` in the run folder records it resolved.
 
-    ``hparams`` left as None become the task's own; :meth:`for_task` overrides single fields.
+    Plain data: what is left unset (``hparams`` None, a method missing from
+    ``method_options``) the run takes from the task (:func:`mce.run.resolve_config`);
+    :func:`mce.run.config_for` builds one from a task and single settings.
     """
 
     task: str = "digits"  # task name, or package.module:ATTRIBUTE of a user's Task
     hparams: HyperParameters | None = None  # None: the task's hyper-parameters
     # a registered method (mce, baseline, redcore), or compare: mce + baseline
     method: str = "compare"
-    mce: MCEConfig = MCEConfig()  # MCE switches and weights
-    # RedCore's weights and schedule; None: the task's (Task.method_options["redcore"]), or
-    # RedCoreConfig()'s defaults
-    redcore: RedCoreConfig | None = None
+    # registered method name -> its options (an instance of its MethodSpec.options); a method
+    # missing here takes the task's defaults (Task.options_for_method)
+    method_options: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None  # data folder of tasks that read files
     seed: int = 0  # masks, initialisation, data order, Monte Carlo plans
     drop_all_missing: bool = False  # independent masks, all-missing samples dropped (not exact)
@@ -227,59 +347,18 @@ class TrainConfig:
             or not 0 < budget < float("inf")
         ):
             raise ValueError(f"row_memory_gb must be a positive number or None, got {budget!r}")
-        if self.hparams is None or self.redcore is None:
-            from mce.tasks import get_task
+        for name, options in self.method_options.items():
+            if not dataclasses.is_dataclass(options) or isinstance(options, type):
+                raise ValueError(
+                    f"method_options[{name!r}] must be the method's options dataclass instance, "
+                    f"got {type(options).__name__}"
+                )
+        object.__setattr__(self, "method_options", dict(self.method_options))
 
-            recipe = get_task(self.task, self.task_options)
-            if self.hparams is None:
-                object.__setattr__(self, "hparams", recipe.hparams)
-            if self.redcore is None:
-                object.__setattr__(self, "redcore", recipe.options_for_method("redcore"))
-
-    @classmethod
-    def for_task(cls, task: str | Task = "digits", **settings: Any) -> TrainConfig:
-        """The task's hyper-parameters with ``settings`` applied.
-
-        ``settings`` may name any field of :class:`HyperParameters` (``epochs=2``), of
-        :class:`MCEConfig` (``mc_k=10``), of :class:`RedCoreConfig` (``kl_weight=0.001``, applied
-        to the task's RedCore defaults) or of this class (``method="mce"``); anything else is a
-        ``ValueError`` listing the valid names.
-        """
-        from mce.tasks import get_task
-
-        options = settings.get("task_options") or {}
-        recipe = get_task(task, options) if isinstance(task, str) else task.with_options(options)
-        hparams = {k: settings.pop(k) for k in list(settings) if k in HPARAM_NAMES}
-        mce = {k: settings.pop(k) for k in list(settings) if k in MCE_NAMES}
-        base = settings.pop("mce", MCEConfig())
-        redcore = {k: settings.pop(k) for k in list(settings) if k in REDCORE_NAMES}
-        redcore_base = settings.pop("redcore", None) or recipe.options_for_method("redcore")
-        own = {spec.name for spec in dataclasses.fields(cls)}
-        own -= {"task", "hparams", *METHOD_OPTION_FIELDS}
-        unknown = sorted(set(settings) - own)
-        if unknown:
-            valid = ", ".join(sorted(own | set(HPARAM_NAMES) | set(MCE_NAMES) | set(REDCORE_NAMES)))
-            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; valid: {valid}")
-        settings["fold"] = recipe.check_fold(settings.get("fold"))  # 1 for a task with folds
-        return cls(
-            task=task if isinstance(task, str) else recipe.name,
-            hparams=dataclasses.replace(recipe.hparams, **hparams),
-            mce=dataclasses.replace(base, **mce),
-            redcore=dataclasses.replace(redcore_base, **redcore),
-            **settings,
-        )
-
-    def options_for(self, options_type: type | None) -> Any:
-        """The field of this config holding a method's options (found by type: ``mce`` for
-        :class:`MCEConfig`, ``redcore`` for :class:`RedCoreConfig`), or the options type's
-        defaults when no field holds one."""
-        if options_type is None:
-            return None
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            if isinstance(value, options_type):
-                return value
-        return options_type()
+    def options_for(self, method: str) -> Any:
+        """The options of the method registered as ``method`` (None: none are set, as for a
+        method without options)."""
+        return self.method_options.get(method)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, every value resolved (``progress``, ``no_cache`` and ``threads`` are left
@@ -289,5 +368,6 @@ class TrainConfig:
         values.pop("progress")
         values.pop("no_cache")
         values.pop("threads")
-        values["hparams"]["missing_rates"] = list(self.hparams.missing_rates)
+        if self.hparams is not None:
+            values["hparams"]["missing_rates"] = list(self.hparams.missing_rates)
         return values

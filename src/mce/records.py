@@ -4,6 +4,7 @@ missing rates actually trained on, timings)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from collections.abc import Sequence
@@ -12,9 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mce.config import METHOD_OPTION_FIELDS, HyperParameters, TrainConfig
+from mce.config import HyperParameters, TrainConfig
+from mce.methods import METHODS
 from mce.methods.mce import MCEConfig
-from mce.methods.redcore import RedCoreConfig
 from mce.run_folder import read_json, write_text
 
 __all__ = [
@@ -66,31 +67,55 @@ def git_commit() -> str | None:
 
 
 def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
-    """The settings (top-level keys) in which a saved ``config.json`` differs from ``config``.
+    """The settings (top-level keys, or a method's name for its options) in which a saved
+    ``config.json`` differs from ``config``.
 
     ``out`` is ignored (a folder may be spelt differently). A setting the saved file lacks (it
     was written before the setting existed) counts as its default, which is what that run used;
-    a method's options it lacks (``redcore``) do not count: the run was written before that
-    method existed, so it did not train it (another ``method`` differs by itself).
+    a method's options it lacks do not count: the run was written before that method existed,
+    so it did not train it (another ``method`` differs by itself). A file that kept each
+    method's options at the top level (``"mce"``, ``"redcore"``) is read as such.
     """
+    saved = _with_method_options(saved)
     now = json.loads(json.dumps(config.to_dict()))
-    defaults = json.loads(
-        json.dumps(
-            TrainConfig(
-                task=config.task, hparams=HyperParameters(), redcore=RedCoreConfig()
-            ).to_dict()
-        )
-    )
+    defaults = json.loads(json.dumps(_defaults(config.task).to_dict()))
     differ = []
-    for key in sorted((set(saved) | set(now)) - {"out"}):
-        if key in METHOD_OPTION_FIELDS and key not in saved:
-            continue
-        before = saved.get(key, defaults.get(key))
-        if isinstance(before, dict) and isinstance(defaults.get(key), dict):
-            before = {**defaults[key], **before}
-        if before != now.get(key):
+    for key in sorted((set(saved) | set(now)) - {"out", "method_options"}):
+        if _differs(saved.get(key, defaults.get(key)), now.get(key), defaults.get(key)):
             differ.append(key)
+    options = saved.get("method_options", {})
+    for method, value in now.get("method_options", {}).items():
+        default = defaults["method_options"].get(method)
+        if method in options and _differs(options[method], value, default):
+            differ.append(method)
     return differ
+
+
+def _defaults(task: str) -> TrainConfig:
+    """Every setting at its default, every registered method's options at their type's."""
+    options = {name: spec.options() for name, spec in METHODS.items() if spec.options}
+    return TrainConfig(task=task, hparams=HyperParameters(), method_options=options)
+
+
+def _differs(before: Any, now: Any, default: Any) -> bool:
+    """Whether a saved value differs from the current one; a saved object lacking some keys
+    takes them from ``default``."""
+    if isinstance(before, dict) and isinstance(default, dict):
+        before = {**default, **before}
+    return before != now
+
+
+def _with_method_options(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with its methods' options under ``method_options`` (files that kept
+    them at the top level, under each method's name, are read that way)."""
+    if "method_options" in saved:
+        return saved
+    own = {spec.name for spec in dataclasses.fields(TrainConfig)}
+    moved = {
+        key: value for key, value in saved.items() if key in METHODS and key not in own
+    }
+    rest = {key: value for key, value in saved.items() if key not in moved}
+    return {**rest, "method_options": moved}
 
 
 def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
@@ -177,7 +202,8 @@ class RunRecord:
     distributed: dict[str, Any] = field(default_factory=dict)
 
     def column(self, method: str) -> str:
-        label = ablation_label(self.config.mce) if method == "mce" else ""
+        options = self.config.options_for(method)
+        label = ablation_label(options) if isinstance(options, MCEConfig) else ""
         return f"{method} [{label}]" if label else method
 
     @property

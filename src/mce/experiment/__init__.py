@@ -1,6 +1,6 @@
 """`python -m mce.experiment`: variants x missing-rate settings x seeds of one task, one table.
 
-Each cell (variant, setting, seed) is an ordinary run folder written by :func:`mce.train.run`
+Each cell (variant, setting, seed) is an ordinary run folder written by :func:`mce.run.run`
 under ``OUT/cells/<variant>/<setting>/seed<k>/``; a cell whose ``results.json`` exists is
 finished and never recomputed, and a cell interrupted mid-training resumes from its checkpoint.
 The summary (``summary.json``, ``summary.md``, ``summary.csv``, ``cells.csv``) gives, per setting
@@ -17,7 +17,7 @@ a-m of the paper's Table 2.
 The package re-exports its public API here; import from ``mce.experiment``, not the modules:
 
 - :mod:`mce.experiment.grid`: what an experiment is (:data:`VARIANTS`, :data:`ABLATIONS`,
-  :class:`Variant`, :class:`ExperimentSpec`, :class:`Cell`, :func:`cells_of`).
+  :class:`Variant`, :func:`variant`, :class:`ExperimentSpec`, :class:`Cell`, :func:`cells_of`).
 - :mod:`mce.experiment.summary`: what it reports (:func:`summarize_experiment`,
   :func:`upper_bound_scores`, :func:`write_summary`; the file names :data:`RESULTS` of a cell
   and :data:`SUMMARY` of the experiment, read by :mod:`mce.report`).
@@ -45,6 +45,8 @@ from mce.experiment.grid import (
     Variant,
     cells_of,
     setting_name,
+    settable_names,
+    variant,
 )
 from mce.experiment.runner import EXPERIMENT, run_experiment
 from mce.experiment.summary import (
@@ -79,6 +81,8 @@ __all__ = [
     "parse_spec",
     "run_experiment",
     "setting_name",
+    "settable_names",
+    "variant",
     "summarize_experiment",
     "upper_bound_scores",
     "write_summary",

@@ -11,20 +11,17 @@ Example:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mce.config import HPARAM_NAMES, MCE_NAMES, REDCORE_NAMES, HyperParameters, hparam_arguments
-from mce.data.masks import parse_missing_rates
-from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of
+from mce.config import HPARAM_NAMES, hparam_arguments, option_names, parse_option, parse_rates
+from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of, settable_names
 from mce.experiment.runner import run_experiment
-from mce.methods.mce import MCEConfig
-from mce.methods.redcore import RedCoreConfig
-from mce.tasks import task_from_arguments
+from mce.methods import METHODS
+from mce.tasks import Task, task_from_arguments
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -45,20 +42,25 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def _parse_value(name: str, text: str) -> Any:
-    sources = {**dict.fromkeys(MCE_NAMES, MCEConfig), **dict.fromkeys(REDCORE_NAMES, RedCoreConfig)}
-    fields = dataclasses.fields(sources.get(name, HyperParameters))
-    default = {f.name: f.default for f in fields}[name]
-    if isinstance(default, tuple):
-        return tuple(int(value) for value in text.split(","))
-    if isinstance(default, bool):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{name} takes true or false, got {text!r}")
-        return text.lower() in ("true", "1")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    return text
+    """The value of ``--set NAME=VALUE``, typed as the option ``name`` of the first registered
+    method declaring it."""
+    options = next(
+        spec.options
+        for spec in METHODS.values()
+        if spec.options is not None and name in option_names(spec.options)
+    )
+    return parse_option(options, name, text)
+
+
+def _setting(text: str, task: Task) -> tuple[float, ...]:
+    """One ``--settings`` entry: rates or a preset of the task, one rate per modality."""
+    rates = parse_rates(text, task.presets)
+    if len(rates) != len(task.modalities):
+        raise ValueError(
+            f"--settings {text}: {len(rates)} missing rates given for "
+            f"{len(task.modalities)} modalities"
+        )
+    return rates
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants",
         default=None,
-        help=f"comma-separated variants: {', '.join(VARIANTS)} (default: mce,baseline, or "
-        "none with --ablation)",
+        help=f"comma-separated variants: {', '.join(VARIANTS)}, or any other registered "
+        "method (one your --task module registers) (default: mce,baseline, or none with "
+        "--ablation)",
     )
     parser.add_argument(
         "--ablation",
@@ -113,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help=f"an MCE option for every mce cell: {', '.join(MCE_NAMES)} (a variant's own use_* "
-        f"switches win); or a RedCore option for every redcore cell: {', '.join(REDCORE_NAMES)}",
+        help="a registered method's option for every cell of that method, e.g. mce: "
+        "mc_k, use_aux (a variant's own use_* switches win); redcore: kl_weight; or one a "
+        "--task module's method declares",
     )
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     group.add_argument("--cache-dir", default=None, help="upper-bound model cache")
@@ -152,15 +156,13 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
     try:
         for item in args.set:
             name, equals, value = item.partition("=")
-            if not equals or name not in (*MCE_NAMES, *REDCORE_NAMES):
+            options = sorted(settable_names() - set(HPARAM_NAMES))
+            if not equals or name not in options:
                 raise ValueError(
-                    f"--set {item!r}: expected NAME=VALUE, NAME one of {MCE_NAMES + REDCORE_NAMES}"
+                    f"--set {item!r}: expected NAME=VALUE, NAME one of {', '.join(options)}"
                 )
             overrides[name] = _parse_value(name, value)
-        settings = tuple(
-            parse_missing_rates(text, len(task.modalities), task.presets)
-            for text in args.settings or ()
-        )
+        settings = tuple(_setting(text, task) for text in args.settings or ())
         folds = parse_seeds(args.folds) if args.folds else ()
         if folds and not task.folds:
             raise ValueError(f"--folds: task {args.task!r} has no folds")

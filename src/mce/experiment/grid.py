@@ -3,7 +3,8 @@ experiment (:class:`ExperimentSpec`) and its cells (:class:`Cell`, :func:`cells_
 
 A *variant* is a named training recipe: a registered method (``mce``, ``baseline`` or
 ``redcore``) with MCE switches (:class:`mce.methods.mce.MCEConfig` ``use_*``). ``--ablation
-table2`` names the rows a-m of the paper's Table 2.
+table2`` names the rows a-m of the paper's Table 2. Any other registered method (one a user's
+module registers) is a variant of its own name (:func:`variant`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mce.config import HPARAM_NAMES, MCE_NAMES, REDCORE_NAMES, TrainConfig
+from mce.config import HPARAM_NAMES, TrainConfig, option_names
+from mce.methods import METHODS
+from mce.run import config_for
 from mce.tasks import Task
 
 RESULTS = "results.json"
@@ -125,6 +128,33 @@ ABLATIONS: dict[str, tuple[str, ...]] = {"table2": tuple(name for _, name, _ in 
 REFERENCE = "baseline"  # differences are "variant - baseline", paired by seed
 
 
+def variant(name: str) -> Variant:
+    """The variant called ``name``: one of :data:`VARIANTS`, else the registered method of
+    that name with its own options.
+
+    Raises:
+        ValueError: neither a variant nor a registered method; the message lists both.
+    """
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if name in METHODS and name != "compare":
+        return Variant(name, name, {}, METHODS[name].summary)
+    others = [method for method in METHODS if method not in VARIANTS]
+    known = ", ".join([*VARIANTS, *others])
+    raise ValueError(f"unknown variant(s) {name}; known: {known}")
+
+
+def settable_names() -> set[str]:
+    """What an experiment may set in every cell (:attr:`ExperimentSpec.overrides`): the
+    hyper-parameters but the missing rates (the settings), and every registered method's
+    options."""
+    names = set(HPARAM_NAMES) - {"missing_rates"}
+    for spec in METHODS.values():
+        if spec.options is not None:
+            names |= set(option_names(spec.options))
+    return names
+
+
 def setting_name(rates: Sequence[float]) -> str:
     """Folder name of a missing-rate setting, e.g. ``rates0.8-0.2``."""
     return "rates" + "-".join(f"{rate:g}" for rate in rates)
@@ -136,14 +166,14 @@ class ExperimentSpec:
 
     Attributes:
         task: task name (or ``package.module:ATTRIBUTE``).
-        variants: names in :data:`VARIANTS`.
+        variants: names in :data:`VARIANTS`, or of registered methods (:func:`variant`).
         settings: missing rates per setting, one per modality each.
         seeds: the seeds (replicates) of every (variant, setting).
         folds: cross-validation folds of a task with folds; each (seed, fold) is one replicate,
             ``seed<k>-fold<f>`` ((): no fold dimension, the task's default fold).
-        overrides: :class:`HyperParameters` / :class:`MCEConfig` / :class:`RedCoreConfig`
-            fields set in every cell (``{"epochs": 2, "mc_k": 10}``); a variant's own switches
-            win over these.
+        overrides: :class:`HyperParameters` fields and registered methods' option fields set
+            in every cell (``{"epochs": 2, "mc_k": 10}``, see :func:`settable_names`); a
+            variant's own switches win over these.
         device: cpu, cuda or cuda:N.
         data_dir: data folder of tasks that read files.
         cache_dir: upper-bound model cache (None: the default of ``mce.train``).
@@ -162,14 +192,11 @@ class ExperimentSpec:
     task_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = [name for name in self.variants if name not in VARIANTS]
-        if unknown:
-            raise ValueError(
-                f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}"
-            )
+        for name in self.variants:
+            variant(name)  # an unknown name is an error naming the known ones
         if not self.variants or not self.seeds:
             raise ValueError("an experiment needs at least one variant and one seed")
-        names = (set(HPARAM_NAMES) | set(MCE_NAMES) | set(REDCORE_NAMES)) - {"missing_rates"}
+        names = settable_names()
         bad = sorted(set(self.overrides) - names)
         if bad:
             raise ValueError(
@@ -221,7 +248,7 @@ class Cell:
         settings = dict(spec.overrides)
         if self.variant.method == "mce":
             settings.update({key: self.variant.switches.get(key, True) for key in SWITCHES})
-        return TrainConfig.for_task(
+        return config_for(
             spec.task,
             method=self.variant.method,
             seed=self.seed,
@@ -241,7 +268,7 @@ def cells_of(spec: ExperimentSpec, task: Task) -> list[Cell]:
     """Every cell of the grid, in the order they run (setting, fold, seed, variant)."""
     settings = spec.settings or (task.hparams.rates_for(task.modalities),)
     return [
-        Cell(VARIANTS[name], tuple(rates), seed, fold)
+        Cell(variant(name), tuple(rates), seed, fold)
         for rates in settings
         for fold in spec.folds or (None,)
         for seed in spec.seeds

@@ -19,7 +19,7 @@ from mce.experiment.grid import RESULTS, ExperimentSpec, cells_of
 from mce.experiment.summary import SUMMARY, summarize_experiment, write_summary
 from mce.records import CONFIG, config_differences
 from mce.tasks import Task, get_task
-from mce.train import run as train_run
+from mce.run import run as train_run
 
 log = logging.getLogger("mce.experiment")
 

@@ -22,10 +22,10 @@ from mce.experiment.grid import (
     REFERENCE,
     RESULTS,
     SWITCH_LABELS,
-    VARIANTS,
     Cell,
     ExperimentSpec,
     cells_of,
+    variant,
 )
 from mce.stats import PairedDifference, Summary, paired_difference, summarize
 from mce.tasks import Task
@@ -125,14 +125,14 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
         }
         scores[setting] = {
             name: _stats_by_key(
-                {rep: r["scores"][VARIANTS[name].method] for rep, r in reps.items()}
+                {rep: r["scores"][variant(name).method] for rep, r in reps.items()}
             )
             for name, reps in by_variant.items()
         }
         heads[setting] = {
             name: _stats_by_key(
                 {
-                    rep: r.get("unimodal_heads", {}).get(VARIANTS[name].method, {})
+                    rep: r.get("unimodal_heads", {}).get(variant(name).method, {})
                     for rep, r in reps.items()
                 }
             )
@@ -149,7 +149,7 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
             reference = by_variant[REFERENCE]
             differences[setting] = {
                 f"{name} - {REFERENCE}": _paired_by_key(
-                    {rep: r["scores"][VARIANTS[name].method] for rep, r in reps.items()},
+                    {rep: r["scores"][variant(name).method] for rep, r in reps.items()},
                     {rep: r["scores"]["baseline"] for rep, r in reference.items()},
                 )
                 for name, reps in by_variant.items()
@@ -168,7 +168,7 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
         "statistics": "mean and sample std (ddof=1) over seeds; CI: Student t with n-1 degrees "
         "of freedom; differences: variant - baseline paired by seed, two-sided paired t-test "
         "(scipy.stats.ttest_rel); null (n/a) where fewer than 2 seeds",
-        "variants": {name: VARIANTS[name].to_dict() for name in spec.variants},
+        "variants": {name: variant(name).to_dict() for name in spec.variants},
         "reference": REFERENCE if REFERENCE in spec.variants else None,
         "settings": settings,
         "seeds": list(spec.seeds),
@@ -206,7 +206,7 @@ def _summarize_metrics(
     for metric in names:
         values = {
             name: {
-                rep: _metric_tables(r, VARIANTS[name].method).get(metric, {})
+                rep: _metric_tables(r, variant(name).method).get(metric, {})
                 for rep, r in reps.items()
             }
             for name, reps in by_variant.items()

@@ -4,8 +4,11 @@ A method receives a :class:`MethodInputs` (per-sample loss and utility callables
 counts, dataset size, seed, optional unimodal upper-bound table), never a task, and is found by
 name: ``get_method(name).build(inputs, options)``. New methods register a :class:`MethodSpec`
 with :func:`register_method`; the trainer needs no change (a method that trains its own
-variant of the task's model gives ``MethodSpec.adapt_model``, as RedCore does). The authors'
-code's formulas for comparison studies live in :mod:`mce.methods.official`.
+variant of the task's model gives ``MethodSpec.adapt_model``, as RedCore does), and its options
+dataclass gives its command-line flags, settings and ``config.json`` entry
+(``MethodSpec.options``). A method registered by the module of ``--task
+package.module:ATTRIBUTE`` is found the same way. The authors' code's formulas for comparison
+studies live in :mod:`mce.methods.official`.
 """
 
 from mce.methods.base import (

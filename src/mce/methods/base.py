@@ -164,7 +164,13 @@ class MethodSpec:
     Attributes:
         name: the registry key (``--method NAME``).
         summary: one line for ``--help``.
-        options: the dataclass of the method's options (e.g. ``MCEConfig``), or None.
+        options: the dataclass of the method's options (e.g. ``MCEConfig``), or None. Every
+            field needs a default; each becomes a command-line flag of ``python -m mce.train``
+            (``--field-name``; a bool field's flag sets the opposite of its default), a
+            setting of :func:`mce.run.config_for` and of ``python -m mce.experiment --set``,
+            and part of ``config.json``. A field's metadata may give ``help``, ``flag`` (another
+            flag, e.g. ``--no-a``), ``minimum``, ``choices`` (else a ``Literal`` type's values)
+            and ``items`` (what a tuple field's comma-separated items are, for errors).
         build: (inputs, options instance or None) -> the method; None means default options.
         needs_upper_bounds: (options instance or None) -> whether ``inputs.upper`` is required,
             so the trainer pretrains the unimodal models only when it is.

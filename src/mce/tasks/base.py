@@ -150,8 +150,8 @@ class Task:
         method_options: registered method name -> the task's defaults for that method's
             options, an instance of its options type (e.g. ``{"redcore":
             RedCoreConfig(eta_growth_every=20_000)}``); a run starts from them and its own
-            settings (command-line flags, :meth:`TrainConfig.for_task` fields) override single
-            fields. Read for RedCore; MCE's options come from the run alone.
+            settings (command-line flags, :func:`mce.run.config_for` fields) override single
+            fields; a method missing here starts from its options type's defaults.
     """
 
     name: str

@@ -1,0 +1,504 @@
+"""The run: train the configured methods on a task and evaluate every modality combination.
+
+:func:`run` takes a :class:`~mce.config.TrainConfig` (plain data) and resolves what it leaves
+unset from the task (:func:`resolve_config`); :func:`config_for` builds one from a task and
+single settings. The command line that builds a config from ``argv`` is :mod:`mce.cli`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mce import distributed
+from mce.activity import INACTIVE_RATES_WARNING, closing_lines, term_activity
+from mce.bits import popcount
+from mce.checkpoint import load_checkpoint, save_atomic
+from mce.config import HPARAM_NAMES, TrainConfig, option_names, parse_rates
+from mce.data.dataset import MultimodalData
+from mce.data.masks import apply_missing_rates, presence_from_csv
+from mce.evaluate import Evaluation, evaluate_combinations, evaluate_unimodal_heads
+from mce.lce import BatchUpperBounds, presence_counts
+from mce.loggers import read_log
+from mce.methods import METHODS, MethodInputs, MethodSpec, get_method
+from mce.pretrain import UpperBounds, unimodal_model, upper_bound_table
+from mce.records import CONFIG, RESULTS, RunRecord, config_differences, read_config, write_config
+from mce.run_folder import lock_folder, read_json, remove_temporaries
+from mce.tasks import Task, get_task
+from mce.trainer import Trainer
+
+__all__ = ["run", "config_for", "resolve_config", "UsageError", "COMPARE"]
+
+log = logging.getLogger("mce.train")
+
+COMPARE = ("mce", "baseline")  # what --method compare trains
+
+
+def config_for(task: str | Task = "digits", **settings: Any) -> TrainConfig:
+    """A run configuration: the task's hyper-parameters and method options with ``settings``
+    applied.
+
+    ``settings`` may name any field of :class:`HyperParameters` (``epochs=2``; missing rates
+    also as text or a preset name of the task), of a registered method's options (``mc_k=10``
+    for MCE, ``kl_weight=0.001`` for RedCore: applied to the task's defaults of every method
+    whose options have that field) or of :class:`TrainConfig` (``method="mce"``); anything
+    else is a ``ValueError`` listing the valid names.
+
+    Raises:
+        ValueError: an unknown setting, or an invalid value (naming it).
+    """
+    options = settings.get("task_options") or {}
+    recipe = get_task(task, options) if isinstance(task, str) else task.with_options(options)
+    own = set(option_names(TrainConfig)) - {"task", "hparams"}
+    run_settings = {name: settings.pop(name) for name in list(settings) if name in own}
+    hparams = {name: settings.pop(name) for name in list(settings) if name in HPARAM_NAMES}
+    if isinstance(hparams.get("missing_rates"), str):
+        hparams["missing_rates"] = parse_rates(hparams["missing_rates"], recipe.presets)
+    fields = _method_option_names()
+    unknown = sorted(set(settings) - {name for names in fields.values() for name in names})
+    if unknown:
+        valid = own | set(HPARAM_NAMES) | {name for names in fields.values() for name in names}
+        raise ValueError(
+            f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+        )
+    given = dict(run_settings.pop("method_options", None) or {})
+    method_options = {}
+    for method, names in fields.items():
+        start = given.pop(method, None) or recipe.options_for_method(method)
+        changes = {name: value for name, value in settings.items() if name in names}
+        method_options[method] = dataclasses.replace(start, **changes)
+    run_settings["fold"] = recipe.check_fold(run_settings.get("fold"))  # 1 for a task with folds
+    return TrainConfig(
+        task=task if isinstance(task, str) else recipe.name,
+        hparams=dataclasses.replace(recipe.hparams, **hparams),
+        method_options={**method_options, **given},
+        **run_settings,
+    )
+
+
+def resolve_config(config: TrainConfig, task: Task | None = None) -> TrainConfig:
+    """``config`` with what it leaves unset taken from the task (``config.task`` looked up
+    when ``task`` is None): its hyper-parameters, every registered method's options, its
+    options typed and resolved, and the fold (1 for a task with folds).
+
+    Raises:
+        ValueError: an unknown task or task option, a fold outside the task's folds, or method
+            options of the wrong type.
+    """
+    return _resolved(config, task)[0]
+
+
+def _resolved(config: TrainConfig, task: Task | None) -> tuple[TrainConfig, Task]:
+    """:func:`resolve_config` and the task configured with the config's task options."""
+    if task is None:
+        task = get_task(config.task, config.task_options)
+    else:
+        task = task.with_options(config.task_options)
+    method_options = dict(config.method_options)
+    for name, spec in METHODS.items():
+        if spec.options is None:
+            continue
+        options = method_options.get(name)
+        if options is None:
+            method_options[name] = task.options_for_method(name)
+        elif not isinstance(options, spec.options):
+            raise ValueError(
+                f"method_options[{name!r}] must be a {spec.options.__name__}, got "
+                f"{type(options).__name__}"
+            )
+    config = dataclasses.replace(
+        config,
+        hparams=config.hparams if config.hparams is not None else task.hparams,
+        method_options=method_options,
+        task_options=dict(task.options),  # recorded resolved and typed
+        fold=task.check_fold(config.fold),  # a task with folds loads fold 1 unless told
+    )
+    return config, task
+
+
+def _method_option_names() -> dict[str, tuple[str, ...]]:
+    """Registered method name -> the field names of its options (methods with options)."""
+    return {
+        name: option_names(spec.options)
+        for name, spec in METHODS.items()
+        if spec.options is not None
+    }
+
+
+class UsageError(ValueError):
+    """A configuration the task cannot run, found once its data is loaded (``--select
+    validation`` without a validation split); the command line exits with status 2."""
+
+
+def _setting_key(rates: tuple[float, ...]) -> str:
+    return "-".join(f"{r:g}" for r in rates)
+
+
+def run(
+    config: TrainConfig,
+    resume: bool = False,
+    stop_at_step: int | None = None,
+    *,
+    task: Task | None = None,
+    force_eval: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Train and evaluate as configured.
+
+    Args:
+        config: the run's configuration (build it with :func:`config_for`).
+        resume: continue the run in ``config.out`` from its checkpoints.
+        stop_at_step: stop (with a checkpoint) once a method reaches this step.
+        task: a ``Task`` object to use instead of looking ``config.task`` up by name.
+        force_eval: with ``resume``, evaluate a finished run again and rewrite its results
+            (without it, resuming a finished run changes nothing and returns its scores).
+
+    The run holds the folder's lock (:func:`mce.run_folder.lock_folder`) while it runs: a
+    second run in the same folder is refused.
+
+    Under torchrun (``RANK``, ``WORLD_SIZE`` set) every process calls ``run`` alike: it joins
+    the process group (:func:`mce.distributed.init`), trains data-parallel and evaluates
+    sharded; rank 0 writes every file, and every rank returns the same scores.
+
+    Returns:
+        {method: {combination or "average": score in %}}, as in ``results.json``; empty when
+        stopped early. The task's extra metrics and the epoch selection are in
+        ``results.json`` (``metrics``, ``selection``).
+
+    Raises:
+        UsageError: ``config.select`` is "validation" and the task has no validation split.
+        ValueError: a fold outside the task's folds, or another invalid setting.
+    """
+    # the task's values where the config leaves them unset; config.json records them resolved
+    config, task = _resolved(config, task)
+    hparams = config.hparams
+    rates = hparams.rates_for(task.modalities)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    device = distributed.init(config.device)
+    if config.out is None:
+        stamp = distributed.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
+        config = dataclasses.replace(config, out=f"runs/{task.name}-{config.method}-{stamp}")
+    names = COMPARE if config.method == "compare" else (config.method,)
+    for name in names:
+        get_method(name)  # an unknown method is an error before anything is written
+    out = Path(config.out)
+    with contextlib.ExitStack() as held:  # one run at a time in a folder, for its whole life
+        distributed.on_main(lambda: held.enter_context(lock_folder(out)) and None)
+        distributed.on_main(lambda: _check_folder(out, resume, config))
+        if resume and not force_eval and distributed.on_main(lambda: _finished(out)):
+            log.info(
+                "the run in %s is complete (%s): nothing to do; --resume --force-eval "
+                "re-scores it",
+                out,
+                RESULTS,
+            )
+            return distributed.on_main(lambda: _saved_scores(out))
+        distributed.on_main(lambda: remove_temporaries(out))
+        return _run_in_folder(config, task, device, out, names, resume, stop_at_step)
+
+
+def _run_in_folder(
+    config: TrainConfig,
+    task: Task,
+    device: torch.device,
+    out: Path,
+    names: tuple[str, ...],
+    resume: bool,
+    stop_at_step: int | None,
+) -> dict[str, dict[str, float]]:
+    """:func:`run` once the folder is locked and checked."""
+    hparams = config.hparams
+    rates = hparams.rates_for(task.modalities)
+    # Data and masks first: a folder with an unreadable data set or infeasible rates stays empty.
+    splits = task.splits(Path(config.data_dir) if config.data_dir else None, config.fold)
+    train_full, test, validation = splits.train, splits.test, splits.validation
+    if config.select == "validation" and validation is None:
+        raise UsageError(
+            f"--select validation needs a validation split, and task {task.name!r} has none "
+            "(its load returns (train, test)); use --select last"
+        )
+    if config.presence_csv:
+        masked = presence_from_csv(config.presence_csv, train_full)
+    else:
+        masked = apply_missing_rates(
+            train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
+        )
+    distributed.on_main(lambda: _start_folder(out, config, masked, resume))
+    train = masked.data
+    actual = masked.actual_rates
+    log.info(
+        "training split: %d samples, %d dropped (every modality missing); missing rates "
+        "stated %s, actual %s",
+        len(train),
+        masked.dropped,
+        masked.stated_rates,
+        {name: round(rate, 4) for name, rate in actual.items()},
+    )
+    if len(task.modalities) > 1 and not bool((popcount(train.present) > 1).any()):
+        log.warning(INACTIVE_RATES_WARNING)
+    record = RunRecord(
+        task=task.name,
+        metric=task.metric_name,
+        config=config,
+        modalities=task.modalities,
+        test_samples=len(test),
+        missing_rates={
+            "stated": masked.stated_rates,
+            "actual": actual,
+            "training_samples": len(train),
+            "dropped_samples": masked.dropped,
+            "drop_all_missing": config.drop_all_missing,
+            "presence_csv": config.presence_csv,
+        },
+    )
+    if distributed.is_active():
+        log.info(
+            "data parallel: %d ranks (%s); every global batch of %d samples split over them; "
+            "factor B and every loss term from global-batch statistics (all-reduced each step)",
+            distributed.world_size(),
+            distributed.backend(),
+            hparams.batch_size,
+        )
+        record.distributed = {
+            "world_size": distributed.world_size(),
+            "backend": distributed.backend(),
+            "batch_statistics": "global",
+        }
+    progress = config.progress and distributed.is_main()
+    selecting = config.select == "validation"
+    record.selection = {
+        "mode": config.select,
+        "metric": task.selection_name if selecting else None,
+        "best_epoch": {},
+        "validation_score": {},
+    }
+
+    def evaluate(model, data: MultimodalData, progress: bool) -> Evaluation:
+        if task.evaluate is not None:
+            return task.evaluate(model, data, device, progress)
+        return evaluate_combinations(
+            model, task.utility, data, device=device, progress=progress, metrics=task.metrics
+        )
+
+    def validate(model) -> float:
+        return evaluate(model, validation, False).value(task.selection_metric)
+
+    def model_builder(spec: MethodSpec) -> Callable[[], torch.nn.Module]:
+        """() -> the task's fresh model, adapted by the method (its own model)."""
+
+        def build_model():
+            model = task.build_model()
+            if spec.adapt_model is not None:
+                model = spec.adapt_model(model, config.options_for(spec.name))
+            if config.row_memory_gb is not None and hasattr(model, "row_memory_gb"):
+                model.row_memory_gb = config.row_memory_gb
+            return model
+
+        return build_model
+
+    for name in names:
+        timing: dict[str, float] = {}
+        started = time.perf_counter()
+        method = _build_method(name, task, train, config, rates, device, record.upper_bounds)
+        timing["setup"] = time.perf_counter() - started
+        trainer = Trainer(
+            model_builder(get_method(name)),
+            method,
+            train,
+            out / name,
+            hparams,
+            seed=config.seed,
+            device=device,
+            progress=progress,
+            validate=validate if selecting else None,
+            validation_name=task.selection_name,
+            augment=task.augment,
+        )
+        if resume and trainer.has_checkpoint():
+            trainer.load()
+            log.info("%s: resuming at epoch %d, step %d", name, trainer.epoch, trainer.step)
+        started = time.perf_counter()
+        if not trainer.fit(stop_at_step=stop_at_step):
+            return {}
+        timing["train"] = time.perf_counter() - started
+        started = time.perf_counter()
+        evaluation = evaluate(trainer.model, test, progress)
+        if task.evaluate_heads is not None:
+            heads = task.evaluate_heads(trainer.model, test, device)
+        else:
+            heads = evaluate_unimodal_heads(
+                trainer.model,
+                task.utility,
+                test,
+                batch_size=min(256, task.inference_batch),
+                device=device,
+            )
+        record.heads[name] = {modality: 100.0 * score for modality, score in heads.items()}
+        timing["evaluate"] = time.perf_counter() - started
+        record.scores[name] = {c: 100.0 * score for c, score in evaluation.scores.items()}
+        if evaluation.metrics:
+            record.metrics[name] = {
+                metric: {c: 100.0 * value for c, value in values.items()}
+                for metric, values in evaluation.metrics.items()
+            }
+        best = trainer.best_epoch if selecting else trainer.epoch
+        record.selection["best_epoch"][name] = best
+        record.selection["validation_score"][name] = (
+            100.0 * trainer.best_score if selecting and trainer.best_score is not None else None
+        )
+        record.timing_s[name] = {step: round(seconds, 3) for step, seconds in timing.items()}
+    if distributed.is_main():
+        record.write(out)
+        print(f"\n{record.markdown()}\nresults in {out}/results.json and results.md")
+        activity = None
+        if (out / "mce" / "log.csv").is_file() and "mce" in names:
+            activity = term_activity(read_log(out / "mce" / "log.csv"), task.modalities)
+        lines = closing_lines(
+            record.scores, activity, task=config.task, rates=rates, seed=config.seed, out=str(out)
+        )
+        print("\n".join(lines))
+    return record.scores
+
+
+def _finished(out: Path) -> bool:
+    """Whether ``out`` holds a finished run (its results are written last)."""
+    return (out / RESULTS).is_file() and (out / CONFIG).is_file()
+
+
+def _saved_scores(out: Path) -> dict[str, dict[str, float]]:
+    results = read_json(out / RESULTS, "delete it and run --resume --force-eval to score again")
+    return results.get("scores", {})
+
+
+def _check_folder(out: Path, resume: bool, config: TrainConfig) -> None:
+    """Refuse to resume a folder without a run, or with other settings, or to start one in a
+    folder that has one."""
+    if resume and not (out / CONFIG).is_file():
+        raise ValueError(f"{out} holds no run to resume (no {CONFIG}); start it without --resume")
+    if not resume and (out / CONFIG).exists():
+        raise ValueError(
+            f"{out} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+    if resume:
+        differ = config_differences(read_config(out), config)
+        if differ:
+            raise ValueError(
+                f"--resume with settings that differ from the run in {out} "
+                f"({', '.join(differ)}; see {out / CONFIG}); use the same options or a new --out"
+            )
+
+
+def _start_folder(out: Path, config: TrainConfig, masked, resume: bool) -> None:
+    """Write (or, resuming, check) the run's configuration and masks."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out, config, resume)
+    _save_or_check_masks(out, masked, resume)
+
+
+def _build_method(
+    name: str,
+    task: Task,
+    train: MultimodalData,
+    config: TrainConfig,
+    rates: tuple[float, ...],
+    device: torch.device,
+    upper_bounds: dict | None = None,
+):
+    """The method ``name`` built for ``train``; when it needs unimodal upper bounds, their
+    per-modality report (held-out utility, U, steps) is added to ``upper_bounds``."""
+    spec = get_method(name)
+    options = config.options_for(spec.name)
+    upper = None
+    if spec.needs_upper_bounds(options):
+        bounds = _upper_bounds(task, train, config, rates, device)
+        upper = bounds.table
+        if task.augment is not None:  # inputs change every step: score each batch itself
+            upper = BatchUpperBounds(bounds.models, task.modalities, task.utility)
+            log.info("factor B: U from the frozen unimodal models run on every batch's inputs")
+        if upper_bounds is not None:
+            upper_bounds.update(bounds.report)
+    inputs = MethodInputs(
+        loss=task.loss,
+        utility=task.utility,
+        counts=presence_counts(train.present, len(task.modalities)),
+        dataset_size=len(train),
+        seed=config.seed,
+        upper=upper,
+        ranks=distributed.ranks(),
+        batch_size=config.hparams.batch_size,
+        steps=config.hparams.epochs * -(-len(train) // config.hparams.batch_size),
+    )
+    return spec.build(inputs, options)
+
+
+def _upper_bounds(
+    task: Task,
+    train: MultimodalData,
+    config: TrainConfig,
+    rates: tuple[float, ...],
+    device: torch.device,
+) -> UpperBounds:
+    """The unimodal upper bounds, trained (or read from the cache) by rank 0 alone; the other
+    ranks of a data-parallel run wait and receive the table, the report and the models."""
+
+    def on_rank_0() -> tuple[UpperBounds, dict[str, dict[str, torch.Tensor]]]:
+        bounds = upper_bound_table(
+            task,
+            train,
+            hparams=config.hparams,
+            seed=config.seed,
+            setting=_setting_key(rates),
+            cache_dir=Path(config.cache_dir) if config.cache_dir else _default_cache_dir(),
+            device=device,
+            progress=config.progress,
+            no_cache=config.no_cache,
+            # inputs that change every step: U is scored on each batch, not from a table
+            score_training=task.augment is None,
+        )
+        if not distributed.is_active():
+            return bounds, {}
+        states = {
+            name: {key: value.cpu() for key, value in model.state_dict().items()}
+            for name, model in bounds.models.items()
+        }
+        return UpperBounds(bounds.table, bounds.report), states
+
+    bounds, states = distributed.on_main(on_rank_0)
+    if not states:
+        return bounds
+    models = {}
+    for name, state in states.items():
+        model = unimodal_model(task, name)
+        model.load_state_dict(state)
+        models[name] = model.to(device)
+    return UpperBounds(bounds.table, bounds.report, models)
+
+
+def _default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "mce" / "upper_bounds"
+
+
+def _save_or_check_masks(out: Path, masked, resume: bool) -> None:
+    path = out / "masks.pt"
+    state = {"present": masked.data.present, "kept": masked.kept, "dropped": masked.dropped}
+    if resume and path.is_file():
+        saved = load_checkpoint(
+            path, "the run's training masks are lost: start it again in a new --out"
+        )
+        if not (
+            torch.equal(saved["present"], state["present"])
+            and torch.equal(saved["kept"], state["kept"])
+        ):
+            raise ValueError(f"the missing-modality masks differ from those saved in {path}")
+        return
+    save_atomic(state, path)
+
