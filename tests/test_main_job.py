@@ -30,7 +30,7 @@ def test_the_default_run_exercises_every_term_and_trains_its_heads(tmp_path, cap
         assert results["unimodal_heads"]["mce"][name] >= upper - 10.0, (name, results)
     assert "mce − baseline:" in printed and "one seed (0)" in printed
     assert "--settings 0.5,0.2 --seeds 0-9" in printed
-    assert "L_aux 0 on 0% of the 300 steps" in printed
+    assert "L_aux 0 on 0 of 300 steps" in printed
     assert f"python -m mce.report {tmp_path / 'run'}" in printed
     assert f"tensorboard --logdir {tmp_path}" in printed
 
@@ -76,8 +76,8 @@ def test_term_activity_and_closing_lines() -> None:
     assert lines[0].startswith("mce − baseline: -1.50 points on average, one seed (3)")
     assert "python -m mce.experiment --task digits --settings 0.5,0.2 --seeds 0-9" in lines[0]
     assert lines[1] == (
-        "mce terms inactive at times: L_aux 0 on 25% of the 4 steps, B/x 0 on 50%, "
-        "L_single 0 on 25%, B/y 0 on 0%"
+        "mce terms inactive at times: L_aux 0 on 1 of 4 steps; B/x 0 on 2 of 4 steps; "
+        "L_single 0 on 1 of 4 steps (B/y 0 on 0 of 4 steps)"
     )
     assert "python -m mce.report runs/a" in lines[2] and "tensorboard --logdir runs" in lines[2]
     baseline_only = closing_lines(
@@ -86,5 +86,5 @@ def test_term_activity_and_closing_lines() -> None:
     assert len(baseline_only) == 1 and baseline_only[0].startswith("next:")
     quiet = term_activity([{"l_aux": 0.1, "B/x": 0.2, "loss": 1.0}], ("x",))
     assert closing_lines({}, quiet, task="t", rates=(0.1,), seed=0, out="o")[0] == (
-        "mce terms: every term acted on every step (L_aux 0 on 0% of the 1 steps, B/x 0 on 0%)"
+        "mce terms: every term acted on every step (L_aux 0 on 0 of 1 steps, B/x 0 on 0 of 1 steps)"
     )

@@ -17,7 +17,6 @@ from mce.data.masks import (
     apply_missing_rates,
     draw_presence,
     missing_count,
-    parse_missing_rates,
 )
 
 
@@ -291,12 +290,16 @@ def test_presets_are_the_six_permutations():
         ("0.2", "1 missing rates given for 2 modalities"),
         ("0.2,1.0", r"outside \[0, 1\)"),
         ("0.2,-0.1", r"outside \[0, 1\)"),
-        ("x,y", "not comma-separated numbers"),
+        ("x,y", "must be numbers in"),
     ],
 )
 def test_bad_rates(text, message):
+    """The one missing-rates parser (:func:`mce.config.parse_rates`), then one rate per
+    modality."""
+    from mce.config import HyperParameters, parse_rates
+
     with pytest.raises(ValueError, match=message):
-        parse_missing_rates(text, 2)
+        HyperParameters(missing_rates=parse_rates(text)).rates_for(("image", "audio"))
 
 
 def _digits(num_samples: int, num_modalities: int = 2) -> MultimodalData:

@@ -65,23 +65,24 @@ def term_activity(rows: Sequence[Mapping[str, float]], modalities: Sequence[str]
     )
 
 
-def _percent(share: float) -> str:
-    return f"{100.0 * share:.0f}%"
+def _steps(share: float, steps: int) -> str:
+    return f"{round(share * steps)} of {steps} steps"
 
 
 def _activity_line(activity: TermActivity) -> str:
     inactive, active = [], []
+    steps = activity.steps
     if activity.aux_zero is not None:
-        part = f"L_aux 0 on {_percent(activity.aux_zero)} of the {activity.steps} steps"
+        part = f"L_aux 0 on {_steps(activity.aux_zero, steps)}"
         (inactive if activity.aux_zero > 0 else active).append(part)
     for name, share in activity.b_zero.items():
-        part = f"B/{name} 0 on {_percent(share)}"
+        part = f"B/{name} 0 on {_steps(share, steps)}"
         (inactive if share > 0 else active).append(part)
     if activity.single_zero is not None and activity.single_zero > 0:
-        inactive.append(f"L_single 0 on {_percent(activity.single_zero)}")
+        inactive.append(f"L_single 0 on {_steps(activity.single_zero, steps)}")
     if not inactive:
         return "mce terms: every term acted on every step (" + ", ".join(active) + ")"
-    return "mce terms inactive at times: " + ", ".join(inactive + active)
+    return "mce terms inactive at times: " + "; ".join(inactive) + " (" + ", ".join(active) + ")"
 
 
 def closing_lines(

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mce import distributed
 from mce.data.dataset import Batch, MultimodalData
+from mce.lce import run_unimodal
 from mce.model import MultimodalModel, combination_rows
 
 __all__ = [
     "CombinationScores",
     "Evaluation",
+    "Evaluator",
     "combination_name",
     "combination_outputs",
     "evaluate_combinations",
@@ -268,3 +271,44 @@ def modality_means(
     totals = distributed.sum_across_ranks(totals)
     counts = distributed.sum_across_ranks(counts)
     return {name: float(totals[m] / counts[m]) for m, name in enumerate(modalities) if counts[m] > 0}
+
+
+class Evaluator:
+    """How a task's models are scored outside training: every modality combination of a split
+    (:meth:`evaluate`), each unimodal head (:meth:`evaluate_heads`), and a unimodal model's
+    outputs on whole inputs (:meth:`infer`, the upper-bound utilities).
+
+    The defaults score by the task's utility and metrics, one batch of rows at a time; a task
+    whose inputs need more (dense tasks: a sliding window over whole volumes, dataset-level
+    metrics) subclasses it and sets ``Task.evaluator``. In a data-parallel run every rank calls
+    :meth:`evaluate` with the whole split: it may shard the work
+    (:func:`mce.distributed.shard`, :func:`~mce.distributed.sum_across_ranks`, as the defaults
+    and the built-in tasks do) or compute everything on each rank.
+    """
+
+    def evaluate(
+        self, task: Any, model: MultimodalModel, data: MultimodalData, device, progress: bool
+    ) -> Evaluation:
+        """Every non-empty modality combination of ``data`` (:func:`evaluate_combinations`)."""
+        return evaluate_combinations(
+            model, task.utility, data, device=device, progress=progress, metrics=task.metrics
+        )
+
+    def evaluate_heads(
+        self, task: Any, model: MultimodalModel, data: MultimodalData, device
+    ) -> dict[str, float]:
+        """{modality: mean utility of its unimodal head} (:func:`evaluate_unimodal_heads`)."""
+        return evaluate_unimodal_heads(
+            model, task.utility, data, batch_size=min(256, task.inference_batch), device=device
+        )
+
+    def infer(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        context: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """A unimodal model's outputs on a batch of one modality's inputs
+        (:func:`mce.lce.run_unimodal`)."""
+        return run_unimodal(model, x, lengths, context)

@@ -285,11 +285,8 @@ def _evaluate(
     parts = read_ahead(lambda part: _take(inputs, lengths, part), chunks, depth)
     for rows_of_chunk, taken in zip(chunks, parts):
         x, part_lengths = _on(device, *taken)
-        if task.infer is not None:
-            outputs = task.infer(model, x)
-        else:
-            part_context = {key: value[rows_of_chunk].to(device) for key, value in context.items()}
-            outputs = run_unimodal(model, x, part_lengths, part_context)
+        part_context = {key: value[rows_of_chunk].to(device) for key, value in context.items()}
+        outputs = task.evaluator.infer(model, x, part_lengths, part_context)
         part = target[rows_of_chunk].to(device)
         rows.append(torch.stack([task.utility(outputs, part), task.loss(outputs, part)]).cpu())
     model.train(was_training)

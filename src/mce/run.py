@@ -25,7 +25,7 @@ from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HPARAM_NAMES, TrainConfig, option_names, parse_rates
 from mce.data.dataset import MultimodalData
 from mce.data.masks import apply_missing_rates, presence_from_csv
-from mce.evaluate import Evaluation, evaluate_combinations, evaluate_unimodal_heads
+from mce.evaluate import Evaluation
 from mce.lce import BatchUpperBounds, presence_counts
 from mce.loggers import read_log
 from mce.methods import METHODS, MethodInputs, MethodSpec, get_method
@@ -282,11 +282,7 @@ def _run_in_folder(
     }
 
     def evaluate(model, data: MultimodalData, progress: bool) -> Evaluation:
-        if task.evaluate is not None:
-            return task.evaluate(model, data, device, progress)
-        return evaluate_combinations(
-            model, task.utility, data, device=device, progress=progress, metrics=task.metrics
-        )
+        return task.evaluator.evaluate(task, model, data, device, progress)
 
     def validate(model) -> float:
         return evaluate(model, validation, False).value(task.selection_metric)
@@ -331,16 +327,7 @@ def _run_in_folder(
         timing["train"] = time.perf_counter() - started
         started = time.perf_counter()
         evaluation = evaluate(trainer.model, test, progress)
-        if task.evaluate_heads is not None:
-            heads = task.evaluate_heads(trainer.model, test, device)
-        else:
-            heads = evaluate_unimodal_heads(
-                trainer.model,
-                task.utility,
-                test,
-                batch_size=min(256, task.inference_batch),
-                device=device,
-            )
+        heads = task.evaluator.evaluate_heads(task, trainer.model, test, device)
         record.heads[name] = {modality: 100.0 * score for modality, score in heads.items()}
         timing["evaluate"] = time.perf_counter() - started
         record.scores[name] = {c: 100.0 * score for c, score in evaluation.scores.items()}

@@ -66,30 +66,6 @@ class MaskedSplit:
     actual_rates: dict[str, float]
 
 
-def parse_missing_rates(
-    text: str, num_modalities: int, presets: Mapping[str, tuple[float, ...]] | None = None
-) -> tuple[float, ...]:
-    """A preset name of ``presets`` (default :data:`PRESETS`, 'a'..'f' over 3 modalities) or
-    comma-separated rates in [0, 1), one per modality."""
-    presets = PRESETS if presets is None else presets
-    if text in presets:
-        rates = presets[text]
-    else:
-        try:
-            rates = tuple(float(part) for part in text.split(","))
-        except ValueError as error:
-            raise ValueError(
-                f"missing rates {text!r} are not comma-separated numbers or a preset "
-                f"({', '.join(presets)})"
-            ) from error
-    if len(rates) != num_modalities:
-        raise ValueError(f"{len(rates)} missing rates given for {num_modalities} modalities")
-    for rate in rates:
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"missing rate {rate} is outside [0, 1)")
-    return rates
-
-
 def missing_count(num_samples: int, rate: float) -> int:
     """How many of ``num_samples`` samples miss a modality at missing rate ``rate``.
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData
-from mce.evaluate import Evaluation
+from mce.evaluate import Evaluator
 from mce.methods import METHODS, get_method
 from mce.model import MultimodalModel
 
@@ -130,17 +130,11 @@ class Task:
             None: none.
         inference_batch: samples per no-grad forward outside training (the upper-bound
             utilities): 512 by default, 1 for whole volumes or full-resolution camera rigs.
-        infer: (model, inputs Tensor[B, ...]) -> outputs: how a unimodal model is applied to
-            whole inputs outside training (the upper-bound utilities), e.g. a sliding window.
-            None: ``model(inputs)``.
-        evaluate: (model, data, device, progress) -> :class:`~mce.evaluate.Evaluation` over
-            every modality combination, replacing :func:`~mce.evaluate.evaluate_combinations`
-            (dense tasks: whole volumes, streaming metrics). None: the default. In a
-            data-parallel run every rank calls it with the whole split: it may shard the work
-            (:func:`mce.distributed.shard`, :func:`~mce.distributed.sum_across_ranks`, as the
-            built-in tasks do) or compute everything on each rank.
-        evaluate_heads: (model, data, device) -> {modality: mean utility} of the unimodal
-            heads, replacing :func:`~mce.evaluate.evaluate_unimodal_heads`. None: the default.
+        evaluator: how the trained models are scored outside training: every modality
+            combination, the unimodal heads, and a unimodal model on whole inputs (the
+            upper-bound utilities); a :class:`~mce.evaluate.Evaluator` (the default: by
+            ``utility`` and ``metrics``, batch by batch) or a subclass (dense tasks: whole
+            volumes, dataset-level metrics).
         build_unimodal: (modality) -> the unimodal model [B, ...] -> outputs whose frozen copy
             gives the upper bounds U_m (factor B); None: the model's encoder and unimodal head.
         options: the task's own settings and their defaults (``--task-option NAME=VALUE``),
@@ -169,9 +163,7 @@ class Task:
     presets: Mapping[str, tuple[float, ...]] | None = None
     augment: Callable[[Batch], Batch] | None = None
     inference_batch: int = 512
-    infer: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor] | None = None
-    evaluate: Callable[..., Evaluation] | None = None
-    evaluate_heads: Callable[..., dict[str, float]] | None = None
+    evaluator: Evaluator = field(default_factory=Evaluator)
     build_unimodal: Callable[[str], torch.nn.Module] | None = None
     options: Mapping[str, int | float | str] = field(default_factory=dict)
     configure: Callable[..., Task] | None = None

@@ -9,31 +9,31 @@ import torch
 from torch import Tensor
 
 from mce.data.dataset import MultimodalData
-from mce.evaluate import Evaluation
+from mce.evaluate import Evaluation, Evaluator
 from mce.segmentation import SlidingWindow, evaluate_segmentation, evaluate_segmentation_heads
 
 __all__ = ["BratsEvaluator"]
 
 
 @dataclass(frozen=True)
-class BratsEvaluator:
-    """The task's inference and evaluation hooks over whole volumes (``window``: mmFormer's
-    sliding window of the training crop)."""
+class BratsEvaluator(Evaluator):
+    """Inference and evaluation over whole volumes (``window``: mmFormer's sliding window of
+    the training crop)."""
 
     window: SlidingWindow
 
-    def infer(self, model: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    def infer(self, model: Callable[[Tensor], Tensor], x: Tensor, lengths=None, context=None):
         """The outputs of ``model`` on whole volumes x [B, C, D, H, W]."""
         return self.window(model, x)
 
     def evaluate(
-        self, model, data: MultimodalData, device: torch.device | str, progress: bool
+        self, task, model, data: MultimodalData, device: torch.device | str, progress: bool
     ) -> Evaluation:
         """Dice of every modality combination (:func:`mce.segmentation.evaluate_segmentation`)."""
         return evaluate_segmentation(model, data, self.window, device=device, progress=progress)
 
     def evaluate_heads(
-        self, model, data: MultimodalData, device: torch.device | str
+        self, task, model, data: MultimodalData, device: torch.device | str
     ) -> dict[str, float]:
         """Dice of each modality's unimodal head
         (:func:`mce.segmentation.evaluate_segmentation_heads`)."""

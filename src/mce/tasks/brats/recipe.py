@@ -52,9 +52,7 @@ def brats_task(**options: Any) -> Task:
         presets=PRESETS,
         augment=inputs_transform(TumourCrop(settings.roi)),
         inference_batch=1,
-        infer=evaluator.infer,
-        evaluate=evaluator.evaluate,
-        evaluate_heads=evaluator.evaluate_heads,
+        evaluator=evaluator,
         options=dataclasses.asdict(settings),
         configure=brats_task,
         # RedCore's schedule carried over to batch 1 and the run's length

@@ -58,7 +58,7 @@ from mce.tasks.nuscenes.data import (
     _streamed,
     load_splits,
 )
-from mce.tasks.nuscenes.evaluator import evaluate_bev
+from mce.tasks.nuscenes.evaluator import BevEvaluator, evaluate_bev
 from mce.tasks.nuscenes.loss import POS_WEIGHT, bev_loss, intersection_union, iou_utility
 from mce.tasks.nuscenes.model import LightHead, bev_grid, build_model, build_unimodal
 from mce.tasks.nuscenes.options import REFERENCES, STORAGES, SWITCHES, NuScenesOptions
@@ -72,6 +72,7 @@ __all__ = [
     "bev_loss",
     "iou_utility",
     "intersection_union",
+    "BevEvaluator",
     "evaluate_bev",
     "RandomReferenceCamera",
     "LightHead",

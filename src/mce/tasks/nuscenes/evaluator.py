@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from mce.data.dataset import MultimodalData
-from mce.evaluate import CombinationScores, Evaluation, combination_outputs
+from mce.evaluate import CombinationScores, Evaluation, Evaluator, combination_outputs
 from mce.tasks.nuscenes.loss import intersection_union, iou_utility
 
-__all__ = ["evaluate_bev"]
+__all__ = ["BevEvaluator", "evaluate_bev"]
 
 
 @torch.no_grad()
@@ -30,3 +30,11 @@ def evaluate_bev(
         scores.ratios("intersection", "union", empty=1.0),
         {"sample_iou": scores.means()["sample_iou"]},
     )
+
+
+class BevEvaluator(Evaluator):
+    """The nuScenes task's scores: dataset-level IoU (:func:`evaluate_bev`); heads and
+    upper-bound inference as the default."""
+
+    def evaluate(self, task, model, data: MultimodalData, device, progress: bool) -> Evaluation:
+        return evaluate_bev(model, data, device, progress)

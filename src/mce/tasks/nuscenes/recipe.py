@@ -13,7 +13,7 @@ from mce.methods.redcore import RedCoreConfig
 from mce.tasks.base import Task
 from mce.tasks.nuscenes.augmentation import RandomReferenceCamera
 from mce.tasks.nuscenes.data import load_splits
-from mce.tasks.nuscenes.evaluator import evaluate_bev
+from mce.tasks.nuscenes.evaluator import BevEvaluator
 from mce.tasks.nuscenes.loss import bev_loss, iou_utility
 from mce.tasks.nuscenes.model import bev_grid, build_model, build_unimodal
 from mce.tasks.nuscenes.options import NuScenesOptions
@@ -44,7 +44,7 @@ def nuscenes_task(**options: Any) -> Task:
         metric_name="IoU (vehicle, dataset-level)",
         needs_data_dir=True,
         inference_batch=1,
-        evaluate=evaluate_bev,
+        evaluator=BevEvaluator(),
         augment=RandomReferenceCamera(grid) if settings.reference == "random" else None,
         options=dataclasses.asdict(settings),
         configure=nuscenes_task,
