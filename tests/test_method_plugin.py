@@ -61,6 +61,51 @@ register_method(
 )
 
 TASK = get_task("digits")
+
+
+# A sixth task: its own data (three feature groups of a seeded random problem), model and option.
+import numpy as np
+from torch import nn
+
+from mce import HyperParameters, MultimodalData, MultimodalModel, Task
+from mce.nn import ConcatFusion, ReconstructionTransformer
+from mce.nn.classifiers import unimodal_head
+
+WIDTHS = {"a": 4, "b": 3, "c": 5}
+
+
+def load_toy(data_dir):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 240)
+    arrays = {m: rng.normal(size=(240, w)) + labels[:, None] for m, w in WIDTHS.items()}
+    return MultimodalData.from_arrays(arrays, labels).random_split(0.7, 0)
+
+
+def toy_task(hidden: int = 8) -> Task:
+    def build_model() -> MultimodalModel:
+        fusion = ConcatFusion(len(WIDTHS), hidden)
+        return MultimodalModel(
+            tuple(WIDTHS),
+            encoders={m: nn.Sequential(nn.Linear(w, hidden), nn.ReLU()) for m, w in WIDTHS.items()},
+            heads={m: unimodal_head(hidden, 3) for m in WIDTHS},
+            fusion=fusion,
+            decoder=nn.Linear(fusion.out_dim, 3),
+            reconstruction=ReconstructionTransformer(len(WIDTHS), hidden, heads=2, ff_dim=16),
+            dim=hidden,
+        )
+
+    return Task(
+        name="toy",
+        modalities=tuple(WIDTHS),
+        load=load_toy,
+        build_model=build_model,
+        hparams=HyperParameters(epochs=2, batch_size=64, pretrain_steps=20, missing_rates="a"),
+        options={"hidden": hidden},
+        configure=toy_task,
+    )
+
+
+TOY = toy_task()
 '''
 
 
@@ -149,3 +194,32 @@ def test_a_config_json_with_each_methods_options_at_the_top_still_resumes():
     assert config_differences(saved, config) == []
     saved["mce"]["mc_k"] = 8
     assert config_differences(saved, config) == ["mce"]
+
+
+def test_a_sixth_task_and_a_method_from_a_users_module(tmp_path, user_module):
+    """A task of the user's (data, model, an option, presets a-f over its three modalities)
+    trained by every built-in method and by the user's method, from the command line and the
+    experiment runner, with no package file touched."""
+    task = ["--task", f"{MODULE}:TOY", "--task-option", "hidden=6", "--no-progress"]
+    for method in ("compare", "scaled", "redcore"):
+        out = tmp_path / method
+        done = _command("mce.train", *task, "--method", method, "--out", str(out), env=user_module)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results = json.loads((out / "results.json").read_text())
+        assert results["task"] == "toy" and results["config"]["task_options"] == {"hidden": 6}
+        assert set(results["missing_rates"]["stated"]) == {"a", "b", "c"}
+        assert len(next(iter(results["scores"].values()))) == 8  # 7 combinations + average
+    out = tmp_path / "experiment"
+    argv = ["--task", f"{MODULE}:TOY", "--variants", "scaled,mce", "--settings", "a", "b"]
+    argv += ["--seeds", "0", "--set", "weight=3", "--out", str(out), "--no-figures"]
+    done = _command("mce.experiment", *argv, "--no-progress", env=user_module)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["scores"]) == 2
+    for table in summary["scores"].values():
+        assert set(table) == {"scaled", "mce"} and len(table["mce"]) == 8
+    cells = sorted(p.parent.name for p in out.glob("cells/scaled/*/seed0/config.json"))
+    assert len(cells) == 2
+    for path in out.glob("cells/scaled/*/seed0/config.json"):
+        config = json.loads(path.read_text())["config"]
+        assert config["method_options"]["scaled"] == {"weight": 3.0}
