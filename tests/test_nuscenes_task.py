@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+pytest.importorskip(
+    "nuscenes", reason="the nuScenes task needs nuscenes-devkit (pip install '.[nuscenes]')"
+)
 from data.nuscenes_fixture import write_nuscenes_fixture
 
 from mce.run import config_for

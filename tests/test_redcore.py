@@ -576,6 +576,9 @@ def test_cli_trains_redcore_on_brats(tmp_path, monkeypatch) -> None:
 
 
 def test_cli_trains_redcore_on_nuscenes(tmp_path) -> None:
+    pytest.importorskip(
+        "nuscenes", reason="the nuScenes task needs nuscenes-devkit (pip install '.[nuscenes]')"
+    )
     data = write_nuscenes_fixture(tmp_path / "data", samples_per_scene=3, sweeps=1)
     options = {"image_height": 36, "image_width": 64, "cells": 16, "dim": 8, "radar_sweeps": 1}
     argv = ["--task", "nuscenes", "--data-dir", str(data), "--method", "redcore"]
