@@ -6,12 +6,22 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from mce import experiment
-from mce.experiment import ABLATIONS, VARIANTS, ExperimentSpec, parse_spec, run_experiment
+from mce.experiment import (
+    ABLATIONS,
+    VARIANTS,
+    ExperimentSpec,
+    cells_of,
+    parse_spec,
+    run_experiment,
+)
+from mce.records import FIGURES_MARKER as MARKER
+from mce.tasks import get_task
 
 # 1 epoch of one step (the ~1,000 training samples fit one batch). lsub-only needs no unimodal
 # upper bounds, so no pretraining: the grid runs in seconds.
@@ -146,3 +156,77 @@ def test_command_line_builds_the_spec():
                 ["--settings", "0.5"]):  # fmt: skip
         with pytest.raises(SystemExit):
             parse_spec(bad)
+
+
+def test_progress_lines_per_cell(tmp_path, monkeypatch, capsys):
+    calls: list = []
+    fake = _fake_run(calls)
+
+    def logging_run(config, resume=False, stop_at_step=None, *, task=None):
+        logging.getLogger("mce.train").info("epoch 1/1 of seed %d", config.seed)
+        return fake(config, resume, stop_at_step, task=task)
+
+    monkeypatch.setattr(experiment.runner, "train_run", logging_run)
+    run_experiment(SPEC, tmp_path / "quiet", progress=False, figures=False)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4  # --no-progress: one line per cell, its result
+    assert lines[0].startswith("cell 1/4 lsub-only rates0.8-0.2 seed0: accuracy average ")
+    assert " % (" in lines[0]
+    assert lines[0].endswith(" s)") and "epoch" not in "".join(lines)
+
+    run_experiment(SPEC, tmp_path / "shown", progress=True, figures=False)
+    err = capsys.readouterr().err
+    assert "cell 2/4 baseline rates0.8-0.2 seed0: started" in err
+    assert "INFO mce.train: epoch 1/1 of seed 1" in err  # the run's log lines, let through
+    assert "cell 4/4 baseline rates0.8-0.2 seed1: accuracy average" in err
+    logger = logging.getLogger("mce")
+    assert logger.propagate and not any(
+        isinstance(handler, experiment.runner._TqdmHandler) for handler in logger.handlers
+    )
+
+
+def test_the_command_line_prints_the_summary_without_image_links(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "experiment"
+    argv = ["--epochs", "1", "--batch-size", "2048", "--variants", "lsub-only,baseline",
+            "--seeds", "0,1", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert experiment.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| combination | lsub-only | baseline |" in printed
+    assert "![" not in printed and MARKER not in printed
+    assert "![fig_scores-" in (out / "summary.md").read_text()  # the file keeps its figures
+
+
+def _error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_spec(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("python -m mce.experiment: error: ")
+    assert "--help" in lines[1]
+    return lines[0]
+
+
+def test_errors_are_one_line_naming_the_flags(capsys):
+    preset = _error(["--settings", "a"], capsys)
+    assert "presets a, b, c, d, e, f" in preset and "three modalities" in preset
+    assert "task 'digits' has 2 (image, audio)" in preset
+    assert "1 missing rate(s) given for the 2 modalities" in _error(["--settings", "0.5"], capsys)
+    assert "--epochs must be at least 1" in _error(["--epochs", "0"], capsys)
+    assert "--folds" in _error(["--folds", "2"], capsys)
+    assert "unrecognized arguments: --bogus" in _error(["--bogus"], capsys)
+
+
+def test_infeasible_rates_name_the_drop_all_missing_flag(tmp_path, capsys):
+    argv = ["--settings", "0.8,0.8", "--epochs", "1", "--batch-size", "2048", "--variants",
+            "baseline", "--seeds", "0", "--out", str(tmp_path), "--no-progress",
+            "--no-figures"]  # fmt: skip
+    assert experiment.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "python -m mce.experiment: error: missing rates" in err
+    assert "--drop-all-missing" in err and "drop_all_missing=True" not in err
+    spec, _ = parse_spec([*argv, "--drop-all-missing"])
+    assert spec.drop_all_missing and spec.to_dict()["drop_all_missing"]
+    assert cells_of(spec, get_task("digits"))[0].config(spec, tmp_path).drop_all_missing

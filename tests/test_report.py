@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ pytest.importorskip("matplotlib")
 from mce import experiment
 from mce.config import HPARAM_NAMES
 from mce.run import config_for
-from mce.experiment import ExperimentSpec, run_experiment, upper_bound_scores
+from mce.experiment import ExperimentSpec, report, run_experiment, upper_bound_scores
 from mce.report import MARKER, batch_view, build_report, main, read_log
 from mce.train import run
 
@@ -160,3 +161,62 @@ def test_validation_rows_do_not_count_as_training_steps(tmp_path):
     rows = read_log(log)
     assert [row["step"] for row in rows] == [0.0, 1.0]
     assert rows[-1]["B/image"] == 0.25
+
+
+def test_intervals_are_clipped_to_percent_and_left_out_below_three_values():
+    wide = {"n": 3, "mean": 95.0, "ci_low": 70.0, "ci_high": 120.0}
+    assert report._interval(wide) == (95.0, 70.0, 100.0)
+    assert report._interval({**wide, "mean": 5.0, "ci_low": -20.0}) == (5.0, 0.0, 100.0)
+    assert report._interval(wide, limits=None) == (95.0, 70.0, 120.0)
+    mean, low, high = report._interval({"n": 2, "mean": 50.0, "ci_low": -80.0, "ci_high": 180.0})
+    assert mean == 50.0 and math.isnan(low) and math.isnan(high)
+    assert report._interval_note([wide, 70.0]) == ""
+    assert report._interval_note([wide, {**wide, "n": 2}]) == "; n < 3: interval not shown"
+
+
+def _errorbars(ax) -> list:
+    from matplotlib.container import ErrorbarContainer
+
+    return [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_score_bars_stay_within_0_100():
+    entries = {
+        "mce": [{"n": 5, "mean": 90.0, "ci_low": 60.0, "ci_high": 130.0}, 95.0],
+        "baseline": [{"n": 5, "mean": 10.0, "ci_low": -40.0, "ci_high": 50.0}, None],
+    }
+    series = {k: [report._interval(entry) for entry in v] for k, v in entries.items()}
+    ax = report.scores_figure(["a", "b"], series, "title", "accuracy (%)").axes[0]
+    low, high = ax.get_ylim()
+    assert 0.0 <= low and high <= 100.0
+    assert len(_errorbars(ax)) == 2
+    few = {"mce": [report._interval({"n": 2, "mean": 50.0, "ci_low": -80.0, "ci_high": 180.0})]}
+    ax = report.scores_figure(["a"], few, "title", "accuracy (%)").axes[0]
+    assert _errorbars(ax) == [] and ax.get_ylim()[1] <= 100.0
+
+
+def test_experiment_figures_of_two_seeds_show_no_interval_and_say_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment.runner, "train_run", _fake_run)
+    spec = ExperimentSpec(
+        task="digits", variants=("mce", "baseline"), settings=((0.8, 0.2),), seeds=(0, 1)
+    )
+    run_experiment(spec, tmp_path, progress=False, figures=False)
+    figures = []
+    make = report._figure
+
+    def recorded(width: float, height: float):
+        figures.append(make(width, height))
+        return figures[-1]
+
+    monkeypatch.setattr(report, "_figure", recorded)
+    build_report(tmp_path)
+    titled = {
+        fig.axes[0].get_title(): fig.axes[0]
+        for fig in figures
+        if fig.axes[0].get_title().startswith(("digits:", "Fig. 9"))
+    }
+    assert len(titled) == 2  # the scores and the capability figure
+    for title, ax in titled.items():
+        assert title.endswith("n < 3: interval not shown")
+        assert _errorbars(ax) == []
+        assert 0.0 <= ax.get_ylim()[0] and ax.get_ylim()[1] <= 100.0

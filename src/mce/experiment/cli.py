@@ -18,10 +18,37 @@ from pathlib import Path
 from typing import Any
 
 from mce.config import HPARAM_NAMES, hparam_arguments, option_names, parse_option, parse_rates
+from mce.data.masks import PRESETS
 from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of, settable_names
 from mce.experiment.runner import run_experiment
 from mce.methods import METHODS
+from mce.records import FIGURES_MARKER
 from mce.tasks import Task, task_from_arguments
+
+PROG = "python -m mce.experiment"
+# settings named in messages of the library, as this command line spells them
+_FLAG_NAMES = {"drop_all_missing=True": "--drop-all-missing"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and a pointer to ``--help``, without the
+    usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        help_line = f"({self.prog} --help lists every option)"
+        self.exit(2, f"{self.prog}: error: {_flags(message)}\n{help_line}\n")
+
+
+def _flags(message: str) -> str:
+    """``message`` with the library's setting names spelt as this command line's flags: the
+    names of :data:`_FLAG_NAMES`, and a hyper-parameter's name opening the message
+    (``epochs must be at least 1`` -> ``--epochs must be at least 1``)."""
+    for name, flag in _FLAG_NAMES.items():
+        message = message.replace(name, flag)
+    for flag, options in hparam_arguments(exclude={"missing_rates"}):
+        if message.startswith(f"{options['dest']} "):
+            return flag + message[len(options["dest"]) :]
+    return message
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -55,17 +82,24 @@ def _parse_value(name: str, text: str) -> Any:
 def _setting(text: str, task: Task) -> tuple[float, ...]:
     """One ``--settings`` entry: rates or a preset of the task, one rate per modality."""
     rates = parse_rates(text, task.presets)
-    if len(rates) != len(task.modalities):
+    count, names = len(task.modalities), ", ".join(task.modalities)
+    if len(rates) == count:
+        return rates
+    if task.presets is None and text in PRESETS:
         raise ValueError(
-            f"--settings {text}: {len(rates)} missing rates given for "
-            f"{len(task.modalities)} modalities"
+            f"--settings {text}: the presets {', '.join(PRESETS)} are the paper's missing rates "
+            f"for three modalities, and task {task.name!r} has {count} ({names}); give {count} "
+            f"comma-separated rates instead, e.g. --settings {','.join(['0.5'] * count)}"
         )
-    return rates
+    raise ValueError(
+        f"--settings {text}: {len(rates)} missing rate(s) given for the {count} modalities of "
+        f"task {task.name!r} ({names})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m mce.experiment",
+    parser = _Parser(
+        prog=PROG,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -120,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         "mc_k, use_aux (a variant's own use_* switches win); redcore: kl_weight; or one a "
         "--task module's method declares",
     )
+    group.add_argument(
+        "--drop-all-missing",
+        action="store_true",
+        help="draw each modality's missing samples independently and drop the samples left "
+        "with nothing (for rates where not every sample can keep a modality)",
+    )
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     group.add_argument("--cache-dir", default=None, help="upper-bound model cache")
     parser.add_argument(
@@ -128,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiment folder; the same folder again continues it, reusing finished cells "
         "(default: runs/experiment-<task>)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars nor log lines of the runs: one line per cell, its result",
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     return parser
 
@@ -179,6 +223,7 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
             data_dir=args.data_dir,
             cache_dir=args.cache_dir,
             task_options=task_options,
+            drop_all_missing=args.drop_all_missing,
         )
         # build one cell's config now, so a bad value fails before anything runs
         cells_of(spec, task)[0].config(spec, Path("."))
@@ -188,7 +233,11 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)  # the runs' INFO lines: --no-progress keeps them quiet
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=[console]
+    )
     spec, args = parse_spec(argv)
     try:
         summary = run_experiment(
@@ -197,9 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, FloatingPointError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {_flags(str(error))}", file=sys.stderr)
         return 1
     out = Path(args.out if args.out else f"runs/experiment-{summary['task']}")
-    print((out / "summary.md").read_text())
+    print(_without_figures((out / "summary.md").read_text()))
+    if not args.no_figures and FIGURES_MARKER in (out / "summary.md").read_text():
+        print(f"figures in {out}/fig_*.png, linked from summary.md")
     print(f"summary in {out}/summary.json, summary.md, summary.csv")
     return 0
+
+
+def _without_figures(markdown: str) -> str:
+    """``summary.md`` without its figures section (image links are of no use on a terminal)."""
+    return markdown.split(FIGURES_MARKER)[0].rstrip("\n") + "\n"

@@ -178,6 +178,8 @@ class ExperimentSpec:
         data_dir: data folder of tasks that read files.
         cache_dir: upper-bound model cache (None: the default of ``mce.train``).
         task_options: the task's own options (``Task.options``), the same in every cell.
+        drop_all_missing: draw each modality's missing samples independently and drop the
+            samples left with nothing (:func:`mce.data.masks.apply_missing_rates`).
     """
 
     task: str
@@ -190,6 +192,7 @@ class ExperimentSpec:
     data_dir: str | None = None
     cache_dir: str | None = None
     task_options: Mapping[str, Any] = field(default_factory=dict)
+    drop_all_missing: bool = False
 
     def __post_init__(self) -> None:
         for name in self.variants:
@@ -220,6 +223,7 @@ class ExperimentSpec:
             "data_dir": self.data_dir,
             "cache_dir": self.cache_dir,
             "task_options": dict(self.task_options),
+            "drop_all_missing": self.drop_all_missing,
         }
 
 
@@ -258,6 +262,7 @@ class Cell:
             data_dir=spec.data_dir,
             cache_dir=spec.cache_dir,
             task_options=dict(spec.task_options),
+            drop_all_missing=spec.drop_all_missing,
             out=str(self.folder(out)),
             progress=False,
             **settings,

@@ -3,7 +3,8 @@ the results, linked from ``results.md`` / ``summary.md``), rebuilt from the file
 
 Figures:
     scores: grouped bars per modality combination and method (mean with its 95% confidence
-        interval in an experiment folder; single scores in a run folder).
+        interval, clipped to 0-100 %, in an experiment folder; single scores in a run folder).
+        An interval over fewer than 3 seeds is not drawn, and the title says so.
     trajectories (Fig. 8 style): phi_m, U_m and B_m per modality over the training steps, from
         ``<method>/log.csv`` of each method that logged them (MCE with factor B).
     capability (Fig. 9 style): each unimodal head's test score per modality, per method, next to
@@ -23,7 +24,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,16 @@ __all__ = [
     "plot_scores",
     "plot_trajectories",
     "read_log",
+    "scores_figure",
 ]
 
 MARKER = FIGURES_MARKER
 QUANTITIES = (("phi", "φ_m (batch Shapley value)"), ("U", "U_m (upper bound)"), ("B", "B_m"))
 Interval = tuple[float, float, float]  # mean, CI low, CI high (NaN where undefined)
+Limits = tuple[float, float] | None  # the y range of a metric (None: unbounded)
+PERCENT: Limits = (0.0, 100.0)  # scores in %
+MIN_INTERVAL_N = 3  # fewer values: the interval is too wide to read, and not drawn
+FEW_NOTE = f"n < {MIN_INTERVAL_N}: interval not shown"
 CAPABILITY_CAPTION = (
     "Each method's bar: its unimodal head for that modality (the task's read-out of the "
     "modality's encoder features, e.g. LayerNorm + linear on the digits; trained by L_single, "
@@ -89,13 +95,35 @@ def batch_view(
     return int(row["step"]), view
 
 
-def _interval(entry: Mapping[str, Any] | float | None) -> Interval:
+def _interval(entry: Mapping[str, Any] | float | None, limits: Limits = PERCENT) -> Interval:
+    """(mean, low, high) of a score or a summary entry; the interval clipped to ``limits``
+    (None: not clipped), NaN where undefined or where the entry has fewer than
+    :data:`MIN_INTERVAL_N` values."""
     if entry is None:
         return (math.nan, math.nan, math.nan)
     if isinstance(entry, (int, float)):
         return (float(entry), math.nan, math.nan)
-    values = [entry.get(key) for key in ("mean", "ci_low", "ci_high")]
-    return tuple(math.nan if v is None else float(v) for v in values)  # type: ignore[return-value]
+    mean, low, high = (
+        math.nan if entry.get(key) is None else float(entry[key])
+        for key in ("mean", "ci_low", "ci_high")
+    )
+    if _too_few(entry):
+        return (mean, math.nan, math.nan)
+    if limits is not None:
+        low, high = max(low, limits[0]), min(high, limits[1])
+    return (mean, low, high)
+
+
+def _too_few(entry: Mapping[str, Any] | float | None) -> bool:
+    """Whether ``entry`` is a summary of fewer than :data:`MIN_INTERVAL_N` values."""
+    if not isinstance(entry, Mapping) or entry.get("n") is None:
+        return False
+    return entry["n"] < MIN_INTERVAL_N
+
+
+def _interval_note(entries: Iterable[Mapping[str, Any] | float | None]) -> str:
+    """:data:`FEW_NOTE` (with a leading "; ") when an entry's interval is left out, else ""."""
+    return f"; {FEW_NOTE}" if any(_too_few(entry) for entry in entries) else ""
 
 
 def _slug(text: str) -> str:
@@ -118,8 +146,10 @@ def _bars(
     groups: Sequence[str],
     series: Mapping[str, Sequence[Interval]],
     hatches: Mapping[str, str] | None = None,
+    limits: Limits = PERCENT,
 ) -> None:
-    """Grouped bars with asymmetric CI error bars (none where the interval is NaN)."""
+    """Grouped bars with asymmetric CI error bars (none where the interval is NaN); the y axis
+    within ``limits``."""
     count = max(len(series), 1)
     width = 0.8 / count
     colors = _colors(count)
@@ -147,6 +177,9 @@ def _bars(
                 linewidth=1,
             )
     ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 4 else 0)
+    if limits is not None:
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, limits[0]), min(high, limits[1]))
     if count > 4:  # beside the axes, where it hides no bar
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
@@ -167,15 +200,28 @@ def plot_scores(
     path: Path,
     title: str,
     ylabel: str,
+    limits: Limits = PERCENT,
 ) -> Path:
-    """Grouped bars: one group per combination, one bar per method, CI whiskers."""
+    """Grouped bars: one group per combination, one bar per method, CI whiskers; the y axis
+    within ``limits`` (None: unbounded)."""
+    scores_figure(groups, series, title, ylabel, limits).savefig(path, dpi=120)
+    return path
+
+
+def scores_figure(
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[Interval]],
+    title: str,
+    ylabel: str,
+    limits: Limits = PERCENT,
+):
+    """The matplotlib ``Figure`` of :func:`plot_scores`."""
     fig = _figure(max(6.0, 1.2 * len(groups) * max(1, len(series)) / 2 + 2), 4.0)
     ax = fig.add_subplot()
-    _bars(ax, groups, series)
+    _bars(ax, groups, series, limits=limits)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize="medium")
-    fig.savefig(path, dpi=120)
-    return path
+    return fig
 
 
 def plot_trajectories(
@@ -233,26 +279,29 @@ def plot_capability(
     path: Path,
     title: str,
     ylabel: str,
+    limits: Limits = PERCENT,
 ) -> Path | None:
-    """Per modality: each method's unimodal-head test score (with CI when given) and the
-    upper bound's held-out score when known, with a caption saying what each bar measures.
-    None when no method recorded head scores."""
-    series = {
-        label: [_interval(scores.get(m)) for m in modalities]
-        for label, scores in heads.items()
-        if scores
+    """Per modality: each method's unimodal-head test score (with CI when given, from 3
+    values) and the upper bound's held-out score when known, with a caption saying what each
+    bar measures. None when no method recorded head scores."""
+    entries = {
+        label: [scores.get(m) for m in modalities] for label, scores in heads.items() if scores
     }
-    if not series:
+    if not entries:
         return None
     hatches = {}
     if upper:
-        series["upper bound (held-out)"] = [_interval(upper.get(m)) for m in modalities]
+        entries["upper bound (held-out)"] = [upper.get(m) for m in modalities]
         hatches["upper bound (held-out)"] = "//"
+    series = {
+        label: [_interval(entry, limits) for entry in values] for label, values in entries.items()
+    }
     fig = _figure(max(5.0, 2.2 * len(modalities) + 2), 4.0)
     ax = fig.add_subplot()
-    _bars(ax, modalities, series, hatches)
+    _bars(ax, modalities, series, hatches, limits)
     ax.set_ylabel(ylabel)
     note = "" if upper else " (no upper-bound scores recorded)"
+    note += _interval_note(entry for values in entries.values() for entry in values)
     ax.set_title(title + note, fontsize="medium")
     fig.supxlabel(CAPABILITY_CAPTION, fontsize="small", wrap=True)
     fig.savefig(path, dpi=120)
@@ -383,13 +432,14 @@ def _experiment_report(folder: Path, step: int | None) -> list[Path]:
         rates = ", ".join(f"{m}={r:g}" for m, r in info["rates"].items())
         table = summary["scores"][setting]
         combos = list(next(iter(table.values())))
+        note = _interval_note(table[v].get(c) for v in table for c in combos)
         figures.append(
             plot_scores(
                 combos,
                 {v: [_interval(table[v].get(c)) for c in combos] for v in table},
                 folder / f"fig_scores-{_slug(setting)}.png",
                 f"{summary['task']}: {metric}, missing rates {rates}; mean and 95% CI over "
-                f"{len(info['seeds'])} seed(s)",
+                f"{len(info['seeds'])} seed(s){note}",
                 f"{metric} (%)",
             )
         )

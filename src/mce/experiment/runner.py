@@ -8,7 +8,9 @@ import functools
 import io
 import json
 import logging
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,9 @@ def _check_spec(out: Path, spec: ExperimentSpec) -> None:
         return
     saved = json.loads(path.read_text())
     now = json.loads(json.dumps(spec.to_dict()))
-    differ = [
-        key
-        for key in ("task", "overrides", "device", "data_dir", "task_options")
-        if saved.get(key, {} if key == "task_options" else None) != now.get(key)
-    ]
+    defaults: dict[str, Any] = {"task_options": {}, "drop_all_missing": False}  # older files
+    keys = ("task", "overrides", "device", "data_dir", "task_options", "drop_all_missing")
+    differ = [key for key in keys if saved.get(key, defaults.get(key)) != now.get(key)]
     if differ:
         raise ValueError(
             f"{out} holds an experiment with other {', '.join(differ)} (see {path}); "
@@ -55,6 +55,46 @@ def _check_finished(cell_dir: Path, config: TrainConfig) -> None:
         )
 
 
+class _TqdmHandler(logging.Handler):
+    """Log records written above the progress bars (:func:`tqdm.write`) on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must not break the run
+            self.handleError(record)
+
+
+def _say(line: str) -> None:
+    """One progress line on stderr, above the progress bars."""
+    tqdm.write(line, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _cell_output(progress: bool) -> Iterator[None]:
+    """While a cell runs: its printed table swallowed (it is in the cell's folder) and, with
+    ``progress``, the INFO lines of the ``mce`` loggers shown above the progress bars (its
+    pretraining, epochs and warnings); without, only what the logging setup lets through."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        if progress:
+            logger = logging.getLogger("mce")
+            handler = _TqdmHandler(logging.INFO)
+            handler.setFormatter(logging.Formatter("  %(levelname)s %(name)s: %(message)s"))
+            level, propagate = logger.level, logger.propagate
+            logger.setLevel(logging.INFO)
+            logger.propagate = False  # shown once, by this handler
+            logger.addHandler(handler)
+
+            def restore() -> None:
+                logger.removeHandler(handler)
+                logger.setLevel(level)
+                logger.propagate = propagate
+
+            stack.callback(restore)
+        yield
+
+
 def run_experiment(
     spec: ExperimentSpec,
     out: str | Path | None = None,
@@ -69,7 +109,9 @@ def run_experiment(
         spec: the grid and what its cells share.
         out: the experiment folder (default ``runs/experiment-<task>``; the same folder again
             continues the experiment: finished cells are reused, interrupted ones resumed).
-        progress: a progress bar over the cells.
+        progress: a progress bar over the cells, a line when each cell starts, the cell's own
+            bars (upper-bound pretraining, each epoch, evaluation) and the INFO lines of the
+            ``mce`` loggers; False: only one line per cell, its result (on stderr either way).
         figures: build the figures of :mod:`mce.experiment.report` (needs matplotlib; skipped with a
             warning without it).
         task: a ``Task`` object to use instead of looking ``spec.task`` up.
@@ -98,12 +140,21 @@ def run_experiment(
             pending.append(cell)
     bar = tqdm(total=len(cells), initial=reused, desc="cells", unit="cell", disable=not progress)
     with bar:
-        for cell in pending:
-            folder = cell.folder(out)
+        for number, cell in enumerate(pending, reused + 1):
+            name = f"cell {number}/{len(cells)} {cell.variant.name} {cell.setting} {cell.replicate}"
             bar.set_postfix_str(f"{cell.variant.name} {cell.setting} {cell.replicate}")
+            if progress:
+                _say(f"{name}: started")
+            folder = cell.folder(out)
             resume = (folder / CONFIG).is_file()
-            with contextlib.redirect_stdout(io.StringIO()):  # each cell's table is in its folder
-                train_run(cell.config(spec, out), resume=resume, task=task)
+            config = dataclasses.replace(cell.config(spec, out), progress=progress)
+            cell_started = time.perf_counter()
+            with _cell_output(progress):
+                scores = train_run(config, resume=resume, task=task)
+            seconds = time.perf_counter() - cell_started
+            average = (scores or {}).get(cell.variant.method, {}).get("average")
+            result = "no scores" if average is None else f"average {average:.2f} %"
+            _say(f"{name}: {task.metric_name} {result} ({seconds:.1f} s)")
             bar.update(1)
     summary = summarize_experiment(out, spec, task)
     summary["wall_time_s"] = round(time.perf_counter() - started, 3)
