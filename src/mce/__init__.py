@@ -11,6 +11,7 @@ from mce._ext import has_cpu_kernels, has_cuda_kernels
 from mce._version import __version__
 from mce.config import HyperParameters, TrainConfig
 from mce.data.dataset import MultimodalData
+from mce.inference import load
 from mce.lce import LCEFactors, dataset_factor, lce_factors, presence_counts
 from mce.model import MultimodalModel, UnimodalModel
 from mce.ops import exact_plan, mc_plan, shapley_from_rows, subset_gather
@@ -59,4 +60,6 @@ __all__ = [
     "TrainConfig",
     "config_for",
     "run",
+    # inference on a trained run
+    "load",
 ]
