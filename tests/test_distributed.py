@@ -263,7 +263,8 @@ def test_torchrun_trains_and_ends_as_one_process(tmp_path):
     model, so that the two runs differ by float32 rounding only) ends with the table one
     process gives; only rank 0 writes."""
     flags = ["--epochs", "2", "--batch-size", "400", "--pretrain-steps", "2", "--no-progress"]
-    flags += ["--task", "ddp_workers:TASK"]
+    # every training sample trained on: 1,257 in batches of 400, as the steps below count
+    flags += ["--task", "ddp_workers:TASK", "--validation-share", "0"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
     env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -285,6 +286,7 @@ def test_torchrun_trains_and_ends_as_one_process(tmp_path):
         "mce",
         "results.json",
         "results.md",
+        "run.log",  # rank 0's
     ]
 
     config = config_for(
@@ -293,6 +295,7 @@ def test_torchrun_trains_and_ends_as_one_process(tmp_path):
         batch_size=400,
         pretrain_steps=2,
         progress=False,
+        validation_share=0.0,
         out=str(tmp_path / "b"),
     )
     one = run(config, task=ddp_workers.TASK)

@@ -121,7 +121,8 @@ def test_results_json_and_md_say_what_ran(tmp_path, capsys):
     rates = results["missing_rates"]
     assert rates["stated"] == {"image": 0.5, "audio": 0.2}
     kept = rates["training_samples"]
-    assert kept + rates["dropped_samples"] == 1257
+    # the training split: trained on, held out to score every epoch, or dropped
+    assert kept + rates["validation_samples"] + rates["dropped_samples"] == 1257
     for rate in rates["actual"].values():
         assert 0.0 <= rate < 1.0 and abs(rate * kept - round(rate * kept)) < 1e-6
     assert set(results["timing_s"]["mce"]) == {"setup", "train", "evaluate"}

@@ -29,6 +29,7 @@ from mce.checkpoint import DiskFull
 from mce.config import (
     HPARAM_NAMES,
     SELECT_MODES,
+    HyperParameters,
     TrainConfig,
     hparam_arguments,
     option_arguments,
@@ -36,6 +37,7 @@ from mce.config import (
 )
 from mce.data.masks import PRESETS
 from mce.methods import METHODS
+from mce.records import CONFIG, config_from_dict, read_config
 from mce.run import UsageError, run
 from mce.tasks import TASKS, Task, get_task, task_from_arguments
 
@@ -47,6 +49,17 @@ DESCRIPTION = (
     "next to the baseline."
 )
 _PRESET_HELP = ", ".join(f"{k}={v}" for k, v in PRESETS.items())
+PROG = "python -m mce.train"
+# settings named in messages of the library, as the command line spells them
+_FLAG_NAMES = {"drop_all_missing=True": "--drop-all-missing"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (and a pointer to ``--help``), without
+    the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n({self.prog} --help lists every option)\n")
 
 
 class Command(NamedTuple):
@@ -66,7 +79,14 @@ def build_parser(task_values: bool = True) -> argparse.ArgumentParser:
 
 def _build_parser(task_values: bool) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     """The parser, and for each registered method with options the fields its flags set."""
-    parser = argparse.ArgumentParser(prog="python -m mce.train", description=DESCRIPTION)
+    parser = _Parser(prog=PROG, description=DESCRIPTION)
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="RUN/config.json",
+        help="run again with the settings recorded in a run's config.json; any other flag "
+        "given overrides its recorded value (--out: a new folder, by default a fresh one)",
+    )
     data = parser.add_argument_group("data")
     data.add_argument(
         "--task",
@@ -74,13 +94,18 @@ def _build_parser(task_values: bool) -> tuple[argparse.ArgumentParser, dict[str,
         help=f"task: {', '.join(TASKS)}, or package.module:ATTRIBUTE naming your own "
         "mce.tasks.Task (default: digits, bundled)",
     )
+    every_task = (
+        f"; each built-in task's options and defaults: {_task_options_help()}"
+        if task_values
+        else ""
+    )
     data.add_argument(
         "--task-option",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a task's own setting, repeatable (brats: crop, base, levels, head; e.g. "
-        "--task-option crop=32 for a small crop)",
+        help="a task's own setting, repeatable (e.g. --task-option crop=32 for brats with a "
+        "small crop)" + every_task,
     )
     data.add_argument(
         "--data-dir",
@@ -131,6 +156,15 @@ def _build_parser(task_values: bool) -> tuple[argparse.ArgumentParser, dict[str,
         default=None,
         help="cross-validation fold 1..N of a task with N folds (default: 1; tasks without "
         "folds take none)",
+    )
+    run_group.add_argument(
+        "--validation-share",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of the training split held out (seeded, not trained on) to score every "
+        "epoch, for tasks without a validation split (those with one score it), e.g. 0.1; "
+        "0: train on every training sample (default: 0)",
     )
     run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run_group.add_argument(
@@ -186,6 +220,19 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _task_options_help() -> str:
+    """'digits: none; brats: crop=128, ...': each built-in task's options and defaults."""
+    described = []
+    for name in TASKS:
+        try:
+            options = get_task(name).options
+        except ImportError:  # an optional extra is missing
+            continue
+        text = ", ".join(f"{key}={value}" for key, value in options.items()) or "none"
+        described.append(f"{name}: {text}")
+    return "; ".join(described)
 
 
 def _task_values(name: str) -> str:
@@ -271,19 +318,79 @@ def _option_text(value: Any) -> str:
     return value if isinstance(value, str) else f"{value:g}"
 
 
-def _import_task_module(argv: Sequence[str]) -> None:
+def _early_arguments(argv: Sequence[str]) -> argparse.Namespace | None:
+    """``--task`` and ``--config`` read before the full parse (None: unreadable; the full
+    parse reports it)."""
+    early = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    early.add_argument("--task", default=None)
+    early.add_argument("--config", default=None)
+    try:
+        return early.parse_known_args(list(argv))[0]
+    except argparse.ArgumentError:
+        return None
+
+
+def _import_task_module(task: str | None) -> None:
     """Import the module of ``--task package.module:ATTRIBUTE`` so that the methods it
     registers get their flags; a module that does not import is reported by the parse."""
-    early = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    early.add_argument("--task", default="digits")
-    try:
-        known, _ = early.parse_known_args(list(argv))
-    except argparse.ArgumentError:  # the full parse reports it
-        return
-    module = known.task.partition(":")[0] if ":" in known.task else ""
+    module = task.partition(":")[0] if task and ":" in task else ""
     if module:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
+
+
+def _recorded_config(path: str) -> TrainConfig:
+    """The configuration recorded in a run's ``config.json`` (or its folder).
+
+    Raises:
+        ValueError: the file is missing, unreadable or holds invalid settings.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        if folder.name != CONFIG:
+            raise ValueError(f"--config takes a run's {CONFIG} (or its folder), got {path}")
+        folder = folder.parent
+    return config_from_dict(read_config(folder))
+
+
+def _given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The destinations of the flags that ``argv`` gives explicitly."""
+    saved = {action.dest: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_known_args(list(argv))[0]))
+    finally:
+        for action in parser._actions:
+            action.default = saved[action.dest]
+
+
+# the run settings (each its flag's destination) a re-run takes from config.json unless given
+_RECORDED = (
+    "task",
+    "data_dir",
+    "method",
+    "seed",
+    "drop_all_missing",
+    "presence_csv",
+    "select",
+    "fold",
+    "device",
+    "cache_dir",
+    "row_memory_gb",
+    "validation_share",
+)
+
+
+def _apply_recorded(args: argparse.Namespace, recorded: TrainConfig, given: set[str]) -> None:
+    """Take the recorded settings into ``args`` where no flag was given (the recorded task's
+    options first, those given after them)."""
+    for name in _RECORDED:
+        if name not in given:
+            setattr(args, name, getattr(recorded, name))
+    if args.task == recorded.task:
+        items = [f"{key}={value}" for key, value in recorded.task_options.items()]
+        args.task_option = items + list(args.task_option)
 
 
 def _asks_for_help(argv: Sequence[str]) -> bool:
@@ -308,8 +415,10 @@ def _method_options(
     args: argparse.Namespace,
     task: Task,
     settable: dict[str, list[str]],
+    recorded: TrainConfig | None = None,
 ) -> dict[str, Any]:
-    """Every registered method's options: the task's defaults with the flags given."""
+    """Every registered method's options: the task's defaults (or the ``recorded`` run's
+    options) with the flags given."""
     options = {}
     for name, fields in settable.items():
         spec = METHODS[name]
@@ -322,7 +431,9 @@ def _method_options(
                 flag = field.metadata.get("flag", f"--{field.name.replace('_', '-')}")
                 parser.error(f"{flag} must be at least {minimum}, got {value}")
         try:
-            options[name] = dataclasses.replace(task.options_for_method(name), **given)
+            base = recorded.options_for(name) if recorded is not None else None
+            base = task.options_for_method(name) if base is None else base
+            options[name] = dataclasses.replace(base, **given)
         except ValueError as error:
             parser.error(str(error))
     return options
@@ -338,9 +449,20 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
 def parse_command(argv: list[str] | None = None) -> Command:
     """:func:`parse_config` with every action the command line may ask for."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    _import_task_module(argv)
+    early = _early_arguments(argv)
+    recorded = None
+    if early is not None and early.config is not None:
+        try:
+            recorded = _recorded_config(early.config)
+        except ValueError as error:
+            _Parser(prog=PROG).error(f"--config: {error}")
+    _import_task_module(early.task if early and early.task else recorded and recorded.task)
     parser, settable = _build_parser(task_values=_asks_for_help(argv))
     args = parser.parse_args(argv)
+    if recorded is not None:
+        _apply_recorded(args, recorded, _given_flags(parser, argv))
+    if not 0 <= args.validation_share < 1:
+        parser.error(f"--validation-share must be in [0, 1), got {args.validation_share}")
     if args.force_eval and not args.resume:
         parser.error("--force-eval re-scores a finished run: use it with --resume and --out")
     try:
@@ -372,20 +494,32 @@ def parse_command(argv: list[str] | None = None) -> Command:
         parser.error(f"--device {args.device} requested but no CUDA GPU is available")
     if args.device != "cpu" and not args.device.startswith("cuda"):
         parser.error(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    if recorded is not None and recorded.task != args.task:  # another task: its own settings
+        recorded = None
+    base: HyperParameters = (
+        recorded.hparams if recorded is not None and recorded.hparams else task.hparams
+    )
     try:
-        hparams = dataclasses.replace(task.hparams, **_hparam_overrides(parser, args, task))
+        hparams = dataclasses.replace(base, **_hparam_overrides(parser, args, task))
         hparams.rates_for(task.modalities)
     except ValueError as error:
         message = str(error)
         name = message.split(" ", 1)[0]
         if name in HPARAM_NAMES:  # "epochs must be ..." -> "--epochs must be ..."
             message = f"--{name.replace('_', '-')}{message[len(name) :]}"
+        if args.missing_rates in PRESETS and args.missing_rates not in (task.presets or {}):
+            message += (
+                f"; the presets {', '.join(PRESETS)} are the paper's rates for three modalities, "
+                f"and task {args.task!r} has {len(task.modalities)} "
+                f"({', '.join(task.modalities)}): give one rate per modality, comma-separated "
+                f"(e.g. --missing-rates {','.join(['0.3'] * len(task.modalities))})"
+            )
         parser.error(message)
-    config = TrainConfig(
+    settings = dict(
         task=args.task,
         hparams=hparams,
         method=args.method,
-        method_options=_method_options(parser, args, task, settable),
+        method_options=_method_options(parser, args, task, settable, recorded),
         data_dir=args.data_dir,
         seed=args.seed,
         drop_all_missing=args.drop_all_missing,
@@ -398,9 +532,18 @@ def parse_command(argv: list[str] | None = None) -> Command:
         row_memory_gb=args.row_memory_gb,
         task_options=task_options,
         select=args.select,
+        validation_share=args.validation_share,
         fold=args.fold,
         threads=args.threads or available_cores(),
     )
+    try:
+        config = TrainConfig(**settings)
+    except ValueError as error:  # "seed must be ..." -> "--seed must be ..."
+        message = str(error)
+        name = message.split(" ", 1)[0]
+        if name in settings:
+            message = f"--{name.replace('_', '-')}{message[len(name) :]}"
+        parser.error(message)
     return Command(config, args.resume, args.force_eval)
 
 
@@ -417,6 +560,13 @@ def _os_error_message(error: OSError, config: TrainConfig) -> str:
     )
 
 
+def _flag_names(message: str) -> str:
+    """A library message with the settings it names spelt as the command line's flags."""
+    for name, flag in _FLAG_NAMES.items():
+        message = message.replace(name, flag)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     # under torchrun, ranks other than 0 report errors only
     quiet = distributed.launched() and os.environ.get("RANK", "0") != "0"
@@ -424,13 +574,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     config, resume, force_eval = parse_command(argv)
     try:
-        run(config, resume=resume, force_eval=force_eval)
+        run(config, resume=resume, force_eval=force_eval, verbose=True)
     except KeyboardInterrupt:
         return 130
     except UsageError as error:
         build_parser(task_values=False).error(str(error))  # exits with status 2
     except (ValueError, FloatingPointError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)  # ImportError: an optional extra is missing
+        # ImportError: an optional extra is missing
+        print(f"error: {_flag_names(str(error))}", file=sys.stderr)
         return 1
     except OSError as error:  # a full disk or an unwritable folder: no traceback
         print(f"error: {_os_error_message(error, config)}", file=sys.stderr)

@@ -320,6 +320,10 @@ class TrainConfig:
     # with the best validation score (the task's selection_metric averaged over the modality
     # combinations, as MMIN); needs a task with a validation split
     select: Literal["last", "validation"] = "last"
+    # share of the training split held out (seeded) to score every epoch, for tasks without a
+    # validation split; the held-out samples are not trained on. 0 (default): train on every
+    # training sample, per-epoch validation only for tasks with a validation split
+    validation_share: float = 0.0
     fold: int | None = None  # cross-validation fold 1..task.folds; None: fold 1 of such a task
     # the task's own options (Task.options), e.g. {"crop": 32} for brats; unset ones keep
     # their defaults
@@ -330,6 +334,9 @@ class TrainConfig:
             raise ValueError(
                 f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}"
             )
+        share = self.validation_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+            raise ValueError(f"validation_share must be a number in [0, 1), got {share!r}")
         if self.fold is not None and (
             isinstance(self.fold, bool) or not isinstance(self.fold, int) or self.fold < 1
         ):

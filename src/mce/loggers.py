@@ -6,8 +6,9 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["RunLogger", "read_log"]
+__all__ = ["RunLogger", "read_log", "write_hparams", "flat_hparams"]
 
 
 def read_log(path: Path) -> list[dict[str, float]]:
@@ -81,3 +82,29 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:
+    """Nested settings as the flat scalars TensorBoard's hparams take: nested keys joined by
+    ``/``, sequences and None as text."""
+    flat: dict[str, int | float | str | bool] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_hparams(value, f"{name}/"))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def write_hparams(run_dir: Path, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Record a run's settings and final scores in TensorBoard's hparams view (``run_dir/tb``,
+    with :meth:`SummaryWriter.add_hparams`)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run_dir / "tb")) as writer:
+        writer.add_hparams(flat_hparams(hparams), metrics, run_name="hparams")

@@ -22,6 +22,7 @@ __all__ = [
     "RunRecord",
     "write_config",
     "read_config",
+    "config_from_dict",
     "ablation_label",
     "package_version",
     "git_commit",
@@ -71,7 +72,8 @@ def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     ``config.json`` differs from ``config``.
 
     ``out`` is ignored (a folder may be spelt differently). A setting the saved file lacks (it
-    was written before the setting existed) counts as its default, which is what that run used;
+    was written before the setting existed) counts as what that run did: its default, or
+    (``validation_share``) 0;
     a method's options it lacks do not count: the run was written before that method existed,
     so it did not train it (another ``method`` differs by itself). A file that kept each
     method's options at the top level (``"mce"``, ``"redcore"``) is read as such.
@@ -81,7 +83,8 @@ def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     defaults = json.loads(json.dumps(_defaults(config.task).to_dict()))
     differ = []
     for key in sorted((set(saved) | set(now)) - {"out", "method_options"}):
-        if _differs(saved.get(key, defaults.get(key)), now.get(key), defaults.get(key)):
+        before = saved.get(key, _BEFORE.get(key, defaults.get(key)))
+        if _differs(before, now.get(key), defaults.get(key)):
             differ.append(key)
     options = saved.get("method_options", {})
     for method, value in now.get("method_options", {}).items():
@@ -89,6 +92,10 @@ def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
         if method in options and _differs(options[method], value, default):
             differ.append(method)
     return differ
+
+
+# what runs written before a setting existed did, where it is not the setting's default
+_BEFORE = {"validation_share": 0.0}  # no samples held out
 
 
 def _defaults(task: str) -> TrainConfig:
@@ -156,6 +163,40 @@ def read_config(out: Path) -> dict[str, Any]:
     return config
 
 
+def config_from_dict(saved: dict[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` that a ``config.json``'s ``config`` object records (read with
+    :func:`read_config`; method options kept at the top level by older files are read too).
+    Settings the file lacks take their defaults; settings it names that no longer exist
+    are ignored.
+
+    Raises:
+        ValueError: a value of the wrong type, naming the setting.
+    """
+    saved = _with_method_options(saved)
+    own = {spec.name for spec in dataclasses.fields(TrainConfig)}
+    values = {key: value for key, value in saved.items() if key in own}
+    if values.get("hparams") is not None:
+        values["hparams"] = _options(HyperParameters, values["hparams"])
+    options = {}
+    for name, recorded in (values.get("method_options") or {}).items():
+        spec = METHODS.get(name)
+        if spec is not None and spec.options is not None and isinstance(recorded, dict):
+            options[name] = _options(spec.options, recorded)
+    values["method_options"] = options
+    return TrainConfig(**values)
+
+
+def _options(kind: type, recorded: dict[str, Any]) -> Any:
+    """An options dataclass from its recorded fields (JSON lists back to tuples)."""
+    fields = {spec.name for spec in dataclasses.fields(kind)}
+    values = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in recorded.items()
+        if key in fields
+    }
+    return kind(**values)
+
+
 def ablation_label(config: MCEConfig) -> str:
     """Which MCE terms a run switched off, e.g. ``"no A, no L_aux"``; empty for full MCE."""
     off = [
@@ -200,6 +241,10 @@ class RunRecord:
     # data-parallel runs only: {"world_size": ranks, "backend": "nccl" | "gloo",
     #  "batch_statistics": "global"} (B and the loss denominators from the global batch)
     distributed: dict[str, Any] = field(default_factory=dict)
+    # the samples scored after every epoch: {"source": "task" (its validation split),
+    #  "training share" or None (none), "share": held-out share or None, "samples": count,
+    #  "held_out_of_training": samples taken from the training split and not trained on}
+    validation: dict[str, Any] = field(default_factory=dict)
 
     def column(self, method: str) -> str:
         options = self.config.options_for(method)
@@ -281,6 +326,11 @@ class RunRecord:
                 f"({self.distributed['backend']}); factor B and the loss terms from "
                 "global-batch statistics"
             )
+        if self.validation.get("held_out_of_training"):
+            lines.append(
+                f"{self.validation['held_out_of_training']} training samples held out (share "
+                f"{self.validation['share']:g}) to score every epoch, not trained on"
+            )
         if self.selection.get("mode") == "validation":
             chosen = ", ".join(
                 f"{m} epoch {epoch} (validation {self.selection['validation_score'][m]:.2f})"
@@ -315,6 +365,7 @@ class RunRecord:
             "scores": self.scores,
             "metrics": self.metrics,
             "selection": self.selection,
+            "validation": self.validation,
             "unimodal_heads": self.heads,
             "upper_bounds": self.upper_bounds,
             **({"distributed": self.distributed} if self.distributed else {}),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import logging.handlers
 import os
 import time
 from collections.abc import Callable
@@ -20,24 +21,28 @@ import torch
 
 from mce import distributed
 from mce.activity import INACTIVE_RATES_WARNING, closing_lines, term_activity
-from mce.bits import popcount
+from mce.bits import has_modality, popcount
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HPARAM_NAMES, TrainConfig, option_names, parse_rates
 from mce.data.dataset import MultimodalData
 from mce.data.masks import apply_missing_rates, presence_from_csv
 from mce.evaluate import Evaluation
+from mce.inference import save_model
 from mce.lce import BatchUpperBounds, presence_counts
-from mce.loggers import read_log
+from mce.loggers import read_log, write_hparams
 from mce.methods import METHODS, MethodInputs, MethodSpec, get_method
 from mce.pretrain import UpperBounds, unimodal_model, upper_bound_table
 from mce.records import CONFIG, RESULTS, RunRecord, config_differences, read_config, write_config
 from mce.run_folder import lock_folder, read_json, remove_temporaries
+from mce.seeding import stream
 from mce.tasks import Task, get_task
 from mce.trainer import Trainer
 
-__all__ = ["run", "config_for", "resolve_config", "UsageError", "COMPARE"]
+__all__ = ["run", "config_for", "resolve_config", "UsageError", "COMPARE", "RUN_LOG"]
 
 log = logging.getLogger("mce.train")
+
+RUN_LOG = "run.log"  # every log line of the run, in its folder
 
 COMPARE = ("mce", "baseline")  # what --method compare trains
 
@@ -149,6 +154,7 @@ def run(
     *,
     task: Task | None = None,
     force_eval: bool = False,
+    verbose: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Train and evaluate as configured.
 
@@ -159,6 +165,11 @@ def run(
         task: a ``Task`` object to use instead of looking ``config.task`` up by name.
         force_eval: with ``resume``, evaluate a finished run again and rewrite its results
             (without it, resuming a finished run changes nothing and returns its scores).
+        verbose: print the results table and the closing lines (as the command line does);
+            otherwise the run prints nothing (it logs, and writes its files in ``config.out``).
+
+    Every log line of the ``mce`` loggers goes to ``run.log`` in the run folder while it runs
+    (rank 0; appended to when resuming).
 
     The run holds the folder's lock (:func:`mce.run_folder.lock_folder`) while it runs: a
     second run in the same folder is refused.
@@ -193,6 +204,7 @@ def run(
     with contextlib.ExitStack() as held:  # one run at a time in a folder, for its whole life
         distributed.on_main(lambda: held.enter_context(lock_folder(out)) and None)
         distributed.on_main(lambda: _check_folder(out, resume, config))
+        run_log = held.enter_context(_RunLog()) if distributed.is_main() else None
         if resume and not force_eval and distributed.on_main(lambda: _finished(out)):
             log.info(
                 "the run in %s is complete (%s): nothing to do; --resume --force-eval "
@@ -202,7 +214,66 @@ def run(
             )
             return distributed.on_main(lambda: _saved_scores(out))
         distributed.on_main(lambda: remove_temporaries(out))
-        return _run_in_folder(config, task, device, out, names, resume, stop_at_step)
+        return _run_in_folder(
+            config, task, device, out, names, resume, stop_at_step, verbose, run_log
+        )
+
+
+class _RunLog:
+    """Every record of the ``mce`` loggers (INFO and above) while the context lasts, written
+    to ``run.log`` in the run folder once :meth:`start` names it (the records before that
+    too); without :meth:`start` nothing is written."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("mce")
+        self.handler: logging.Handler = logging.handlers.MemoryHandler(
+            capacity=1 << 20, flushLevel=logging.CRITICAL + 1
+        )
+        self.handler.setLevel(logging.INFO)
+        self.level = self.logger.level
+
+    def __enter__(self) -> _RunLog:
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self.handler)
+        return self
+
+    def start(self, out: Path) -> None:
+        """Write the records so far, and every one after, to ``out/run.log`` (appended)."""
+        file = logging.FileHandler(out / RUN_LOG, encoding="utf-8")
+        file.setLevel(logging.INFO)
+        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for record in self.handler.buffer:
+            file.handle(record)
+        self.logger.removeHandler(self.handler)
+        self.handler.close()
+        self.handler = file
+        self.logger.addHandler(file)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+        self.handler.close()
+
+
+def _hold_out(
+    masked_data: MultimodalData, full: MultimodalData, kept: torch.Tensor, share: float, seed: int
+) -> tuple[MultimodalData, MultimodalData]:
+    """(training rest, held-out validation samples): ``share`` of the masked training split,
+    drawn from the stream (seed, "validation"); the held-out samples with all their inputs
+    (from ``full``, the split before masking), the rest with their masks."""
+    order = torch.randperm(len(masked_data), generator=stream(seed, "validation"))
+    count = min(round(share * len(masked_data)), len(masked_data) - 1)
+    held, rest = order[:count].sort().values, order[count:].sort().values
+    return masked_data.subset(rest), full.subset(kept[held])
+
+
+def _actual_rates(data: MultimodalData) -> dict[str, float]:
+    """Each modality's missing fraction over ``data``."""
+    return {
+        name: 1.0 - float(has_modality(data.present, m).double().mean())
+        for m, name in enumerate(data.modalities)
+    }
 
 
 def _run_in_folder(
@@ -213,6 +284,8 @@ def _run_in_folder(
     names: tuple[str, ...],
     resume: bool,
     stop_at_step: int | None,
+    verbose: bool,
+    run_log: _RunLog | None,
 ) -> dict[str, dict[str, float]]:
     """:func:`run` once the folder is locked and checked."""
     hparams = config.hparams
@@ -232,8 +305,27 @@ def _run_in_folder(
             train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
         )
     distributed.on_main(lambda: _start_folder(out, config, masked, resume))
+    if run_log is not None:
+        run_log.start(out)
     train = masked.data
     actual = masked.actual_rates
+    held_out = 0
+    if validation is None and config.validation_share > 0:
+        # scored every epoch, never trained on: masks stay those of the whole split, upper
+        # bounds and training use the rest
+        train, validation = _hold_out(
+            train, train_full, masked.kept, config.validation_share, config.seed
+        )
+        held_out = len(validation)
+        if not held_out:
+            validation = None
+        actual = _actual_rates(train)
+        log.info(
+            "validation: %d training samples held out (--validation-share %g), scored every "
+            "epoch",
+            held_out,
+            config.validation_share,
+        )
     log.info(
         "training split: %d samples, %d dropped (every modality missing); missing rates "
         "stated %s, actual %s",
@@ -255,8 +347,17 @@ def _run_in_folder(
             "actual": actual,
             "training_samples": len(train),
             "dropped_samples": masked.dropped,
+            "validation_samples": held_out,
             "drop_all_missing": config.drop_all_missing,
             "presence_csv": config.presence_csv,
+        },
+        validation={
+            "source": None
+            if validation is None
+            else ("training share" if held_out else "task"),
+            "share": config.validation_share if held_out else None,
+            "samples": len(validation) if validation is not None else 0,
+            "held_out_of_training": held_out,
         },
     )
     if distributed.is_active():
@@ -314,8 +415,9 @@ def _run_in_folder(
             seed=config.seed,
             device=device,
             progress=progress,
-            validate=validate if selecting else None,
+            validate=validate if validation is not None else None,
             validation_name=task.selection_name,
+            select_best=selecting,
             augment=task.augment,
         )
         if resume and trainer.has_checkpoint():
@@ -342,17 +444,46 @@ def _run_in_folder(
             100.0 * trainer.best_score if selecting and trainer.best_score is not None else None
         )
         record.timing_s[name] = {step: round(seconds, 3) for step, seconds in timing.items()}
+        if distributed.is_main():
+            write_hparams(out / name, _hparams_of(config, name), _test_metrics(record, name))
+            save_model(out, trainer.model, config, name)  # the tested weights, for mce.load
     if distributed.is_main():
         record.write(out)
-        print(f"\n{record.markdown()}\nresults in {out}/results.json and results.md")
-        activity = None
-        if (out / "mce" / "log.csv").is_file() and "mce" in names:
-            activity = term_activity(read_log(out / "mce" / "log.csv"), task.modalities)
-        lines = closing_lines(
-            record.scores, activity, task=config.task, rates=rates, seed=config.seed, out=str(out)
-        )
-        print("\n".join(lines))
+        if verbose:
+            print(summary(record, out, task, rates))
     return record.scores
+
+
+def summary(record: RunRecord, out: Path, task: Task, rates: tuple[float, ...]) -> str:
+    """The results table, where the results are, and the closing lines of a run."""
+    activity = None
+    if (out / "mce" / "log.csv").is_file() and "mce" in record.scores:
+        activity = term_activity(read_log(out / "mce" / "log.csv"), task.modalities)
+    config = record.config
+    lines = closing_lines(
+        record.scores, activity, task=config.task, rates=rates, seed=config.seed, out=str(out)
+    )
+    return "\n".join(
+        [f"\n{record.markdown()}\nresults in {out}/results.json and results.md", *lines]
+    )
+
+
+def _hparams_of(config: TrainConfig, method: str) -> dict[str, Any]:
+    """The settings of one method's training, for TensorBoard's hparams."""
+    values = config.to_dict()
+    options = values.pop("method_options").get(method)
+    values.pop("out")
+    values["method"] = method
+    return {**values, **({"options": options} if options else {})}
+
+
+def _test_metrics(record: RunRecord, method: str) -> dict[str, float]:
+    """One method's test averages (%), for TensorBoard's hparams."""
+    metrics = {f"test/{record.metric}": record.scores[method]["average"]}
+    for metric, values in record.metrics.get(method, {}).items():
+        if "average" in values:
+            metrics[f"test/{metric}"] = values["average"]
+    return metrics
 
 
 def _finished(out: Path) -> bool:

@@ -82,10 +82,10 @@ class Trainer:
     kernels' own nondeterminism on a GPU.
 
     With ``validate``, the model is scored after every epoch (logged as ``validation/<name>``
-    in ``log.csv`` and TensorBoard, on the epoch's last step) and the state of the best epoch
-    (the first to reach the highest score) is kept, in the checkpoint too; when training ends
-    the model holds that best state (:attr:`best_epoch`, :attr:`best_score`). Without it the
-    model is the last epoch's.
+    in ``log.csv`` and TensorBoard, on the epoch's last step, and as one INFO line). With
+    ``select_best`` too, the state of the best epoch (the first to reach the highest score) is
+    kept, in the checkpoint too; when training ends the model holds that best state
+    (:attr:`best_epoch`, :attr:`best_score`). Otherwise the model is the last epoch's.
 
     In a data-parallel run (torchrun, :mod:`mce.distributed`) every rank walks the same global
     batches and trains on its slice of each (``MultimodalData.batches(part=...)``); the
@@ -104,9 +104,10 @@ class Trainer:
         seed: initialisation and data order.
         device: where the model and batches live.
         progress: show progress bars.
-        validate: model -> validation score (higher is better), called after every epoch to
-            select the epoch; None: the last epoch's model is the result.
+        validate: model -> validation score in [0, 1] (higher is better), called after every
+            epoch; None: no validation.
         validation_name: what ``validate`` measures, for the logs.
+        select_best: the best validated epoch's model is the result (else the last epoch's).
         augment: batch -> transformed batch, applied to every training batch before it moves
             to ``device`` (e.g. the task's random crops); None: none.
     """
@@ -124,12 +125,15 @@ class Trainer:
         progress: bool = True,
         validate: Callable[[nn.Module], float] | None = None,
         validation_name: str = "score",
+        select_best: bool = True,
         augment: Callable[[Batch], Batch] | None = None,
     ) -> None:
         self.augment = augment
+        self.select_best = select_best and validate is not None
         self.method, self.train, self.run_dir, self.hparams = method, train, run_dir, hparams
         self.seed, self.device, self.progress = seed, device, progress
         self.validate, self.validation_key = validate, f"validation/{validation_name}"
+        self.validation_name = validation_name
         # the selected epoch (1-based), its validation score and model state (on the CPU)
         self.best_epoch: int | None = None
         self.best_score: float | None = None
@@ -265,16 +269,30 @@ class Trainer:
                 finished = self._fit_epochs(logger, stop_at_step, interrupt)
         finally:
             logger.close()
-        if finished and self.validate is not None and self.best_model is not None:
+        if finished and self.select_best and self.best_model is not None:
             self.model.load_state_dict(self.best_model)
         return finished
 
     def _select(self, logger: RunLogger | _NoLogger) -> None:
-        """Score the epoch just finished on the validation split; keep its state if best (rank
-        0's score decides on every rank)."""
+        """Score the epoch just finished on the validation split; with ``select_best``, keep
+        its state if best (rank 0's score decides on every rank)."""
         distributed.broadcast_buffers(self.model)
+        rng, cuda_rng = _rng_states()  # scoring draws nothing from the training's streams
         score = distributed.broadcast_object(float(self.validate(self.model)))
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
         logger.log(self.step - 1, self.epoch - 1, {self.validation_key: score})
+        log.info(
+            "%s epoch %d/%d: validation %s %.2f %% (average over the modality combinations)",
+            self.method.name,
+            self.epoch,
+            self.hparams.epochs,
+            self.validation_name,
+            100.0 * score,
+        )
+        if not self.select_best:
+            return
         if self.best_score is None or score > self.best_score:
             self.best_score, self.best_epoch = score, self.epoch
             self.best_model = {
