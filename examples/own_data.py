@@ -70,7 +70,7 @@ if __name__ == "__main__":
     import logging
 
     logging.basicConfig(level=logging.INFO)
-    scores = run(config_for(TASK, method="compare", progress=False), task=TASK)
+    scores = run(config_for(TASK, method="compare", progress=False), task=TASK, verbose=True)
     print(
         f"average accuracy: MCE {scores['mce']['average']:.2f}%, "
         f"baseline {scores['baseline']['average']:.2f}%"
