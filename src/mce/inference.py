@@ -5,6 +5,9 @@ attribute each prediction to the modalities (per-sample Shapley values, Eq. 5).
     result = predictor.predict({"image": images}, attribution=True)
     result.prediction, result.scores, result.shapley
 
+Dense tasks predict maps: BraTS per-voxel class scores over whole volumes (the task's sliding
+window over the model), nuScenes per-cell vehicle scores (with each sample's ``context``).
+
 The weights are read from ``<run>/<method>/model.safetensors`` (:func:`save_model`) when
 present, else from the method's training checkpoint ``<run>/<method>/checkpoint.pt`` (its
 selected best epoch when it holds one).
@@ -18,7 +21,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +38,9 @@ from mce.shapley import coalition_plan, plan_shapley
 from mce.tasks import Task, get_task
 from mce.tasks.base import classification_loss, classification_utility
 
+if TYPE_CHECKING:
+    from mce.segmentation import SlidingWindow
+
 __all__ = ["Prediction", "Predictor", "load", "save_model", "WEIGHTS"]
 
 WEIGHTS = "model.safetensors"  # the final weights of a method, in <run>/<method>/
@@ -47,9 +53,14 @@ class Prediction:
     """What :meth:`Predictor.predict` returns (CPU tensors, one row per sample).
 
     Attributes:
-        outputs: Tensor[N, ...] the model's outputs from each sample's present modalities.
-        prediction: Tensor[N] int64 predicted class (classification; None otherwise).
-        scores: Tensor[N, C] softmax probability of each class (classification; None otherwise).
+        outputs: Tensor[N, ...] the model's outputs from each sample's present modalities
+            (a sliding-window task: the softmax averaged over the windows, as ``scores``).
+        prediction: Tensor[N] int64 predicted class (classification); a dense task's map,
+            int64: Tensor[N, D, H, W] argmax class of each voxel, or Tensor[N, H, W] 0/1 of each
+            cell of a one-logit output (sigmoid > 0.5); None otherwise.
+        scores: Tensor[N, C] softmax probability of each class (classification); a dense
+            task's Tensor[N, K, ...] softmax over K classes, or sigmoid of a one-logit output;
+            None otherwise.
         present: Tensor[N] int64 presence bitmasks used (bit m: modality m).
         shapley: Tensor[N, M] Shapley value of each modality for the predicted class's
             probability (NaN for absent modalities); None without attribution.
@@ -87,6 +98,21 @@ class Predictor:
             self.task.loss is classification_loss or self.task.utility is classification_utility
         )
 
+    @property
+    def is_dense(self) -> bool:
+        """Whether the model predicts maps (a segmentation: per voxel or per BEV cell)."""
+        from mce.dense import DenseMultimodalModel
+
+        return isinstance(self.model, DenseMultimodalModel)
+
+    @property
+    def window(self) -> SlidingWindow | None:
+        """The task's sliding window over whole volumes (BraTS), else None."""
+        from mce.segmentation import SlidingWindow
+
+        window = getattr(self.task.evaluator, "window", None)
+        return window if isinstance(window, SlidingWindow) else None
+
     @torch.no_grad()
     def predict(
         self,
@@ -94,6 +120,7 @@ class Predictor:
         present: Tensor | np.ndarray | None = None,
         *,
         lengths: Mapping[str, Tensor | np.ndarray] | None = None,
+        context: Mapping[str, Tensor | np.ndarray] | None = None,
         batch_size: int = 256,
         attribution: bool = False,
         shapley: Literal["exact", "mc"] = "exact",
@@ -111,7 +138,10 @@ class Predictor:
                 Inputs of modalities marked absent are ignored.
             lengths: name -> int [N] valid frames of a padded sequence modality [N, T, ...]
                 (frames past a length are ignored and may hold NaN).
-            batch_size: samples per forward.
+            context: key -> Tensor/array [N, ...] side data of the samples that encoders
+                read (nuScenes: the camera calibrations, ``MultimodalData.context``).
+            batch_size: samples per forward (a sliding-window task runs one sample at a
+                time).
             attribution: also compute each sample's Shapley values of its present modalities
                 for the predicted class's probability (classification only).
             shapley: "exact" (every subset, Eq. 5) or "mc" (``mc_k`` permutations per sample,
@@ -121,13 +151,19 @@ class Predictor:
 
         Raises:
             ValueError: an unknown modality, inputs of the wrong shape (naming the modality),
-                a sample with no modality (naming its index), NaN in a present input, or
-                attribution for a task that is not a classification.
+                a sample with no modality (naming its index), NaN in a present input, context
+                of the wrong number of samples, or attribution for a task that is not a
+                classification (dense tasks included).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if shapley not in ("exact", "mc"):
             raise ValueError(f"shapley must be 'exact' or 'mc', got {shapley!r}")
+        if attribution and self.is_dense:
+            raise ValueError(
+                f"attribution is not available for task {self.task.name!r}: its outputs are "
+                "dense maps; predict without attribution"
+            )
         if attribution and not self.is_classification:
             raise ValueError(
                 f"attribution needs a classification task; task {self.task.name!r} is not one"
@@ -135,18 +171,85 @@ class Predictor:
         device = torch.device(device) if device is not None else _model_device(self.model)
         self.model.to(device)
         tensors, present, lengths = self._prepared(inputs, present, lengths)
-        self._check_encoders(tensors, present, lengths, device)
+        extra = self._context(context, present.shape[0])
+        window = self.window
+        if window is not None:
+            return self._predict_volumes(window, tensors, set(inputs), present, device)
+        self._check_encoders(tensors, present, lengths, extra, device)
         parts: list[Prediction] = []
         for first in range(0, present.shape[0], batch_size):
             rows = slice(first, first + batch_size)
             batch = {name: value[rows].to(device) for name, value in tensors.items()}
             part = {name: value[rows].to(device) for name, value in lengths.items()}
+            sides = {key: value[rows].to(device) for key, value in extra.items()}
             parts.append(
                 self._predict_batch(
-                    batch, present[rows].to(device), part, attribution, shapley, mc_k, seed
+                    batch, present[rows].to(device), part, sides, attribution, shapley, mc_k, seed
                 )
             )
         return _concatenated(parts, present)
+
+    def _context(
+        self, context: Mapping[str, Tensor | np.ndarray] | None, num_samples: int
+    ) -> dict[str, Tensor]:
+        """The samples' context as tensors, one row per sample, checked."""
+        checked = {}
+        for key, value in (context or {}).items():
+            value = _as_tensor(value, f"context {key!r}")
+            if value.dim() < 1 or value.shape[0] != num_samples:
+                raise ValueError(
+                    f"context {key!r} has shape {list(value.shape)}; expected [N, ...] with "
+                    f"N = {num_samples} samples"
+                )
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"context {key!r} holds NaN or infinite values")
+            checked[key] = value
+        return checked
+
+    def _predict_volumes(
+        self,
+        window: SlidingWindow,
+        tensors: dict[str, Tensor],
+        given: set[str],
+        present: Tensor,
+        device: torch.device,
+    ) -> Prediction:
+        """Whole volumes [N, 1, D, H, W] per modality, one sample at a time through the
+        task's sliding window, each from its present set (the window and forward of
+        :func:`mce.segmentation.evaluate_segmentation` for that combination)."""
+        from mce.segmentation import _combinations_predictor, _stack
+
+        shapes = {name: tuple(tensors[name].shape) for name in self.modalities if name in given}
+        shape = next(iter(shapes.values()))
+        for name, other in shapes.items():
+            if len(other) != 5 or other[1] != 1:
+                raise ValueError(
+                    f"modality {name!r} has shape {list(other)}; expected whole volumes "
+                    "[N, 1, D, H, W]"
+                )
+            if other != shape:
+                raise ValueError(
+                    f"modality {name!r} has shape {list(other)}, unlike {list(shape)} of "
+                    f"{next(iter(shapes))!r}: every modality needs volumes of one shape"
+                )
+        volumes = {
+            name: tensors[name] if name in given else torch.zeros(shape)
+            for name in self.modalities
+        }
+        scores = []
+        for n in range(present.shape[0]):
+            x = _stack({name: value[n : n + 1] for name, value in volumes.items()}, self.modalities)
+            mask = present[n : n + 1].to(device)
+            predictor = _combinations_predictor(self.model, mask, [int(mask[0])])
+            try:
+                scores.append(window(predictor, x.to(device)).float().cpu())
+            except RuntimeError as error:
+                raise ValueError(
+                    f"sample {n}: volumes of shape {list(shape)} do not fit the model "
+                    f"({str(error).splitlines()[0]})"
+                ) from error
+        probabilities = torch.cat(scores)
+        return Prediction(probabilities, probabilities.argmax(dim=1), probabilities, present.cpu())
 
     def _prepared(
         self,
@@ -295,6 +398,7 @@ class Predictor:
         tensors: Mapping[str, Tensor],
         present: Tensor,
         lengths: Mapping[str, Tensor],
+        context: Mapping[str, Tensor],
         device: torch.device,
     ) -> None:
         """Run each modality's encoder on its first present sample, so that an input of the
@@ -306,14 +410,22 @@ class Predictor:
                 continue
             x = tensors[name][rows].to(device)
             part = lengths[name][rows].to(device) if name in lengths else None
+            key = getattr(self.model.encoders[name], "context_key", None)
+            if key is not None and key not in context:
+                raise ValueError(
+                    f"modality {name!r} needs the samples' context {key!r} (give context=...)"
+                )
+            sides = {key: value[rows].to(device) for key, value in context.items()}
             try:
-                features = run_encoder(self.model.encoders[name], x, part)
+                features = run_encoder(self.model.encoders[name], x, part, sides)
             except (RuntimeError, ValueError, IndexError, TypeError) as error:
                 shape = list(tensors[name].shape)
                 raise ValueError(
                     f"modality {name!r}: inputs of shape {shape} do not fit its encoder "
                     f"({str(error).splitlines()[0]})"
                 ) from error
+            if self.is_dense:  # feature maps: their shape depends on the inputs'
+                continue
             if isinstance(features, Tensor) and tuple(features.shape) != (1, self.model.dim):
                 raise ValueError(
                     f"modality {name!r}: inputs of shape {list(tensors[name].shape)} do not fit "
@@ -325,6 +437,7 @@ class Predictor:
         inputs: dict[str, Tensor],
         present: Tensor,
         lengths: dict[str, Tensor],
+        context: dict[str, Tensor],
         attribution: bool,
         shapley: Literal["exact", "mc"],
         mc_k: int,
@@ -332,7 +445,7 @@ class Predictor:
     ) -> Prediction:
         """One batch: encode once, then one forward over the rows (n, A_n), or over the
         coalition plan's rows with attribution."""
-        h = self.model.encode(inputs, present, lengths)
+        h = self.model.encode(inputs, present, lengths, context)
         if not attribution:
             outputs = self.model.forward_rows(h, full_rows(present))[1]
             return self._result(outputs, present)
@@ -353,14 +466,20 @@ class Predictor:
 
     def _result(self, outputs: Tensor, present: Tensor) -> Prediction:
         outputs = outputs.float()
+        if self.is_dense:
+            if outputs.shape[1] == 1:  # one logit per cell: sigmoid > 0.5
+                scores, labels = torch.sigmoid(outputs), (outputs[:, 0] > 0).long()
+            else:
+                scores, labels = torch.softmax(outputs, dim=1), outputs.argmax(dim=1)
+            return Prediction(outputs.cpu(), labels.cpu(), scores.cpu(), present.cpu())
         if not self.is_classification:
             return Prediction(outputs.cpu(), None, None, present.cpu())
         scores = torch.softmax(outputs, dim=-1)
         return Prediction(outputs.cpu(), outputs.argmax(dim=-1).cpu(), scores.cpu(), present.cpu())
 
     def predict_data(self, data: MultimodalData, **options: Any) -> Prediction:
-        """:meth:`predict` on a split (its inputs, presence and sequence lengths), batch by
-        batch; ``options`` as for :meth:`predict`."""
+        """:meth:`predict` on a split (its inputs, presence, sequence lengths and context),
+        batch by batch; ``options`` as for :meth:`predict`."""
         if tuple(data.modalities) != self.modalities:
             raise ValueError(
                 f"the data's modalities {list(data.modalities)} are not the model's "
@@ -374,6 +493,7 @@ class Predictor:
                     batch.inputs,
                     batch.present,
                     lengths=batch.lengths,
+                    context=batch.context,
                     batch_size=batch_size,
                     **options,
                 )
@@ -400,7 +520,7 @@ def load(
 
     Raises:
         ValueError: no run in the folder, an unknown or untrained method (listing those
-            trained), weights that do not fit the task's model, or a dense task.
+            trained), or weights that do not fit the task's model.
     """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
@@ -426,12 +546,6 @@ def load(
     options = config.get("task_options") or {}
     task = get_task(config["task"], options) if task is None else task.with_options(options)
     model = task.build_model()
-    from mce.dense import DenseMultimodalModel
-
-    if isinstance(model, DenseMultimodalModel):
-        raise ValueError(
-            f"task {task.name!r} is a dense task; mce.load serves classification tasks only"
-        )
     spec = get_method(method)
     if spec.adapt_model is not None:
         model = spec.adapt_model(model, _method_options(spec, task, config))
