@@ -13,12 +13,10 @@ import pytest
 import torch
 from data.brats_fixture import write_brats_fixture
 
-from mce.config import HyperParameters
 from mce.run import config_for
 from mce.tasks import get_task
 from mce.tasks.brats import PRESETS, cache_dir_for, load
 from mce.train import parse_config
-from mce.trainer import build_optimizer
 
 SMALL = ["--task-option", "crop=16", "--task-option", "base=4", "--task-option", "levels=3"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 from data.iemocap_fixture import write_iemocap_fixture
-from data.test_avmnist import write_idx, write_wav
+from data.avmnist_fixture import write_avmnist_fixture
 
 import mce
 from mce.tasks import get_task
@@ -36,17 +36,7 @@ def _check(predictor, test, missing: str) -> None:
 
 
 def test_avmnist_run_loads_and_predicts(tmp_path) -> None:
-    mnist = tmp_path / "data" / "mnist"
-    mnist.mkdir(parents=True)
-    labels = torch.arange(10, dtype=torch.uint8).repeat_interleave(4).numpy()
-    images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8).numpy()
-    write_idx(mnist / "train-images-idx3-ubyte", images)
-    write_idx(mnist / "train-labels-idx1-ubyte", labels)
-    recordings = tmp_path / "data" / "fsdd" / "recordings"
-    recordings.mkdir(parents=True)
-    for digit in range(10):
-        for index in range(2):
-            write_wav(recordings / f"{digit}_jackson_{index}.wav", digit)
+    write_avmnist_fixture(tmp_path / "data")
     argv = ["--task", "avmnist", "--data-dir", str(tmp_path / "data"), *FAST]
     argv += ["--batch-size", "8", "--missing-rates", "0.2,0.5", "--out", str(tmp_path / "run")]
     assert main(argv) == 0

@@ -14,7 +14,7 @@ import torch
 from data.brats_fixture import write_brats_fixture
 from data.iemocap_fixture import write_iemocap_fixture
 from data.nuscenes_fixture import write_nuscenes_fixture
-from data.test_avmnist import write_idx, write_wav
+from data.avmnist_fixture import write_avmnist_fixture
 from torch import nn
 
 from mce.checkpoint import load_checkpoint
@@ -535,17 +535,7 @@ def test_checkpoints_without_method_state(tmp_path) -> None:
 
 
 def test_cli_trains_redcore_on_avmnist(tmp_path) -> None:
-    mnist = tmp_path / "data" / "mnist"
-    mnist.mkdir(parents=True)
-    labels = torch.arange(10, dtype=torch.uint8).repeat_interleave(4).numpy()
-    images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8).numpy()
-    write_idx(mnist / "train-images-idx3-ubyte", images)
-    write_idx(mnist / "train-labels-idx1-ubyte", labels)
-    recordings = tmp_path / "data" / "fsdd" / "recordings"
-    recordings.mkdir(parents=True)
-    for digit in range(10):
-        for index in range(2):
-            write_wav(recordings / f"{digit}_jackson_{index}.wav", digit)
+    write_avmnist_fixture(tmp_path / "data")
     argv = ["--task", "avmnist", "--data-dir", str(tmp_path / "data"), "--method", "redcore"]
     argv += ["--epochs", "2", "--batch-size", "8", "--missing-rates", "0.2,0.5", "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0

@@ -54,12 +54,39 @@ PROG = "python -m mce.train"
 _FLAG_NAMES = {"drop_all_missing=True": "--drop-all-missing"}
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (and a pointer to ``--help``), without
-    the usage block."""
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the command line's flags
+    (:func:`flag_names`) and a pointer to ``--help``, without the usage block (both commands,
+    ``mce.train`` and ``mce.experiment``, use it)."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n({self.prog} --help lists every option)\n")
+        help_line = f"({self.prog} --help lists every option)"
+        self.exit(2, f"{self.prog}: error: {flag_names(message)}\n{help_line}\n")
+
+
+def flag_names(message: str) -> str:
+    """A library message with the settings it names spelt as the command line's flags: the
+    names of :data:`_FLAG_NAMES`, and a hyper-parameter's name opening the message
+    (``epochs must be at least 1`` -> ``--epochs must be at least 1``)."""
+    for name, flag in _FLAG_NAMES.items():
+        message = message.replace(name, flag)
+    name = message.split(" ", 1)[0]
+    if name in HPARAM_NAMES:
+        message = f"--{name.replace('_', '-')}{message[len(name) :]}"
+    return message
+
+
+def preset_hint(text: str, task: Task, flag: str) -> str:
+    """Why a paper preset (a-f, three modalities) does not fit ``task``, with rates that
+    would; empty when ``text`` is no such preset."""
+    if text not in PRESETS or text in (task.presets or {}):
+        return ""
+    count = len(task.modalities)
+    return (
+        f"the presets {', '.join(PRESETS)} are the paper's rates for three modalities, and "
+        f"task {task.name!r} has {count} ({', '.join(task.modalities)}): give one rate per "
+        f"modality, comma-separated (e.g. {flag} {','.join(['0.3'] * count)})"
+    )
 
 
 class Command(NamedTuple):
@@ -79,7 +106,7 @@ def build_parser(task_values: bool = True) -> argparse.ArgumentParser:
 
 def _build_parser(task_values: bool) -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     """The parser, and for each registered method with options the fields its flags set."""
-    parser = _Parser(prog=PROG, description=DESCRIPTION)
+    parser = OneLineParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument(
         "--config",
         default=None,
@@ -455,7 +482,7 @@ def parse_command(argv: list[str] | None = None) -> Command:
         try:
             recorded = _recorded_config(early.config)
         except ValueError as error:
-            _Parser(prog=PROG).error(f"--config: {error}")
+            OneLineParser(prog=PROG).error(f"--config: {error}")
     _import_task_module(early.task if early and early.task else recorded and recorded.task)
     parser, settable = _build_parser(task_values=_asks_for_help(argv))
     args = parser.parse_args(argv)
@@ -503,18 +530,8 @@ def parse_command(argv: list[str] | None = None) -> Command:
         hparams = dataclasses.replace(base, **_hparam_overrides(parser, args, task))
         hparams.rates_for(task.modalities)
     except ValueError as error:
-        message = str(error)
-        name = message.split(" ", 1)[0]
-        if name in HPARAM_NAMES:  # "epochs must be ..." -> "--epochs must be ..."
-            message = f"--{name.replace('_', '-')}{message[len(name) :]}"
-        if args.missing_rates in PRESETS and args.missing_rates not in (task.presets or {}):
-            message += (
-                f"; the presets {', '.join(PRESETS)} are the paper's rates for three modalities, "
-                f"and task {args.task!r} has {len(task.modalities)} "
-                f"({', '.join(task.modalities)}): give one rate per modality, comma-separated "
-                f"(e.g. --missing-rates {','.join(['0.3'] * len(task.modalities))})"
-            )
-        parser.error(message)
+        hint = preset_hint(args.missing_rates or "", task, "--missing-rates")
+        parser.error(str(error) + (f"; {hint}" if hint else ""))
     settings = dict(
         task=args.task,
         hparams=hparams,
@@ -560,13 +577,6 @@ def _os_error_message(error: OSError, config: TrainConfig) -> str:
     )
 
 
-def _flag_names(message: str) -> str:
-    """A library message with the settings it names spelt as the command line's flags."""
-    for name, flag in _FLAG_NAMES.items():
-        message = message.replace(name, flag)
-    return message
-
-
 def main(argv: list[str] | None = None) -> int:
     # under torchrun, ranks other than 0 report errors only
     quiet = distributed.launched() and os.environ.get("RANK", "0") != "0"
@@ -581,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser(task_values=False).error(str(error))  # exits with status 2
     except (ValueError, FloatingPointError, ImportError) as error:
         # ImportError: an optional extra is missing
-        print(f"error: {_flag_names(str(error))}", file=sys.stderr)
+        print(f"error: {flag_names(str(error))}", file=sys.stderr)
         return 1
     except OSError as error:  # a full disk or an unwritable folder: no traceback
         print(f"error: {_os_error_message(error, config)}", file=sys.stderr)

@@ -189,8 +189,7 @@ def run(
     """
     # the task's values where the config leaves them unset; config.json records them resolved
     config, task = _resolved(config, task)
-    hparams = config.hparams
-    rates = hparams.rates_for(task.modalities)
+    config.hparams.rates_for(task.modalities)  # a wrong count fails before anything is written
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = distributed.init(config.device)

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
 import shutil
-import struct
-import wave
 
 import numpy as np
 import pytest
 import torch
 
+from avmnist_fixture import write_idx, write_wav
+
 from mce.data.audio import mfcc, read_wav, resample
 from mce.data.avmnist import clip_features, load_avmnist, read_idx
 from mce.tasks.avmnist import TASK
-
-
-def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
-    codes = {np.dtype(np.uint8): 0x08}
-    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    payload = header + array.tobytes()
-    with (gzip.open if compress else open)(path, "wb") as file:
-        file.write(payload)
-
-
-def write_wav(path, digit: int, rate: int = 8000, seconds: float = 0.3) -> None:
-    t = np.arange(int(rate * seconds)) / rate
-    tone = 0.5 * np.sin(2 * math.pi * (200 + 100 * digit) * t)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes((tone * 32767).astype("<i2").tobytes())
 
 
 @pytest.fixture

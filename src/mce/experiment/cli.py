@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mce.cli import OneLineParser, flag_names, preset_hint
 from mce.config import HPARAM_NAMES, hparam_arguments, option_names, parse_option, parse_rates
-from mce.data.masks import PRESETS
 from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of, settable_names
 from mce.experiment.runner import run_experiment
 from mce.methods import METHODS
@@ -26,31 +26,6 @@ from mce.records import FIGURES_MARKER
 from mce.tasks import Task, task_from_arguments
 
 PROG = "python -m mce.experiment"
-# settings named in messages of the library, as this command line spells them
-_FLAG_NAMES = {"drop_all_missing=True": "--drop-all-missing"}
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line and a pointer to ``--help``, without the
-    usage block."""
-
-    def error(self, message: str):  # type: ignore[override]
-        help_line = f"({self.prog} --help lists every option)"
-        self.exit(2, f"{self.prog}: error: {_flags(message)}\n{help_line}\n")
-
-
-def _flags(message: str) -> str:
-    """``message`` with the library's setting names spelt as this command line's flags: the
-    names of :data:`_FLAG_NAMES`, and a hyper-parameter's name opening the message
-    (``epochs must be at least 1`` -> ``--epochs must be at least 1``)."""
-    for name, flag in _FLAG_NAMES.items():
-        message = message.replace(name, flag)
-    for flag, options in hparam_arguments(exclude={"missing_rates"}):
-        if message.startswith(f"{options['dest']} "):
-            return flag + message[len(options["dest"]) :]
-    return message
-
-
 def parse_seeds(text: str) -> tuple[int, ...]:
     """``0,1,2``, ``0-4`` or a mix (``0-2,7``)."""
     seeds: list[int] = []
@@ -85,12 +60,9 @@ def _setting(text: str, task: Task) -> tuple[float, ...]:
     count, names = len(task.modalities), ", ".join(task.modalities)
     if len(rates) == count:
         return rates
-    if task.presets is None and text in PRESETS:
-        raise ValueError(
-            f"--settings {text}: the presets {', '.join(PRESETS)} are the paper's missing rates "
-            f"for three modalities, and task {task.name!r} has {count} ({names}); give {count} "
-            f"comma-separated rates instead, e.g. --settings {','.join(['0.5'] * count)}"
-        )
+    hint = preset_hint(text, task, "--settings")
+    if hint:
+        raise ValueError(f"--settings {text}: {hint}")
     raise ValueError(
         f"--settings {text}: {len(rates)} missing rate(s) given for the {count} modalities of "
         f"task {task.name!r} ({names})"
@@ -98,7 +70,7 @@ def _setting(text: str, task: Task) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -246,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, FloatingPointError) as error:
-        print(f"{PROG}: error: {_flags(str(error))}", file=sys.stderr)
+        print(f"{PROG}: error: {flag_names(str(error))}", file=sys.stderr)
         return 1
     out = Path(args.out if args.out else f"runs/experiment-{summary['task']}")
     print(_without_figures((out / "summary.md").read_text()))

@@ -387,9 +387,9 @@ def csv_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     )
     for kind, block in sources:
         for setting, by_variant in block.items():
-            for variant, by_key in by_variant.items():
+            for name, by_key in by_variant.items():
                 for key, entry in by_key.items():
-                    row = {"kind": kind, "setting": setting, "variant": variant}
+                    row = {"kind": kind, "setting": setting, "variant": name}
                     row["combination"] = key
                     row.update({f: entry.get(f) for f in CSV_FIELDS[4:]})
                     rows.append(row)
@@ -404,10 +404,10 @@ def csv_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     ):
         for setting, by_metric in block.items():
             for metric, by_variant in by_metric.items():
-                for variant, by_key in by_variant.items():
+                for name, by_key in by_variant.items():
                     for key, entry in by_key.items():
                         row = {"kind": f"{kind}:{metric}", "setting": setting}
-                        row.update({"variant": variant, "combination": key})
+                        row.update({"variant": name, "combination": key})
                         row.update({f: entry.get(f) for f in CSV_FIELDS[4:]})
                         rows.append(row)
     return rows
