@@ -205,3 +205,18 @@ def test_an_unreadable_log_csv_is_named(tmp_path, capsys) -> None:
     assert f"{log} is unreadable" in capsys.readouterr().err
     log.unlink()
     assert main(BASELINE + ["--out", str(out), "--resume"]) == 0
+
+
+def test_an_unreadable_experiment_record_is_named(tmp_path) -> None:
+    from mce.experiment import ExperimentSpec, run_experiment
+
+    spec = ExperimentSpec(
+        task="digits",
+        variants=("baseline",),
+        settings=((0.5, 0.2),),
+        seeds=(0,),
+        overrides={"epochs": 1, "batch_size": 2048},
+    )
+    (tmp_path / "experiment.json").write_text("")  # what a kill left before atomic writes
+    with pytest.raises(ValueError, match="experiment.json is unreadable.*delete it"):
+        run_experiment(spec, tmp_path, progress=False, figures=False)

@@ -6,6 +6,8 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
+
+from mce.run_folder import write_csv
 from typing import Any
 
 __all__ = ["RunLogger", "read_log", "write_hparams", "flat_hparams"]
@@ -60,12 +62,9 @@ class RunLogger:
                 "to resume with a new log (the steps before the checkpoint are then missing "
                 "from it)"
             ) from None
-        if rows:
+        if rows:  # rewritten atomically: a kill now keeps the whole old log
             self.fields = list(rows[0].keys())
-            with self.csv_path.open("w", newline="") as file:
-                writer = csv.DictWriter(file, self.fields)
-                writer.writeheader()
-                writer.writerows(kept)
+            write_csv(self.csv_path, self.fields, kept)
 
     def log(self, step: int, epoch: int, values: dict[str, float]) -> None:
         row = {"step": step, "epoch": epoch, **values}

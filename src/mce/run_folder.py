@@ -11,17 +11,27 @@ with its path and what to do.
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
+import io
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mce.checkpoint import TEMPORARY_SUFFIX, write_atomic
 
-__all__ = ["LOCK", "FolderInUse", "lock_folder", "read_json", "write_text", "remove_temporaries"]
+__all__ = [
+    "LOCK",
+    "FolderInUse",
+    "lock_folder",
+    "read_json",
+    "write_text",
+    "write_csv",
+    "remove_temporaries",
+]
 
 LOCK = ".lock"
 
@@ -88,6 +98,15 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (the old file or the new one, never a part)."""
     write_atomic(path, lambda file: file.write(text.encode()))
+
+
+def write_csv(path: Path, fields: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write a CSV of ``rows`` (dicts keyed by ``fields``; keys beyond them ignored) atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, list(fields), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def remove_temporaries(folder: Path) -> list[Path]:

@@ -32,6 +32,7 @@ from mce.experiment.grid import RESULTS
 from mce.experiment.summary import SUMMARY, upper_bound_scores
 from mce.loggers import read_log
 from mce.records import FIGURES_MARKER
+from mce.run_folder import write_text
 
 __all__ = [
     "batch_view",
@@ -360,7 +361,7 @@ def _link_section(markdown_path: Path, figures: Sequence[Path], extra: str = "")
     section = f"\n\n{MARKER}\n\n## Figures\n\n{links}\n"
     if extra:
         section += f"\n{extra}\n"
-    markdown_path.write_text(text + section)
+    write_text(markdown_path, text + section)
 
 
 def _head_label(name: str, trains_heads: bool) -> str:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from mce.config import TrainConfig
 from mce.experiment.grid import RESULTS, ExperimentSpec, cells_of
 from mce.experiment.summary import SUMMARY, summarize_experiment, write_summary
+from mce.run_folder import read_json, write_text
 from mce.records import CONFIG, config_differences
 from mce.tasks import Task, get_task
 from mce.run import run as train_run
@@ -33,7 +34,7 @@ def _check_spec(out: Path, spec: ExperimentSpec) -> None:
     path = out / EXPERIMENT
     if not path.is_file():
         return
-    saved = json.loads(path.read_text())
+    saved = read_json(path, "delete it to start the experiment's record again (its cells stay)")
     now = json.loads(json.dumps(spec.to_dict()))
     defaults: dict[str, Any] = {"task_options": {}, "drop_all_missing": False}  # older files
     keys = ("task", "overrides", "device", "data_dir", "task_options", "drop_all_missing")
@@ -128,7 +129,7 @@ def run_experiment(
     out = Path(out if out is not None else f"runs/experiment-{task.name}")
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(out, spec)
-    (out / EXPERIMENT).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    write_text(out / EXPERIMENT, json.dumps(spec.to_dict(), indent=2) + "\n")
     cells = cells_of(spec, task)
     pending, reused = [], 0
     for cell in cells:

@@ -11,7 +11,6 @@ setting's main table, and ``summary.csv`` the rows of kind ``metric:<name>`` and
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -27,6 +26,7 @@ from mce.experiment.grid import (
     cells_of,
     variant,
 )
+from mce.run_folder import write_csv, write_text
 from mce.stats import PairedDifference, Summary, paired_difference, summarize
 from mce.tasks import Task
 
@@ -414,14 +414,10 @@ def csv_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_summary(out: Path, summary: Mapping[str, Any]) -> None:
-    """``summary.json``, ``summary.md``, ``summary.csv`` and ``cells.csv`` in ``out``."""
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(markdown(summary))
-    with (out / "summary.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(csv_rows(summary))
-    with (out / "cells.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, ("setting", "variant", "seed", "combination", "score"))
-        writer.writeheader()
-        writer.writerows(summary["raw"])
+    """``summary.json``, ``summary.md``, ``summary.csv`` and ``cells.csv`` in ``out``, each
+    written atomically."""
+    write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    write_text(out / "summary.md", markdown(summary))
+    write_csv(out / "summary.csv", CSV_FIELDS, csv_rows(summary))
+    cells = ("setting", "variant", "seed", "combination", "score")
+    write_csv(out / "cells.csv", cells, summary["raw"])
