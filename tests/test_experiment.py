@@ -17,10 +17,12 @@ from mce.experiment import (
     VARIANTS,
     ExperimentSpec,
     cells_of,
+    markdown,
     parse_spec,
     run_experiment,
 )
 from mce.records import FIGURES_MARKER as MARKER
+from mce.stats import paired_difference, summarize
 from mce.tasks import get_task
 
 # 1 epoch of one step (the ~1,000 training samples fit one batch). lsub-only needs no unimodal
@@ -230,3 +232,36 @@ def test_infeasible_rates_name_the_drop_all_missing_flag(tmp_path, capsys):
     spec, _ = parse_spec([*argv, "--drop-all-missing"])
     assert spec.drop_all_missing and spec.to_dict()["drop_all_missing"]
     assert cells_of(spec, get_task("digits"))[0].config(spec, tmp_path).drop_all_missing
+
+
+VARIANT_PAIR = ("mce", "baseline")
+
+
+def test_summary_markdown_clips_intervals_and_leaves_them_out_under_three_seeds():
+    def entry(values):
+        return {**summarize(values).to_dict(), "values": values}
+
+    def difference(a, b):
+        return {**paired_difference(a, b).to_dict(), "replicates": [0, 1, 2][: len(a)]}
+
+    def summary(mce, baseline):
+        return {
+            "task": "digits",
+            "metric": "accuracy",
+            "seeds": list(range(len(mce))),
+            "test_samples": 10,
+            "cell_time_s": 1.0,
+            "variants": {name: {"components": {}, "table2_row": None} for name in VARIANT_PAIR},
+            "settings": {"s": {"rates": {"image": 0.5, "audio": 0.2}}},
+            "scores": {
+                "s": {"mce": {"average": entry(mce)}, "baseline": {"average": entry(baseline)}}
+            },
+            "differences": {"s": {"mce - baseline": {"average": difference(mce, baseline)}}},
+        }
+
+    two_seeds = markdown(summary([10.0, 90.0], [5.0, 95.0]))
+    assert "| **average** | 50.00 ± 56.57 [n/a, n/a] | 50.00 ± 63.64 [n/a, n/a] |" in two_seeds
+    three_seeds = markdown(summary([99.0, 100.0, 100.0], [90.0, 91.0, 95.0]))
+    top = summarize([99.0, 100.0, 100.0])
+    assert f"99.67 ± 0.58 [{top.ci_low:.2f}, 100.00]" in three_seeds
+    assert "shown from 3 seeds on" in three_seeds

@@ -74,3 +74,18 @@ def test_bad_input_is_refused():
 def test_formatting():
     assert fmt(math.nan) == "n/a" and fmt(1.234, 1) == "1.2" and fmt(1.0, 2, "+") == "+1.00"
     assert fmt_p(0.0001) == "<0.001" and fmt_p(0.04321) == "0.043" and fmt_p(math.nan) == "n/a"
+
+
+def test_readable_clips_to_the_range_and_hides_intervals_under_three_values():
+    near_top = summarize([99.0, 100.0, 100.0])  # t interval [98.1, 101.2]
+    assert near_top.ci_high > 100.0
+    shown = near_top.readable(0.0, 100.0)
+    assert shown.ci_high == 100.0 and shown.ci_low == pytest.approx(near_top.ci_low)
+    assert (shown.n, shown.mean, shown.std) == (near_top.n, near_top.mean, near_top.std)
+    two = summarize([10.0, 90.0])  # t(1) interval: 50 +- 508
+    assert two.ci_low < -400.0
+    assert two.readable(0.0, 100.0).text() == "50.00 ± 56.57 [n/a, n/a]"
+    # differences 1 and 4: t = 2.5 / (sd / sqrt 2) = 5 / 3; t(1) is Cauchy: p = 1 - 2 atan(t) / pi
+    difference = paired_difference([5.0, 9.0], [4.0, 5.0]).readable(-100.0, 100.0)
+    p = 1.0 - 2.0 * math.atan(5.0 / 3.0) / math.pi
+    assert difference.text() == f"+2.50 [n/a, n/a], p={p:.3f}"

@@ -10,15 +10,24 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
 
-__all__ = ["CONFIDENCE", "PairedDifference", "Summary", "fmt", "paired_difference", "summarize"]
+__all__ = [
+    "CONFIDENCE",
+    "MIN_INTERVAL_N",
+    "PairedDifference",
+    "Summary",
+    "fmt",
+    "paired_difference",
+    "summarize",
+]
 
 CONFIDENCE = 0.95
+MIN_INTERVAL_N = 3  # fewer values: a t interval too wide to read (n = 2: +-9 std), not shown
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,14 @@ class Summary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; NaN becomes None."""
         return {key: _json_number(value) for key, value in asdict(self).items()}
+
+    def readable(self, low: float = -math.inf, high: float = math.inf) -> Summary:
+        """This summary as shown to a reader: the interval clipped to the metric's range
+        [``low``, ``high``], and left out (NaN) over fewer than :data:`MIN_INTERVAL_N` values.
+        """
+        if self.n < MIN_INTERVAL_N:
+            return replace(self, ci_low=math.nan, ci_high=math.nan)
+        return replace(self, ci_low=max(self.ci_low, low), ci_high=min(self.ci_high, high))
 
     def text(self, digits: int = 2, signed: bool = False) -> str:
         """``mean ± std [low, high]``, with ``n/a`` where undefined."""

@@ -33,6 +33,7 @@ from mce.experiment.summary import SUMMARY, upper_bound_scores
 from mce.loggers import read_log
 from mce.records import FIGURES_MARKER
 from mce.run_folder import write_text
+from mce.stats import MIN_INTERVAL_N
 
 __all__ = [
     "batch_view",
@@ -51,7 +52,6 @@ QUANTITIES = (("phi", "φ_m (batch Shapley value)"), ("U", "U_m (upper bound)"),
 Interval = tuple[float, float, float]  # mean, CI low, CI high (NaN where undefined)
 Limits = tuple[float, float] | None  # the y range of a metric (None: unbounded)
 PERCENT: Limits = (0.0, 100.0)  # scores in %
-MIN_INTERVAL_N = 3  # fewer values: the interval is too wide to read, and not drawn
 FEW_NOTE = f"n < {MIN_INTERVAL_N}: interval not shown"
 CAPABILITY_CAPTION = (
     "Each method's bar: its unimodal head for that modality (the task's read-out of the "

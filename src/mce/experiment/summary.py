@@ -27,7 +27,7 @@ from mce.experiment.grid import (
     variant,
 )
 from mce.run_folder import write_csv, write_text
-from mce.stats import PairedDifference, Summary, paired_difference, summarize
+from mce.stats import MIN_INTERVAL_N, PairedDifference, Summary, paired_difference, summarize
 from mce.tasks import Task
 
 SUMMARY = "summary.json"
@@ -259,12 +259,18 @@ def _paired_by_key(
 
 
 def _summary_of(entry: Mapping[str, Any]) -> Summary:
-    return Summary(*(_nan(entry[key]) for key in ("n", "mean", "std", "ci_low", "ci_high")))
+    """A score's summary as printed: its interval clipped to 0-100 %."""
+    summary = Summary(*(_nan(entry[key]) for key in ("n", "mean", "std", "ci_low", "ci_high")))
+    return summary.readable(0.0, 100.0)
 
 
 def _difference_of(entry: Mapping[str, Any]) -> PairedDifference:
+    """A paired difference as printed: its interval clipped to -100..100 points."""
     keys = ("n", "mean", "std", "ci_low", "ci_high")
-    return PairedDifference(*(_nan(entry[key]) for key in keys), p_value=_nan(entry["p_value"]))
+    difference = PairedDifference(
+        *(_nan(entry[key]) for key in keys), p_value=_nan(entry["p_value"])
+    )
+    return difference.readable(-100.0, 100.0)
 
 
 def _nan(value: Any) -> Any:
@@ -286,7 +292,9 @@ def markdown(summary: Mapping[str, Any]) -> str:
     legend = (
         "Cells: mean ± std [95% CI] over seeds (sample std; Student t interval with n-1 degrees "
         "of freedom). Differences: variant − baseline paired by seed, mean [95% CI], p = "
-        "two-sided paired t-test. n/a: fewer than 2 seeds."
+        "two-sided paired t-test. Intervals are clipped to the metric's range (0-100 %, "
+        f"differences ±100 points) and shown from {MIN_INTERVAL_N} seeds on (summary.json keeps "
+        "them all). n/a: not shown, or undefined (a std or p over fewer than 2 seeds)."
     )
     timing = (
         f"Wall time of the runner: {summary.get('wall_time_s', math.nan):.1f} s "
