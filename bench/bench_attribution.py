@@ -7,9 +7,16 @@ IEMOCAP task's network (LSTM and TextCNN encoders over utterance sequences). Goa
 attribution at most 1.5x the time of prediction. Attribution runs the encoders once and the
 reconstruction, fusion and decoder over 7 rows per sample instead of 1, so the ratio lies
 between 1x (encoders dominate) and about 7x (the rows dominate).
+
+``python bench/bench_attribution.py [rounds]`` measures the same ratio with the two calls
+alternating (the reference on a noisy machine), for both models.
 """
 
 from __future__ import annotations
+
+import statistics
+import sys
+import time
 
 import pytest
 import torch
@@ -78,3 +85,29 @@ def test_predict(benchmark, model: str, attribution: bool) -> None:
             f"\n{model}: median predict {1e3 * plain:.3f} ms, exact attribution "
             f"{1e3 * attributed:.3f} ms, ratio {attributed / plain:.2f}x (goal <= 1.5x)"
         )
+
+
+def interleaved(rounds: int) -> None:
+    """Median times of prediction and exact attribution, alternating call by call."""
+    for model in ("own_data", "iemocap"):
+        predictor, inputs, lengths = setup(model)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for attribution in (False, True, False, True):  # warm-up
+            predictor.predict(inputs, lengths=lengths, batch_size=SAMPLES, attribution=attribution)
+        for _ in range(rounds if model == "own_data" else max(rounds // 10, 5)):
+            for attribution in (False, True):
+                start = time.perf_counter()
+                predictor.predict(
+                    inputs, lengths=lengths, batch_size=SAMPLES, attribution=attribution
+                )
+                times[attribution].append(time.perf_counter() - start)
+        plain, attributed = (statistics.median(times[flag]) for flag in (False, True))
+        print(
+            f"{model}: {len(times[False])} rounds, {torch.get_num_threads()} thread(s): median "
+            f"predict {1e3 * plain:.3f} ms, exact attribution {1e3 * attributed:.3f} ms, ratio "
+            f"{attributed / plain:.2f}x (goal <= 1.5x)"
+        )
+
+
+if __name__ == "__main__":
+    interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 300)

@@ -51,6 +51,16 @@ def test_every_epoch_is_scored_on_held_out_training_samples(tmp_path, capsys, ca
     assert "baseline epoch 2/2: validation accuracy" in log_text
     assert "training split:" in log_text
     assert (tmp_path / "baseline" / "tb" / "hparams").is_dir()
+    # the validation scores are TensorBoard scalars too, one per epoch, equal to log.csv's
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "baseline" / "tb"))
+    events.Reload()
+    scalars = events.Scalars("validation/accuracy")
+    assert [event.step for event in scalars] == [int(row["step"]) for row in rows]
+    assert [event.value for event in scalars] == pytest.approx(
+        [float(row["validation/accuracy"]) for row in rows], abs=1e-4
+    )
 
 
 def test_validation_share_zero_trains_on_every_sample(tmp_path):

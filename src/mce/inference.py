@@ -168,8 +168,11 @@ class Predictor:
             raise ValueError(
                 f"attribution needs a classification task; task {self.task.name!r} is not one"
             )
-        device = torch.device(device) if device is not None else _model_device(self.model)
-        self.model.to(device)
+        if device is None:
+            device = _model_device(self.model)
+        else:
+            device = torch.device(device)
+            self.model.to(device)
         tensors, present, lengths = self._prepared(inputs, present, lengths)
         extra = self._context(context, present.shape[0])
         window = self.window
