@@ -20,7 +20,7 @@ from oracles import random_digit_inputs, random_present, shapley_by_permutations
 from torch import nn
 
 from mce.data.dataset import Batch
-from mce.lce import LCEFactors, presence_counts
+from mce.lce import presence_counts
 from mce.methods import MCEConfig, MCEMethod, MethodInputs
 from mce.methods import mce as mce_method
 from mce.methods.official import official_batch_shapley
@@ -400,24 +400,17 @@ def _task_over_every_row(monkeypatch):
 
 
 def _a_not_normalised(monkeypatch):
-    real = _mce_module.lce_factors
+    def factor(counts, dataset_size):
+        return dataset_size / counts.to(torch.float32)
 
-    def factors(counts, dataset_size, present, upper, phi):
-        out = real(counts, dataset_size, present, upper, phi)
-        return LCEFactors(dataset_size / counts.to(torch.float32), out.b)
-
-    monkeypatch.setattr(_mce_module, "lce_factors", factors)
+    monkeypatch.setattr(_mce_module, "dataset_factor", factor)
 
 
 def _b_not_clamped(monkeypatch):
-    real = _mce_module.lce_factors
+    def factor(upper, phi, batch_counts):
+        return ((upper - phi) / batch_counts.clamp(min=1)).float()
 
-    def factors(counts, dataset_size, present, upper, phi):
-        out = real(counts, dataset_size, present, upper, phi)
-        holders = torch.stack([(present >> m) & 1 for m in range(upper.shape[0])], 1).sum(0)
-        return LCEFactors(out.a, (upper - phi.sum(0)) / holders.clamp(min=1))
-
-    monkeypatch.setattr(_mce_module, "lce_factors", factors)
+    monkeypatch.setattr(_mce_module, "batch_factor", factor)
 
 
 def _sub_over_rows(monkeypatch):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mce.data.dataset import Batch
-from mce.lce import lce_factors
+from mce.lce import batch_factor, dataset_factor
 from mce.methods.base import MethodInputs, MethodSpec, StepResult
 from mce.methods.official import official_contributions, official_row_weights
 from mce.model import MultimodalModel, full_rows
@@ -291,20 +291,15 @@ class MCEMethod:
         per_mask, subset_rows = totals[2 * num_modalities :].view(2, masks)
         rows_of = RowTotals(samples=per_mask.sum(), subset_rows=subset_rows)
 
-        global_present, global_phi = _global_batch(per_mask, phi)
-        counts = mask_to_presence(global_present, num_modalities).sum(0)
+        # samples of the global batch with modality m present, from its per-mask counts
+        every_mask = mask_to_presence(torch.arange(masks, device=present.device), num_modalities)
+        counts = (every_mask.long() * per_mask.long()[:, None]).sum(0)
         ones = torch.ones(num_modalities, device=present.device)
         factor_a, factor_b = ones, ones
-        if cfg.use_a or cfg.use_b:
-            factors = lce_factors(
-                inputs.counts.to(present.device),
-                inputs.dataset_size,
-                global_present,
-                upper.float(),
-                global_phi,
-            )
-            factor_a = factors.a if cfg.use_a else ones
-            factor_b = factors.b if cfg.use_b else ones
+        if cfg.use_a:
+            factor_a = dataset_factor(inputs.counts.to(present.device), inputs.dataset_size)
+        if cfg.use_b:
+            factor_b = batch_factor(upper, phi, counts)
         weights = factor_a * factor_b
         logs: dict[str, float] = {}
         if cfg.use_b:
@@ -343,22 +338,6 @@ class MCEMethod:
         logs["loss"] = loss.item()
         logs["rows"] = float(subset_rows.sum())
         return StepResult(loss, logs)
-
-
-def _global_batch(per_mask: Tensor, phi: Tensor) -> tuple[Tensor, Phi]:
-    """The global batch as :func:`~mce.lce.lce_factors` reads it, from its totals: its presence
-    masks (Tensor[N] int64, in mask order) and Tensor[N, M] float32 whose column sums are phi
-    (in row 0; B reads the column sums only).
-
-    Args:
-        per_mask: Tensor[2^M] float64, the global batch's samples with each presence mask.
-        phi: Tensor[M] float64, phi_m summed over the global batch.
-    """
-    masks = torch.arange(per_mask.shape[0], device=per_mask.device)
-    present = torch.repeat_interleave(masks, per_mask.long())
-    rows = torch.zeros(present.shape[0], phi.shape[0], device=phi.device)
-    rows[0] = phi
-    return present, rows
 
 
 class _Rows(NamedTuple):
