@@ -268,3 +268,30 @@ def test_cli_takes_sampled_and_row_budget(capsys):
             main(argv)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_plan_over_max_rows_names_its_rows_and_bytes():
+    from mce.sampling import sampled_plan
+
+    present = torch.full((128,), (1 << 31) - 1, dtype=torch.int64)
+    with pytest.raises(
+        ValueError,
+        match=r"^the row-budget plan of 128 samples x 1001 candidate rows \(3075072 bytes of "
+        r"candidates\) exceeds max_rows=100000; use a smaller budget or batch",
+    ):
+        sampled_plan(present, 31, budget=1000, seed=0, max_rows=100_000)
+
+
+def test_a_plan_that_cannot_be_allocated_names_its_rows_and_bytes(monkeypatch):
+    from mce import sampling
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr(sampling.torch, "rand", out_of_memory)
+    with pytest.raises(
+        ValueError,
+        match=r"^the row-budget plan of 2 samples x 4 candidate rows \(192 bytes of candidates\) "
+        r"could not be allocated on cpu; use a smaller budget or batch",
+    ):
+        sampling.sampled_plan(torch.tensor([0b1111, 0b0111]), 4, budget=3, seed=0)

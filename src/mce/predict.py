@@ -52,9 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--attribution", action="store_true", help="Shapley value of each present modality"
     )
-    parser.add_argument("--shapley", choices=("exact", "mc"), default="exact")
+    parser.add_argument(
+        "--shapley",
+        choices=("exact", "mc"),
+        default="exact",
+        help="attribution over every subset (exact) or Monte Carlo permutations (default: exact)",
+    )
     parser.add_argument("--mc-k", type=int, default=100, help="permutations per sample (mc)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="samples per forward (default: 256)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     return parser
 

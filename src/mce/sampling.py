@@ -21,6 +21,7 @@ from torch import Tensor
 
 from mce.bits import popcount, presence_matrix
 from mce.ops._checks import check_num_modalities, check_present_values, check_tensor
+from mce.ops.plans import DEFAULT_MAX_ROWS
 
 __all__ = ["sampled_plan"]
 
@@ -49,7 +50,11 @@ def _weight_table(num_modalities: int, device: torch.device) -> Tensor:
 
 
 def sampled_plan(
-    present: Tensor, num_modalities: int, budget: int, seed: int
+    present: Tensor,
+    num_modalities: int,
+    budget: int,
+    seed: int,
+    max_rows: int = DEFAULT_MAX_ROWS,
 ) -> tuple[Tensor, Tensor]:
     """Coalition plan of at most ``budget + 1`` rows per sample, with Shapley coefficients.
 
@@ -60,6 +65,7 @@ def sampled_plan(
             2^|A_n| - 2 <= budget get every subset and exact coefficients instead.
         seed: any integer in [-2^63, 2^63); the draw comes from a CPU ``torch.Generator`` seeded
             with it, so the same seed gives the same plan on every device.
+        max_rows: refuse plans with more candidate rows than this (N x (budget + 1) at most).
 
     Returns:
         rows Tensor[R, 2] int64 grouped by sample, subsets increasing within a sample (repeated
@@ -67,7 +73,8 @@ def sampled_plan(
         ``phi[n, m] = sum_r coef[r, m] v(S_r)``; both on the device of ``present``.
 
     Raises:
-        ValueError: naming the problem: a bad budget, seed, num_modalities or ``present``.
+        ValueError: naming the problem: a bad budget, seed, num_modalities or ``present``, or
+            candidate rows beyond ``max_rows`` or the device's memory (naming rows and bytes).
 
     Example:
         >>> rows, coef = sampled_plan(torch.tensor([0b011]), 2, budget=3, seed=0)
@@ -94,10 +101,40 @@ def sampled_plan(
 
     sizes = popcount(present)  # a = |A_n|
     full = (1 << sizes) - 1  # rank of A_n among its non-empty subsets
+    width = min(budget + 1, int(full.max()))
+    candidates = num_samples * width
+    # the largest temporaries: ranks, subsets and keys of every candidate, int64
+    what = (
+        f"the row-budget plan of {num_samples} samples x {width} candidate rows "
+        f"({candidates * 8 * 3} bytes of candidates)"
+    )
+    if candidates > max_rows:
+        raise ValueError(f"{what} exceeds max_rows={max_rows}; {_SMALLER}")
+    try:
+        return _sampled_rows(present, num_modalities, budget, seed, sizes, full, width)
+    except RuntimeError as error:  # torch.OutOfMemoryError is one
+        raise ValueError(f"{what} could not be allocated on {device}; {_SMALLER}") from error
+
+
+_SMALLER = "use a smaller budget or batch"
+
+
+def _sampled_rows(
+    present: Tensor,
+    num_modalities: int,
+    budget: int,
+    seed: int,
+    sizes: Tensor,
+    full: Tensor,
+    width: int,
+) -> tuple[Tensor, Tensor]:
+    """The plan of :func:`sampled_plan` (arguments checked; ``sizes`` = |A_n|, ``full`` = the
+    rank of A_n, ``width`` = candidate rows per sample)."""
+    device = present.device
+    num_samples = present.shape[0]
     proper = full - 1  # 2^a - 2 proper non-empty subsets
     exact = proper <= budget
     # Candidate ranks [N, L]: 1 .. 2^a - 1 for exact samples; the full set, then the draws.
-    width = min(budget + 1, int(full.max()))
     exact_ranks = torch.arange(1, width + 1, device=device)[None, :].expand(num_samples, width)
     ranks = exact_ranks
     valid = exact_ranks <= full[:, None]
