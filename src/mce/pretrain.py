@@ -173,9 +173,10 @@ def cache_key(
 ) -> str:
     """Canonical JSON of everything that changes modality's unimodal model.
 
-    It covers the task and its options (``Task.options``: a crop size changes a model that
-    ``repr`` does not show), the modality, the architecture (``repr`` of the model), the pretraining
-    hyper-parameters, the missing-rate setting, the seed, the training split's
+    It covers the task and its options (``Task.identity_options``: a crop size changes a model
+    that ``repr`` does not show; reader threads do not), the modality, the architecture (``repr``
+    of the model), the pretraining hyper-parameters, the missing-rate setting, the seed, the
+    training split's
     :func:`data_fingerprint` (inputs, targets and mask), the package version and
     :data:`CACHE_FORMAT`. The cache file is named by its sha256 and stores it to check on load.
     """
@@ -190,8 +191,8 @@ def cache_key(
         "seed": seed,
         "data": fingerprint,
     }
-    if task.options:
-        key["task_options"] = dict(task.options)
+    if task.identity_options:
+        key["task_options"] = task.identity_options
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -67,13 +67,16 @@ def git_commit() -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+def config_differences(
+    saved: dict[str, Any], config: TrainConfig, runtime_options: Collection[str] = ()
+) -> list[str]:
     """The settings (top-level keys, or a method's name for its options) in which a saved
     ``config.json`` differs from ``config``.
 
-    ``out`` is ignored (a folder may be spelt differently). A setting the saved file lacks (it
-    was written before the setting existed) counts as what that run did: its default, or
-    (``validation_share``) 0;
+    ``out`` is ignored (a folder may be spelt differently), and so are the task options named
+    in ``runtime_options`` (the task's :attr:`~mce.tasks.Task.runtime_options`). A setting the
+    saved file lacks (it was written before the setting existed) counts as what that run did:
+    its default, or (``validation_share``) 0;
     a method's options it lacks do not count: the run was written before that method existed,
     so it did not train it (another ``method`` differs by itself). A file that kept each
     method's options at the top level (``"mce"``, ``"redcore"``) is read as such.
@@ -83,8 +86,13 @@ def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     defaults = json.loads(json.dumps(_defaults(config.task).to_dict()))
     differ = []
     for key in sorted((set(saved) | set(now)) - {"out", "method_options"}):
-        before = saved.get(key, _BEFORE.get(key, defaults.get(key)))
-        if _differs(before, now.get(key), defaults.get(key)):
+        before, after = saved.get(key, _BEFORE.get(key, defaults.get(key))), now.get(key)
+        if key == "task_options":  # options free to differ are not compared
+            before, after = (
+                {k: v for k, v in (options or {}).items() if k not in runtime_options}
+                for options in (before, after)
+            )
+        if _differs(before, after, defaults.get(key)):
             differ.append(key)
     options = saved.get("method_options", {})
     for method, value in now.get("method_options", {}).items():
@@ -125,8 +133,11 @@ def _with_method_options(saved: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "method_options": moved}
 
 
-def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
-    """Write ``config.json``; on resume, first check that the settings are the saved ones.
+def write_config(
+    out: Path, config: TrainConfig, resume: bool, runtime_options: Collection[str] = ()
+) -> None:
+    """Write ``config.json``; on resume, first check that the settings are the saved ones
+    (``runtime_options``: task options free to differ, see :func:`config_differences`).
 
     Raises:
         ValueError: when resuming with settings that differ from the saved run's.
@@ -135,7 +146,7 @@ def write_config(out: Path, config: TrainConfig, resume: bool) -> None:
     current = config.to_dict()
     if resume:
         saved = read_config(out)
-        differ = config_differences(saved, config)
+        differ = config_differences(saved, config, runtime_options)
         if differ:
             raise ValueError(
                 f"--resume with settings that differ from the run in {out} "

@@ -202,7 +202,7 @@ def run(
     out = Path(config.out)
     with contextlib.ExitStack() as held:  # one run at a time in a folder, for its whole life
         distributed.on_main(lambda: held.enter_context(lock_folder(out)) and None)
-        distributed.on_main(lambda: _check_folder(out, resume, config))
+        distributed.on_main(lambda: _check_folder(out, resume, config, task.runtime_options))
         run_log = held.enter_context(_RunLog()) if distributed.is_main() else None
         if resume and not force_eval and distributed.on_main(lambda: _finished(out)):
             log.info(
@@ -303,7 +303,7 @@ def _run_in_folder(
         masked = apply_missing_rates(
             train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
         )
-    distributed.on_main(lambda: _start_folder(out, config, masked, resume))
+    distributed.on_main(lambda: _start_folder(out, config, masked, resume, task.runtime_options))
     if run_log is not None:
         run_log.start(out)
     train = masked.data
@@ -495,9 +495,11 @@ def _saved_scores(out: Path) -> dict[str, dict[str, float]]:
     return results.get("scores", {})
 
 
-def _check_folder(out: Path, resume: bool, config: TrainConfig) -> None:
-    """Refuse to resume a folder without a run, or with other settings, or to start one in a
-    folder that has one."""
+def _check_folder(
+    out: Path, resume: bool, config: TrainConfig, runtime_options: frozenset[str]
+) -> None:
+    """Refuse to resume a folder without a run, or with other settings (``runtime_options``:
+    task options free to differ), or to start one in a folder that has one."""
     if resume and not (out / CONFIG).is_file():
         raise ValueError(f"{out} holds no run to resume (no {CONFIG}); start it without --resume")
     if not resume and (out / CONFIG).exists():
@@ -505,7 +507,7 @@ def _check_folder(out: Path, resume: bool, config: TrainConfig) -> None:
             f"{out} already holds a run: pass --resume to continue it, or choose another --out"
         )
     if resume:
-        differ = config_differences(read_config(out), config)
+        differ = config_differences(read_config(out), config, runtime_options)
         if differ:
             raise ValueError(
                 f"--resume with settings that differ from the run in {out} "
@@ -513,10 +515,12 @@ def _check_folder(out: Path, resume: bool, config: TrainConfig) -> None:
             )
 
 
-def _start_folder(out: Path, config: TrainConfig, masked, resume: bool) -> None:
+def _start_folder(
+    out: Path, config: TrainConfig, masked, resume: bool, runtime_options: frozenset[str]
+) -> None:
     """Write (or, resuming, check) the run's configuration and masks."""
     out.mkdir(parents=True, exist_ok=True)
-    write_config(out, config, resume)
+    write_config(out, config, resume, runtime_options)
     _save_or_check_masks(out, masked, resume)
 
 

@@ -29,8 +29,9 @@ log = logging.getLogger("mce.experiment")
 EXPERIMENT = "experiment.json"
 
 
-def _check_spec(out: Path, spec: ExperimentSpec) -> None:
-    """An experiment folder keeps its task and shared settings; the grid may grow."""
+def _check_spec(out: Path, spec: ExperimentSpec, runtime_options: frozenset[str]) -> None:
+    """An experiment folder keeps its task and shared settings (but for the task's
+    ``runtime_options``); the grid may grow."""
     path = out / EXPERIMENT
     if not path.is_file():
         return
@@ -38,6 +39,9 @@ def _check_spec(out: Path, spec: ExperimentSpec) -> None:
     now = json.loads(json.dumps(spec.to_dict()))
     defaults: dict[str, Any] = {"task_options": {}, "drop_all_missing": False}  # older files
     keys = ("task", "overrides", "device", "data_dir", "task_options", "drop_all_missing")
+    for record in (saved, now):  # options that change how data is read, not the results
+        options = record.get("task_options") or {}
+        record["task_options"] = {k: v for k, v in options.items() if k not in runtime_options}
     differ = [key for key in keys if saved.get(key, defaults.get(key)) != now.get(key)]
     if differ:
         raise ValueError(
@@ -46,9 +50,9 @@ def _check_spec(out: Path, spec: ExperimentSpec) -> None:
         )
 
 
-def _check_finished(cell_dir: Path, config: TrainConfig) -> None:
+def _check_finished(cell_dir: Path, config: TrainConfig, runtime_options: frozenset[str]) -> None:
     saved = json.loads((cell_dir / CONFIG).read_text()).get("config", {})
-    differ = config_differences(saved, config)
+    differ = config_differences(saved, config, runtime_options)
     if differ:
         raise ValueError(
             f"finished cell {cell_dir} was run with other settings ({', '.join(differ)}); "
@@ -128,14 +132,14 @@ def run_experiment(
     task = dataclasses.replace(task, load=functools.lru_cache(maxsize=1)(task.load))  # once
     out = Path(out if out is not None else f"runs/experiment-{task.name}")
     out.mkdir(parents=True, exist_ok=True)
-    _check_spec(out, spec)
+    _check_spec(out, spec, task.runtime_options)
     write_text(out / EXPERIMENT, json.dumps(spec.to_dict(), indent=2) + "\n")
     cells = cells_of(spec, task)
     pending, reused = [], 0
     for cell in cells:
         folder = cell.folder(out)
         if (folder / RESULTS).is_file():
-            _check_finished(folder, cell.config(spec, out))
+            _check_finished(folder, cell.config(spec, out), task.runtime_options)
             reused += 1
         else:
             pending.append(cell)

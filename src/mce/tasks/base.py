@@ -141,6 +141,10 @@ class Task:
             e.g. a crop size; each value's type is its default's.
         configure: (**options) -> the task built with those options (all of ``options``
             given); required when ``options`` is not empty.
+        runtime_options: names of ``options`` that change how the data is read, never what
+            a run computes (reader threads, in-memory storage, file checks): they are left out
+            of the upper-bound cache key, and ``--resume`` and an experiment's finished cells
+            accept other values of them.
         method_options: registered method name -> the task's defaults for that method's
             options, an instance of its options type (e.g. ``{"redcore":
             RedCoreConfig(eta_growth_every=20_000)}``); a run starts from them and its own
@@ -167,6 +171,7 @@ class Task:
     build_unimodal: Callable[[str], torch.nn.Module] | None = None
     options: Mapping[str, int | float | str] = field(default_factory=dict)
     configure: Callable[..., Task] | None = None
+    runtime_options: frozenset[str] = frozenset()
     method_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -185,6 +190,12 @@ class Task:
                 )
         if self.options and self.configure is None:
             raise ValueError(f"task {self.name!r} has options but no configure")
+        unknown = sorted(set(self.runtime_options) - set(self.options))
+        if unknown:
+            raise ValueError(
+                f"task {self.name!r}: runtime_options names {', '.join(unknown)}, not among its "
+                "options"
+            )
         if self.selection_metric and self.selection_metric not in self.metrics:
             raise ValueError(
                 f"task {self.name!r}: selection_metric {self.selection_metric!r} is not one of "
@@ -227,6 +238,12 @@ class Task:
                 raise ValueError(f"task option {name}={value!r} must be a {kind.__name__}")
         assert self.configure is not None
         return self.configure(**settings)
+
+    @property
+    def identity_options(self) -> dict[str, int | float | str]:
+        """The options that change what a run computes: :attr:`options` without the
+        :attr:`runtime_options`."""
+        return {k: v for k, v in self.options.items() if k not in self.runtime_options}
 
     def options_for_method(self, method: str) -> Any:
         """The task's default options of the registered ``method``: ``method_options[method]``,

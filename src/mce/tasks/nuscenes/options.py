@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NuScenesOptions", "REFERENCES", "STORAGES", "SWITCHES"]
+__all__ = ["NuScenesOptions", "REFERENCES", "RUNTIME", "STORAGES", "SWITCHES"]
 
 REFERENCES = ("random", "front")  # the training reference camera (option reference)
 STORAGES = ("stream", "memory")  # sensors read batch by batch, or every split read at once
 SWITCHES = ("true", "false")  # option check_files
+# how the data is read, not what a run computes (tested: equal batches and scores)
+RUNTIME = frozenset({"workers", "storage", "check_files"})
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from mce.tasks.nuscenes.data import load_splits
 from mce.tasks.nuscenes.evaluator import BevEvaluator
 from mce.tasks.nuscenes.loss import bev_loss, iou_utility
 from mce.tasks.nuscenes.model import bev_grid, build_model, build_unimodal
-from mce.tasks.nuscenes.options import NuScenesOptions
+from mce.tasks.nuscenes.options import RUNTIME, NuScenesOptions
 
 __all__ = ["OPTIONS", "TASK", "nuscenes_task"]
 
@@ -48,6 +48,7 @@ def nuscenes_task(**options: Any) -> Task:
         augment=RandomReferenceCamera(grid) if settings.reference == "random" else None,
         options=dataclasses.asdict(settings),
         configure=nuscenes_task,
+        runtime_options=RUNTIME,
         # RedCore's schedule carried over to batch 1 and the run's length
         method_options={"redcore": RedCoreConfig(schedule="released")},
         hparams=HyperParameters(
