@@ -207,6 +207,17 @@ def test_attribution_with_three_modalities(shapley: str, device: torch.device) -
     torch.testing.assert_close(result.outputs, plain.outputs, atol=1e-5, rtol=1e-5)
 
 
+def test_the_model_moves_only_when_a_device_is_given(monkeypatch) -> None:
+    predictor = Predictor(three_modality_model(), THREE, "mce")
+    inputs = {name: torch.randn(4, 6) for name in MODALITIES3}
+    moves = []
+    monkeypatch.setattr(predictor.model, "to", lambda *args, **kwargs: moves.append(args))
+    predictor.predict(inputs)
+    assert moves == []  # default: where its weights are, not moved again
+    predictor.predict(inputs, device="cpu")
+    assert moves == [(torch.device("cpu"),)]
+
+
 def sequence_model() -> MultimodalModel:
     """Three modalities as IEMOCAP's: two padded sequences (LSTM encoders) and a vector."""
     fusion = ConcatFusion(3, 16)

@@ -276,10 +276,12 @@ def test_a_plan_over_max_rows_names_its_rows_and_bytes():
     present = torch.full((128,), (1 << 31) - 1, dtype=torch.int64)
     with pytest.raises(
         ValueError,
-        match=r"^the row-budget plan of 128 samples x 1001 candidate rows \(3075072 bytes of "
-        r"candidates\) exceeds max_rows=100000; use a smaller budget or batch",
+        match=r"^the row-budget plan of 128 samples x 1001 candidate rows \(about 6150144 bytes "
+        r"of temporaries\) exceeds max_rows=100000; use a smaller budget or batch",
     ):
         sampled_plan(present, 31, budget=1000, seed=0, max_rows=100_000)
+    with pytest.raises(ValueError, match="exceeds max_rows=100000"):  # through coalition_plan
+        coalition_plan(present, 31, method="sampled", budget=1000, max_rows=100_000)
 
 
 def test_a_plan_that_cannot_be_allocated_names_its_rows_and_bytes(monkeypatch):
@@ -291,7 +293,14 @@ def test_a_plan_that_cannot_be_allocated_names_its_rows_and_bytes(monkeypatch):
     monkeypatch.setattr(sampling.torch, "rand", out_of_memory)
     with pytest.raises(
         ValueError,
-        match=r"^the row-budget plan of 2 samples x 4 candidate rows \(192 bytes of candidates\) "
-        r"could not be allocated on cpu; use a smaller budget or batch",
+        match=r"^the row-budget plan of 2 samples x 4 candidate rows \(about 384 bytes of "
+        r"temporaries\) could not be allocated on cpu; use a smaller budget or batch",
     ):
+        sampling.sampled_plan(torch.tensor([0b1111, 0b0111]), 4, budget=3, seed=0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    monkeypatch.setattr(sampling.torch, "rand", broken)  # any other error stays itself
+    with pytest.raises(RuntimeError, match="same device"):
         sampling.sampled_plan(torch.tensor([0b1111, 0b0111]), 4, budget=3, seed=0)

@@ -97,7 +97,12 @@ def batch_factor(upper: Tensor, phi: Tensor, batch_counts: Tensor) -> Tensor:
 
     Returns:
         Tensor[M] float32.
+
+    Raises:
+        ValueError: U or phi holds NaN or infinite values.
     """
+    if not (bool(torch.isfinite(upper).all()) and bool(torch.isfinite(phi).all())):
+        raise ValueError("upper and phi must be finite (found NaN or inf)")
     gap = (upper.float().double() - phi.double()).clamp(min=0)
     counts = batch_counts.double()
     return torch.where(counts > 0, gap / counts.clamp(min=1), 0.0).float()

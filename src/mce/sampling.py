@@ -103,20 +103,32 @@ def sampled_plan(
     full = (1 << sizes) - 1  # rank of A_n among its non-empty subsets
     width = min(budget + 1, int(full.max()))
     candidates = num_samples * width
-    # the largest temporaries: ranks, subsets and keys of every candidate, int64
+    # about six 8-byte temporaries a candidate: draws, ranks (drawn and chosen), subsets, keys
     what = (
-        f"the row-budget plan of {num_samples} samples x {width} candidate rows "
-        f"({candidates * 8 * 3} bytes of candidates)"
+        f"the row-budget plan of {num_samples} samples x {width} candidate rows (about "
+        f"{candidates * _CANDIDATE_BYTES} bytes of temporaries)"
     )
     if candidates > max_rows:
         raise ValueError(f"{what} exceeds max_rows={max_rows}; {_SMALLER}")
     try:
         return _sampled_rows(present, num_modalities, budget, seed, sizes, full, width)
-    except RuntimeError as error:  # torch.OutOfMemoryError is one
+    except RuntimeError as error:
+        if not _out_of_memory(error):
+            raise
         raise ValueError(f"{what} could not be allocated on {device}; {_SMALLER}") from error
 
 
+_CANDIDATE_BYTES = 48
 _SMALLER = "use a smaller budget or batch"
+
+
+def _out_of_memory(error: RuntimeError) -> bool:
+    """Whether ``error`` is a failed allocation (CUDA's OutOfMemoryError, or the CPU
+    allocator's "can't allocate memory")."""
+    message = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or (
+        "allocate" in message and "memory" in message
+    )
 
 
 def _sampled_rows(

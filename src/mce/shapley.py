@@ -115,7 +115,8 @@ def coalition_plan(
             "sampled" (the full set and ``budget`` drawn proper subsets per sample).
         k: permutations per sample for "mc".
         seed: seed of "mc" and "sampled"; identical plans on CPU and CUDA.
-        max_rows: the exact plan refuses to exceed this many rows (suggesting "mc").
+        max_rows: the exact plan refuses to exceed this many rows (suggesting "mc"), the
+            "sampled" plan this many candidate rows (N x (budget + 1) at most).
         budget: proper subsets drawn per sample besides the full set, for "sampled" (>= 1).
 
     Example:
@@ -130,7 +131,7 @@ def coalition_plan(
         rows, coef = ops.mc_plan(present, num_modalities, k, seed)
         return CoalitionPlan(rows, present, num_modalities, "mc", coef)
     if method == "sampled":
-        rows, coef = sampled_plan(present, num_modalities, budget, seed)
+        rows, coef = sampled_plan(present, num_modalities, budget, seed, max_rows=max_rows)
         return CoalitionPlan(rows, present, num_modalities, "sampled", coef)
     raise ValueError(
         f"method must be 'exact' or 'mc' (permutations) or 'sampled' (row budget), got {method!r}"

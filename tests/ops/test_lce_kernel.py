@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from oracles import random_present
 
@@ -45,3 +46,15 @@ def test_dataset_factor_and_counts():
     assert counts.tolist() == [4, 2]
     a = dataset_factor(counts, 4)
     torch.testing.assert_close(a, torch.tensor([1.0, 2.0]) / 1.5)
+
+
+def test_batch_factor_refuses_non_finite_totals():
+    from mce.lce import batch_factor
+
+    counts = torch.tensor([2.0, 3.0])
+    for upper, phi in (
+        (torch.tensor([float("nan"), 1.0]), torch.zeros(2)),
+        (torch.ones(2), torch.tensor([0.0, float("inf")], dtype=torch.float64)),
+    ):
+        with pytest.raises(ValueError, match="upper and phi must be finite"):
+            batch_factor(upper, phi, counts)

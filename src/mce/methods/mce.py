@@ -207,6 +207,10 @@ class MCEMethod:
                 "once and cannot be summed over ranks; use exact, mc or sampled, or one process"
             )
         self.inputs, self.config = inputs, config
+        # A (Eq. 3) depends on the training split only: once
+        self._factor_a = (
+            dataset_factor(inputs.counts, inputs.dataset_size) if config.use_a else None
+        )
         self.plan_method, self.contributions = _SHAPLEY[config.shapley]
         self.row_weights = _WEIGHTING[config.weighting]
 
@@ -269,35 +273,35 @@ class MCEMethod:
         h, plan, rows, tokens, outputs, row_target, row_losses = self._forward(model, batch, step)
         samples, subsets = rows[:, 0], rows[:, 1]
 
-        # this rank's sums, then the global batch's: phi_m, U_m, samples per presence mask and
-        # rows per subset
+        # this rank's sums, then the global batch's: phi_m, U_m, samples with modality m,
+        # samples, and rows per subset
+        presence = mask_to_presence(present, num_modalities)
         phi = upper = torch.zeros(num_modalities, dtype=torch.float64, device=present.device)
         if cfg.use_b:
             utility = self._row_utility(model, h, rows, outputs, row_target)
             phi = self.contributions(plan, utility).double().sum(0)
-            presence = mask_to_presence(present, num_modalities)
             upper = (self._batch_upper(batch).to(present.device).double() * presence).sum(0)
-        masks = 1 << num_modalities
         local = torch.cat(
             [
                 phi,
                 upper,
-                torch.bincount(present, minlength=masks).double(),
-                torch.bincount(subsets, minlength=masks).double(),
+                presence.sum(0).double(),
+                torch.tensor([float(present.shape[0])], device=present.device).double(),
+                torch.bincount(subsets, minlength=1 << num_modalities).double(),
             ]
         )
         totals = inputs.sum_over_ranks(local)
-        phi, upper = totals[: 2 * num_modalities].view(2, num_modalities)
-        per_mask, subset_rows = totals[2 * num_modalities :].view(2, masks)
-        rows_of = RowTotals(samples=per_mask.sum(), subset_rows=subset_rows)
+        phi, upper, with_modality = totals[: 3 * num_modalities].view(3, num_modalities)
+        counts = with_modality.long()  # samples of the global batch with modality m present
+        rows_of = RowTotals(
+            samples=totals[3 * num_modalities], subset_rows=totals[3 * num_modalities + 1 :]
+        )
 
-        # samples of the global batch with modality m present, from its per-mask counts
-        every_mask = mask_to_presence(torch.arange(masks, device=present.device), num_modalities)
-        counts = (every_mask.long() * per_mask.long()[:, None]).sum(0)
         ones = torch.ones(num_modalities, device=present.device)
         factor_a, factor_b = ones, ones
         if cfg.use_a:
-            factor_a = dataset_factor(inputs.counts.to(present.device), inputs.dataset_size)
+            assert self._factor_a is not None
+            factor_a = self._factor_a.to(present.device)
         if cfg.use_b:
             factor_b = batch_factor(upper, phi, counts)
         weights = factor_a * factor_b
@@ -336,7 +340,7 @@ class MCEMethod:
             loss = loss + cfg.lambda_aux * l_aux
             logs["l_aux"] = l_aux.item()
         logs["loss"] = loss.item()
-        logs["rows"] = float(subset_rows.sum())
+        logs["rows"] = float(rows_of.subset_rows.sum())
         return StepResult(loss, logs)
 
 

@@ -144,7 +144,8 @@ class Task:
         runtime_options: names of ``options`` that change how the data is read, never what
             a run computes (reader threads, in-memory storage, file checks): they are left out
             of the upper-bound cache key, and ``--resume`` and an experiment's finished cells
-            accept other values of them.
+            accept other values of them. A ``configure`` that builds a new ``Task`` sets it
+            again (else every option counts: the safe side).
         method_options: registered method name -> the task's defaults for that method's
             options, an instance of its options type (e.g. ``{"redcore":
             RedCoreConfig(eta_growth_every=20_000)}``); a run starts from them and its own
