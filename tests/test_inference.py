@@ -218,6 +218,26 @@ def test_the_model_moves_only_when_a_device_is_given(monkeypatch) -> None:
     assert moves == [(torch.device("cpu"),)]
 
 
+def test_an_input_shape_is_checked_once_and_a_new_one_again(monkeypatch) -> None:
+    import mce.inference as inference
+
+    predictor = Predictor(three_modality_model(), THREE, "mce")
+    inputs = {name: torch.randn(8, 6) for name in MODALITIES3}
+    checked = []
+    run_encoder = inference.run_encoder
+    monkeypatch.setattr(
+        inference,
+        "run_encoder",
+        lambda encoder, *args: checked.append(encoder) or run_encoder(encoder, *args),
+    )
+    first = predictor.predict(inputs)
+    assert len(checked) == 3  # one check per modality
+    torch.testing.assert_close(first.outputs, predictor.predict(inputs).outputs)
+    assert len(checked) == 3  # the same shapes: not checked again
+    with pytest.raises(ValueError, match=r"modality 'error': inputs of shape \[8, 5\] do not"):
+        predictor.predict({**inputs, "error": torch.randn(8, 5)})
+
+
 def sequence_model() -> MultimodalModel:
     """Three modalities as IEMOCAP's: two padded sequences (LSTM encoders) and a vector."""
     fusion = ConcatFusion(3, 16)

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mce.bits import present_masks
+from mce.bits import presence_matrix, present_masks
 from mce.checkpoint import load_checkpoint, write_atomic
 from mce.config import TrainConfig
 from mce.data.dataset import MultimodalData
 from mce.methods import get_method
 from mce.model import MultimodalModel, full_rows, run_encoder
-from mce.records import CONFIG, read_config, write_config
+from mce.records import CONFIG, config_from_dict, read_config, write_config
 from mce.shapley import coalition_plan, plan_shapley
 from mce.tasks import Task, get_task
 from mce.tasks.base import classification_loss, classification_utility
@@ -86,6 +86,7 @@ class Predictor:
         self.model = model.eval()
         self.task = task
         self.method = method
+        self._fitting: set[tuple[Any, ...]] = set()  # (modality, input shape, dtype, device)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -296,7 +297,7 @@ class Predictor:
             present = present_masks(given)
         else:
             present = self._present(present, num_samples)
-            matrix = _matrix(present, len(modalities))
+            matrix = presence_matrix(present, len(modalities))
             for m, name in enumerate(modalities):
                 missing = matrix[:, m] & ~given[:, m]
                 if bool(missing.any()):
@@ -311,7 +312,7 @@ class Predictor:
             raise ValueError(
                 f"sample {int(empty[0])} has no modality present ({empty.numel()} such samples)"
             )
-        matrix = _matrix(present, len(modalities))
+        matrix = presence_matrix(present, len(modalities))
         for m, name in enumerate(modalities):
             if name not in tensors:
                 continue
@@ -405,19 +406,22 @@ class Predictor:
         device: torch.device,
     ) -> None:
         """Run each modality's encoder on its first present sample, so that an input of the
-        wrong shape is an error naming the modality."""
-        matrix = _matrix(present, len(self.modalities))
+        wrong shape is an error naming the modality; once per input shape of a modality."""
+        matrix = presence_matrix(present, len(self.modalities))
         for m, name in enumerate(self.modalities):
             rows = torch.nonzero(matrix[:, m]).flatten()[:1]
             if not rows.numel():
                 continue
-            x = tensors[name][rows].to(device)
-            part = lengths[name][rows].to(device) if name in lengths else None
             key = getattr(self.model.encoders[name], "context_key", None)
             if key is not None and key not in context:
                 raise ValueError(
                     f"modality {name!r} needs the samples' context {key!r} (give context=...)"
                 )
+            fitting = (name, tuple(tensors[name].shape[1:]), tensors[name].dtype, device)
+            if fitting in self._fitting:
+                continue
+            x = tensors[name][rows].to(device)
+            part = lengths[name][rows].to(device) if name in lengths else None
             sides = {key: value[rows].to(device) for key, value in context.items()}
             try:
                 features = run_encoder(self.model.encoders[name], x, part, sides)
@@ -427,13 +431,15 @@ class Predictor:
                     f"modality {name!r}: inputs of shape {shape} do not fit its encoder "
                     f"({str(error).splitlines()[0]})"
                 ) from error
-            if self.is_dense:  # feature maps: their shape depends on the inputs'
-                continue
-            if isinstance(features, Tensor) and tuple(features.shape) != (1, self.model.dim):
+            wrong_features = isinstance(features, Tensor) and (
+                tuple(features.shape) != (1, self.model.dim)
+            )
+            if wrong_features and not self.is_dense:  # dense: maps shaped by the inputs
                 raise ValueError(
                     f"modality {name!r}: inputs of shape {list(tensors[name].shape)} do not fit "
                     "its encoder (wrong feature shape)"
                 )
+            self._fitting.add(fitting)
 
     def _predict_batch(
         self,
@@ -463,7 +469,7 @@ class Predictor:
         probability = torch.softmax(row_outputs.float(), dim=-1)
         v = probability.gather(1, predicted[samples][:, None]).squeeze(1)
         phi = plan_shapley(plan, v).to(outputs.device)
-        matrix = _matrix(present, self.model.num_modalities)
+        matrix = presence_matrix(present, self.model.num_modalities)
         phi = torch.where(matrix, phi, torch.full_like(phi, math.nan))
         return dataclasses.replace(self._result(outputs, present), shapley=phi)
 
@@ -602,16 +608,8 @@ def _trained_methods(run_dir: Path, config: dict[str, Any]) -> list[str]:
 
 def _method_options(spec: Any, task: Task, config: dict[str, Any]) -> Any:
     """The method's options as the run recorded them (else the task's defaults)."""
-    saved = (config.get("method_options") or {}).get(spec.name)
-    if spec.options is None or not isinstance(saved, dict):
-        return task.options_for_method(spec.name)
-    names = {field.name for field in dataclasses.fields(spec.options)}
-    values = {
-        key: tuple(value) if isinstance(value, list) else value
-        for key, value in saved.items()
-        if key in names
-    }
-    return spec.options(**values)
+    recorded = config_from_dict(config).method_options.get(spec.name)
+    return task.options_for_method(spec.name) if recorded is None else recorded
 
 
 def _weights(folder: Path) -> dict[str, Tensor]:
@@ -648,11 +646,6 @@ def _as_tensor(value: Any, what: str) -> Tensor:
         except (TypeError, ValueError) as error:
             raise ValueError(f"{what} is not an array ({error})") from error
     return tensor.float() if tensor.is_floating_point() else tensor
-
-
-def _matrix(present: Tensor, num_modalities: int) -> Tensor:
-    bits = 1 << torch.arange(num_modalities, device=present.device)
-    return (present[:, None] & bits) != 0
 
 
 def _concatenated(parts: list[Prediction], present: Tensor) -> Prediction:
