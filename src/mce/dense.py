@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mce.bits import presence_matrix, samples_with_modality
-from mce.model import MultimodalModel, run_encoder
+from mce.model import MultimodalModel, decode_with_features, run_encoder
 from mce.nn.unet3d import BottleneckFusion, SkipFusion, UNetDecoder3D
 from mce.ops import subset_gather
 
@@ -161,12 +161,25 @@ class DenseMultimodalModel(MultimodalModel):
 
     def forward_rows(self, h: MultiScaleFeatures, rows: Tensor) -> tuple[Tensor, Tensor]:
         """Rebuilt bottleneck tokens [R, M, C d h w] and logits [R, K, D, H, W] of rows (n, S)."""
+        return self._forward_chunks(h, rows, False)
+
+    def forward_rows_features(
+        self, h: MultiScaleFeatures, rows: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """As :meth:`forward_rows`, with the decoder's finest features [R, C_0, *spatial]
+        (the input of its 1x1 class head) between the tokens and the logits."""
+        return self._forward_chunks(h, rows, True)
+
+    def _forward_chunks(
+        self, h: MultiScaleFeatures, rows: Tensor, features: bool
+    ) -> tuple[Tensor, ...]:
+        """Tokens, (decoder features,) logits of ``rows``, in chunks within the memory budget."""
         num_rows = rows.shape[0]
         # each skip's per-(sample, modality) projection once, shared by every row and chunk
         projected = [fusion.project(skip) for fusion, skip in zip(self.skip_fusions, h.skips)]
         chunk = self.rows_per_chunk(h, num_rows)
         if chunk >= num_rows:
-            return self._rows(rows, h.bottleneck, *projected)
+            return self._rows(features, rows, h.bottleneck, *projected)
         grad = torch.is_grad_enabled()
         key = (num_rows, chunk)
         if key not in self._logged:
@@ -180,19 +193,24 @@ class DenseMultimodalModel(MultimodalModel):
                 self.row_memory_gb,
                 "; each chunk is recomputed in the backward pass" if grad else "",
             )
-        tokens, outputs = [], []
+        parts = []
         for first in range(0, num_rows, chunk):
             part = rows[first : first + chunk]
             if grad:
-                t, o = checkpoint(self._rows, part, h.bottleneck, *projected, use_reentrant=False)
+                parts.append(
+                    checkpoint(
+                        self._rows, features, part, h.bottleneck, *projected, use_reentrant=False
+                    )
+                )
             else:
-                t, o = self._rows(part, h.bottleneck, *projected)
-            tokens.append(t)
-            outputs.append(o)
-        return torch.cat(tokens), torch.cat(outputs)
+                parts.append(self._rows(features, part, h.bottleneck, *projected))
+        return tuple(torch.cat(pieces) for pieces in zip(*parts))
 
-    def _rows(self, rows: Tensor, bottleneck: Tensor, *projected: Tensor) -> tuple[Tensor, Tensor]:
-        """Tokens and logits of ``rows`` from the bottleneck and the projected skips."""
+    def _rows(
+        self, features: bool, rows: Tensor, bottleneck: Tensor, *projected: Tensor
+    ) -> tuple[Tensor, ...]:
+        """Tokens, (decoder features,) and logits of ``rows`` from the bottleneck and the
+        projected skips."""
         num_rows, modalities = rows.shape[0], self.num_modalities
         channels, grid = bottleneck.shape[2], bottleneck.shape[3:]
         kept = presence_matrix(rows[:, 1], modalities)
@@ -213,6 +231,8 @@ class DenseMultimodalModel(MultimodalModel):
         samples = rows[:, 0]
         for fusion, skip in zip(self.skip_fusions, projected):
             fused.insert(-1, fusion(skip, samples, kept))
+        if features:
+            return tokens, *decode_with_features(self.decoder, fused)
         return tokens, self.decoder(fused)
 
     def unimodal_outputs(

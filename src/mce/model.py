@@ -10,7 +10,35 @@ from torch import Tensor, nn
 from mce.bits import presence_matrix, samples_with_modality
 from mce.ops import subset_gather
 
-__all__ = ["MultimodalModel", "UnimodalModel", "full_rows", "combination_rows", "run_encoder"]
+__all__ = [
+    "MultimodalModel",
+    "UnimodalModel",
+    "full_rows",
+    "combination_rows",
+    "run_encoder",
+    "decode_with_features",
+]
+
+
+def decode_with_features(decoder: nn.Module, fused: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """The decoder's last features (the input of its final layer) and its outputs.
+
+    A decoder gives them through ``forward_features(fused) -> (features, outputs)`` (the
+    U-Net and BEV decoders do); an ``nn.Sequential`` decoder's features are those entering its
+    last module.
+
+    Raises:
+        ValueError: the decoder offers neither.
+    """
+    if hasattr(decoder, "forward_features"):
+        return decoder.forward_features(fused)
+    if isinstance(decoder, nn.Sequential) and len(decoder) > 1:
+        features = decoder[:-1](fused)
+        return features, decoder[-1](features)
+    raise ValueError(
+        f"the decoder {type(decoder).__name__} exposes no features: give it a "
+        "forward_features(fused) -> (features, outputs) method, or make it an nn.Sequential"
+    )
 
 
 def run_encoder(
@@ -136,13 +164,28 @@ class MultimodalModel(nn.Module):
         targets of L_aux (Eq. 13); here ``h`` itself."""
         return h
 
-    def forward_rows(self, h: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """Tokens [R, M, dim] after reconstruction and outputs [R, ...] for rows (n, S)."""
+    def row_tokens(self, h: Tensor, rows: Tensor) -> Tensor:
+        """Tokens [R, M, dim] of rows (n, S): the features of S, the others zero, after the
+        reconstruction module."""
         tokens = subset_gather(h.contiguous(), rows)
         if self.reconstruction is not None:
             kept = presence_matrix(rows[:, 1], self.num_modalities)
             tokens = self.reconstruction(tokens, kept)
+        return tokens
+
+    def forward_rows(self, h: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Tokens [R, M, dim] after reconstruction and outputs [R, ...] for rows (n, S)."""
+        tokens = self.row_tokens(h, rows)
         return tokens, self.decoder(self.fusion(tokens))
+
+    def forward_rows_features(self, h: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """As :meth:`forward_rows`, with the decoder's last features of each row between the
+        tokens and the outputs (:func:`decode_with_features`): [R, F] for a vector decoder,
+        [R, C, *grid] for a dense one. Methods that distil or compare representations of rows
+        (PASSION's prototypes) read them."""
+        tokens = self.row_tokens(h, rows)
+        features, outputs = decode_with_features(self.decoder, self.fusion(tokens))
+        return tokens, features, outputs
 
     def forward(
         self,

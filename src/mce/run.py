@@ -556,6 +556,7 @@ def _build_method(
         ranks=distributed.ranks(),
         batch_size=config.hparams.batch_size,
         steps=config.hparams.epochs * -(-len(train) // config.hparams.batch_size),
+        augment=task.augment,
     )
     return spec.build(inputs, options)
 

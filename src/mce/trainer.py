@@ -18,7 +18,7 @@ from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData
 from mce.loggers import RunLogger
-from mce.methods import StatefulMethod, TrainingMethod
+from mce.methods import EpochMethod, EpochPlan, StatefulMethod, TrainingMethod
 from mce.seeding import stream
 
 __all__ = ["Trainer", "build_optimizer", "epoch_order", "CHECKPOINT"]
@@ -95,6 +95,16 @@ class Trainer:
     (with every rank's RNG states and the world size) and the logs (each value the mean over
     the ranks); a checkpoint is resumed only by a run with the same number of ranks.
 
+    A method that acts between epochs (:class:`~mce.methods.EpochMethod`) has its
+    ``begin_epoch`` called before every epoch (eval mode, no gradients, the random generators
+    restored afterwards); the plan it returns (entries of samples and the modalities each keeps)
+    replaces the epoch's samples, shuffled by the epoch's order. The plan and whether the pass
+    has run for the current epoch are checkpointed, so a run killed during or after the pass
+    resumes exactly. Under torchrun, when the plan's last global batch would leave a rank
+    without a sample, its last ``len(plan) mod batch_size`` shuffled entries (fewer than the
+    ranks) are left out of that epoch. A per-step schedule (OneCycle) keeps its final rate for
+    the steps a longer epoch adds past its planned length.
+
     Args:
         build_model: () -> a fresh model (called after seeding).
         method: the training objective.
@@ -152,6 +162,9 @@ class Trainer:
         )
         self.per_step_schedule = hparams.lr_schedule in PER_STEP_SCHEDULES
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        # an EpochMethod's plan of the current epoch, and the epoch its pass last ran for
+        self.plan: EpochPlan | None = None
+        self.prepared_epoch: int | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -183,6 +196,9 @@ class Trainer:
             else {"model": self.best_model, "score": self.best_score, "epoch": self.best_epoch},
             # the method's own state across steps (RedCore's supervision weights), if any
             "method": self.method.state_dict() if isinstance(self.method, StatefulMethod) else None,
+            # an EpochMethod's plan of the current epoch and the epoch its pass ran for
+            "epoch_plan": None if self.plan is None else self.plan.state_dict(),
+            "prepared_epoch": self.prepared_epoch,
         }
 
     def save(self) -> None:
@@ -228,6 +244,9 @@ class Trainer:
             state["batch_in_epoch"],
             state["step"],
         )
+        plan = state.get("epoch_plan")
+        self.plan = None if plan is None else EpochPlan(plan["index"], plan["present"])
+        self.prepared_epoch = state.get("prepared_epoch")
         best = state.get("best")
         if best is not None:
             self.best_model, self.best_score, self.best_epoch = (
@@ -254,6 +273,38 @@ class Trainer:
 
     def _order(self, epoch: int) -> torch.Tensor:
         return epoch_order(self.seed, epoch, len(self.train))
+
+    def _begin_epoch(self) -> None:
+        """Run an :class:`EpochMethod`'s pass for the current epoch (every rank alike)."""
+        distributed.broadcast_buffers(self.model)
+        rng, cuda_rng = _rng_states()
+        self.model.eval()
+        with torch.no_grad():
+            plan = self.method.begin_epoch(self.model, self.train, self.epoch)  # type: ignore[attr-defined]
+        self.model.train()
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        if plan is not None:
+            if not isinstance(plan, EpochPlan):
+                raise TypeError(
+                    f"{self.method.name}.begin_epoch must return an EpochPlan or None, "
+                    f"got {type(plan).__name__}"
+                )
+            plan.check(self.train.present)
+        self.plan, self.prepared_epoch = plan, self.epoch
+
+    def _epoch_entries(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The current epoch's samples in order, and the modalities each entry keeps (None:
+        all of its own)."""
+        if self.plan is None:
+            return self._order(self.epoch), None
+        order = epoch_order(self.seed, self.epoch, len(self.plan))
+        if self.ranks is not None:  # every rank needs a sample of the last batch
+            last = order.numel() % self.hparams.batch_size
+            if 0 < last < self.ranks.world_size:
+                order = order[: order.numel() - last]
+        return self.plan.index[order], self.plan.present[order]
 
     def fit(self, stop_at_step: int | None = None) -> bool:
         """Train until the last epoch (True) or until ``stop_at_step`` / Ctrl-C (False); both
@@ -307,13 +358,16 @@ class Trainer:
         interrupt: _DeferredInterrupt,
     ) -> bool:
         batch_size, epochs = self.hparams.batch_size, self.hparams.epochs
-        batches_per_epoch = -(-len(self.train) // batch_size)
         part = None if self.ranks is None else (self.ranks.rank, self.ranks.world_size)
         stop = False  # Ctrl-C, agreed by every rank in a data-parallel run
         while not self.finished:
+            if isinstance(self.method, EpochMethod) and self.prepared_epoch != self.epoch:
+                self._begin_epoch()
             self.model.train()
+            order, keep = self._epoch_entries()
+            batches_per_epoch = -(-order.numel() // batch_size)
             batches = self.train.batches(
-                batch_size, self._order(self.epoch), start=self.batch_in_epoch, part=part
+                batch_size, order, start=self.batch_in_epoch, part=part, present=keep
             )
             bar = tqdm(
                 batches,
@@ -375,9 +429,14 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hparams.grad_clip)
         self.optimizer.step()
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
-        if self.per_step_schedule:
+        if self.per_step_schedule and self._scheduled_steps_left():
             self.scheduler.step()
         return logs, stop
+
+    def _scheduled_steps_left(self) -> bool:
+        """Whether a per-step schedule has steps left (a resampled epoch may run past it)."""
+        total = getattr(self.scheduler, "total_steps", None)
+        return total is None or self.scheduler.last_epoch + 1 < total
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):

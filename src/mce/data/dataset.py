@@ -256,10 +256,14 @@ class MultimodalData:
         """Whether a modality is read from storage batch by batch (:class:`LazyRows`)."""
         return any(isinstance(v, LazyRows) for v in self.inputs.values())
 
-    def batch(self, index: Tensor) -> Batch:
+    def batch(self, index: Tensor, present: Tensor | None = None) -> Batch:
         """The samples at ``index``; sequence modalities are cut to the batch's longest length
         (``[:, :max_len]``, at least 1 frame), so a batch is padded to its own maximum. Lazy
-        modalities are read here."""
+        modalities are read here. ``present`` (Tensor[B] int64, optional): keep only these
+        modalities of each sample (a subset of its own); the others are absent in the batch
+        (inputs zeroed, lengths 0), as an epoch plan's entries ask."""
+        if present is not None:
+            return self._restricted(self.batch(index), present)
         inputs, lengths = {}, {k: v[index] for k, v in self.lengths.items()}
         for name, value in self.inputs.items():
             if isinstance(value, LazyRows):
@@ -274,12 +278,28 @@ class MultimodalData:
         context = {k: v[index] for k, v in self.context.items()}
         return Batch(inputs, self.target[index], self.present[index], index, lengths, context)
 
+    def _restricted(self, batch: Batch, present: Tensor) -> Batch:
+        """``batch`` with each sample's modalities cut to ``present``."""
+        present = present.to(batch.present.device) & batch.present
+        inputs, lengths = dict(batch.inputs), dict(batch.lengths)
+        for m, name in enumerate(self.modalities):
+            has = has_modality(present, m)
+            if bool(has.all()):
+                continue
+            value = inputs[name]
+            keep = has.view(-1, *([1] * (value.dim() - 1))).to(value.device)
+            inputs[name] = torch.where(keep, value, torch.zeros((), dtype=value.dtype))
+            if name in lengths:
+                lengths[name] = torch.where(has, lengths[name], torch.zeros_like(lengths[name]))
+        return Batch(inputs, batch.target, present, batch.index, lengths, batch.context)
+
     def batches(
         self,
         batch_size: int,
         order: Sequence[int] | Tensor | None = None,
         start: int = 0,
         part: tuple[int, int] | None = None,
+        present: Tensor | None = None,
     ) -> Iterator[Batch]:
         """Batches in ``order`` (default: as stored), from batch number ``start``. With lazy
         modalities the next ``PREFETCH`` batches are read on background threads while this one
@@ -288,14 +308,25 @@ class MultimodalData:
         ``part=(rank, world_size)`` yields slice ``rank`` of each batch cut into
         ``world_size`` disjoint slices by ``torch.tensor_split`` (the first ``len % world_size``
         slices one sample longer): the slices of all ranks together are the batch.
+
+        ``present`` (Tensor[len(order)] int64, aligned with ``order``; optional): the
+        modalities each entry keeps (see :meth:`batch`). ``order`` may then repeat samples
+        and be longer than the split (an epoch plan's entries).
         """
         order = torch.arange(len(self)) if order is None else torch.as_tensor(order)
-        indices = [
-            order[first : first + batch_size]
-            for first in range(start * batch_size, len(self), batch_size)
-        ]
+        starts = range(start * batch_size, order.numel(), batch_size)
+        indices = [order[first : first + batch_size] for first in starts]
+        keeps = None
+        if present is not None:
+            keeps = [present[first : first + batch_size] for first in starts]
         if part is not None:
             indices = [index.tensor_split(part[1])[part[0]] for index in indices]
+            if keeps is not None:
+                keeps = [keep.tensor_split(part[1])[part[0]] for keep in keeps]
+        if keeps is not None:
+            pairs = list(zip(indices, keeps))
+            yield from read_ahead(lambda pair: self.batch(*pair), pairs, PREFETCH * self.lazy)
+            return
         if not self.lazy:
             for index in indices:
                 yield self.batch(index)

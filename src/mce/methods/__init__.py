@@ -12,7 +12,10 @@ studies live in :mod:`mce.methods.official`.
 """
 
 from mce.methods.base import (
+    EpochMethod,
+    EpochPlan,
     LossFn,
+    epoch_batches,
     MethodInputs,
     MethodSpec,
     StatefulMethod,
@@ -26,11 +29,14 @@ from mce.methods.mce import SPEC as MCE_SPEC
 from mce.methods.mce import MCEConfig, MCEMethod
 from mce.methods.redcore import SPEC as REDCORE_SPEC
 from mce.methods.redcore import RedCoreConfig, RedCoreMethod
+from mce.methods.mbt_sample import SPEC as MBT_SAMPLE_SPEC
+from mce.methods.mbt_sample import MBTSampleConfig, MBTSampleMethod
 from mce.methods.registry import METHODS, get_method, register_method
 
 register_method(MCE_SPEC)
 register_method(BASELINE_SPEC)
 register_method(REDCORE_SPEC)
+register_method(MBT_SAMPLE_SPEC)
 
 __all__ = [
     # contract
@@ -40,6 +46,9 @@ __all__ = [
     "StepResult",
     "TrainingMethod",
     "StatefulMethod",
+    "EpochPlan",
+    "EpochMethod",
+    "epoch_batches",
     "MethodSpec",
     # registry
     "METHODS",
@@ -51,4 +60,6 @@ __all__ = [
     "MCEMethod",
     "RedCoreConfig",
     "RedCoreMethod",
+    "MBTSampleConfig",
+    "MBTSampleMethod",
 ]

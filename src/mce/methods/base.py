@@ -6,14 +6,14 @@ found by name through a :class:`MethodSpec` in the registry of :mod:`mce.methods
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from mce.data.dataset import Batch
+from mce.data.dataset import Batch, MultimodalData
 from mce.distributed import Ranks
 from mce.model import MultimodalModel
 
@@ -25,6 +25,9 @@ __all__ = [
     "StepResult",
     "TrainingMethod",
     "StatefulMethod",
+    "EpochPlan",
+    "EpochMethod",
+    "epoch_batches",
     "MethodSpec",
 ]
 
@@ -56,6 +59,9 @@ class MethodInputs:
             :class:`TrainingMethod`). None: one process, whose batch is the whole batch.
         batch_size, steps: the run's batch size and number of training steps, for methods
             whose schedules scale with them (RedCore's ``schedule="released"``); 0: unknown.
+        augment: the task's transform of a training batch (random crops of BraTS and
+            nuScenes), for epoch passes that must see inputs as training does
+            (:func:`epoch_batches`); None: none.
 
     Raises:
         ValueError: counts is not Tensor[M] int64, dataset_size is not a positive int, or upper
@@ -71,6 +77,7 @@ class MethodInputs:
     ranks: Ranks | None = None
     batch_size: int = 0  # the run's (global) batch size; 0: not known
     steps: int = 0  # the run's training steps; 0: not known
+    augment: Callable[[Batch], Batch] | None = None
 
     def sum_over_ranks(self, tensor: Tensor) -> Tensor:
         """``tensor`` summed over the ranks of a data-parallel run (one all-reduce; every rank
@@ -87,6 +94,12 @@ class MethodInputs:
     def world_size(self) -> int:
         """The number of ranks of a data-parallel run; 1 in one process."""
         return 1 if self.ranks is None else self.ranks.world_size
+
+    def shard(self, index: Tensor) -> Tensor:
+        """This rank's part of ``index`` in a data-parallel run (``torch.tensor_split`` into
+        ``world_size`` parts, the first ones one longer), ``index`` itself in one process: how
+        an epoch pass (:class:`EpochMethod`) divides the training split between the ranks."""
+        return index if self.ranks is None else index.tensor_split(self.world_size)[self.rank]
 
     def __post_init__(self) -> None:
         if self.counts.dim() != 1 or self.counts.dtype != torch.int64:
@@ -155,6 +168,89 @@ class StatefulMethod(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """The sample list of one epoch, given by an :class:`EpochMethod`: entry e trains sample
+    ``index[e]`` of the training split with the modalities of ``present[e]`` (a subset of the
+    sample's own; the others are treated as absent for that entry). An entry may repeat a
+    sample (resampling). The trainer shuffles the entries with the epoch's seeded order.
+
+    Raises:
+        ValueError: the tensors are not int64 [E] of one length E >= 1, or ``index`` is out of
+            range (checked against the split by :meth:`check`).
+    """
+
+    index: Tensor
+    present: Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("index", "present"):
+            value = getattr(self, name)
+            if not isinstance(value, Tensor) or value.dim() != 1 or value.dtype != torch.int64:
+                raise ValueError(f"EpochPlan.{name} must be Tensor[E] int64, got {value!r}")
+        if self.index.shape != self.present.shape or not self.index.numel():
+            raise ValueError(
+                "EpochPlan.index and .present must have one length E >= 1, got "
+                f"{self.index.numel()} and {self.present.numel()}"
+            )
+
+    def __len__(self) -> int:
+        return self.index.numel()
+
+    def check(self, present: Tensor) -> None:
+        """Refuse an entry outside the split (``present``: its presence masks), one that keeps
+        a modality its sample lacks, or one that keeps none."""
+        if int(self.index.min()) < 0 or int(self.index.max()) >= present.shape[0]:
+            raise ValueError(
+                f"an epoch plan names samples outside the training split of {present.shape[0]}"
+            )
+        own = present.cpu()[self.index.cpu()]
+        if bool((self.present.cpu() & ~own).any()) or not bool((self.present > 0).all()):
+            raise ValueError(
+                "an epoch plan keeps a modality its sample lacks, or keeps no modality"
+            )
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"index": self.index.cpu(), "present": self.present.cpu()}
+
+
+def epoch_batches(
+    inputs: MethodInputs, train: MultimodalData, model: MultimodalModel, batch_size: int = 0
+) -> Iterator[Batch]:
+    """This rank's share of the training split (:meth:`MethodInputs.shard`), in batches of
+    ``batch_size`` (0: the run's batch size, else 64) as training sees them (``inputs.augment``)
+    on the model's device: what an :class:`EpochMethod`'s pass over the split iterates. Each
+    batch's ``index`` gives its samples' positions in the split."""
+    size = batch_size or inputs.batch_size or 64
+    device = next(model.parameters()).device
+    for batch in train.batches(size, inputs.shard(torch.arange(len(train)))):
+        if inputs.augment is not None:
+            batch = inputs.augment(batch)
+        yield batch.to(device)
+
+
+@runtime_checkable
+class EpochMethod(Protocol):
+    """A method that acts between epochs (optional part of the contract).
+
+    Before every epoch (epoch 0 included) the trainer calls :meth:`begin_epoch` with the model
+    in eval mode and gradients off. A pass over the training split there divides it between the
+    ranks of a data-parallel run (:meth:`MethodInputs.shard`) and sums its statistics over them
+    (:meth:`MethodInputs.sum_over_ranks`), so every rank ends with the same state. It must be a
+    function of the model, the split, the epoch and the method's own state (random draws from
+    :func:`mce.seeding.stream`, never the global generators), and a method with it is also a
+    :class:`StatefulMethod`: the trainer checkpoints the state after the pass and the plan it
+    returned, so a run killed at any point resumes bit-identically.
+
+    ``begin_epoch`` returns the epoch's sample list (:class:`EpochPlan`), or None for the
+    plain epoch (every sample once, all its modalities).
+    """
+
+    def begin_epoch(
+        self, model: MultimodalModel, train: MultimodalData, epoch: int
+    ) -> EpochPlan | None: ...
 
 
 @dataclass(frozen=True)

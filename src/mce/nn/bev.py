@@ -334,9 +334,13 @@ class BevDecoder(nn.Module):
         self.head = nn.Sequential(_bev_block(dim, dim), nn.Conv2d(dim, 1, 1))
 
     def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+        return self.forward_features(features)[1]
+
+    def forward_features(self, features: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """The full-resolution decoded features [B, dim, Z, X] and the logits read from them."""
         x = features if isinstance(features, Tensor) else features[-1]
         half = self.down1(x)
         quarter = self.down2(half)
         half = half + F.interpolate(self.up2(quarter), size=half.shape[2:], mode="bilinear")
         x = x + F.interpolate(self.up1(half), size=x.shape[2:], mode="bilinear")
-        return self.head(x)
+        return x, self.head(x)

@@ -232,13 +232,17 @@ class UNetDecoder3D(nn.Module):
         )
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
+        return self.forward_features(features)[1]
+
+    def forward_features(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """The finest level's decoded features [B, base, ...] and the logits read from them."""
         x = features[-1]
         for level in range(len(features) - 2, -1, -1):
             skip = features[level]
             x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=True)
             x = self.reduce[level](x)
             x = self.merge[level](torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return x, self.head(x)
 
 
 class LinearReadout3D(nn.Module):
