@@ -23,6 +23,8 @@ from mce.data.masks import apply_missing_rates
 from mce.evaluate import evaluate_combinations, evaluate_unimodal_heads
 from mce.lce import presence_counts
 from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs
+from mce.methods.pmr import PMRConfig, PMRMethod
+from mce.methods.passion import PASSIONMethod
 from mce.methods.redcore import RedCoreMethod, adapt_model
 from mce.metrics import CLASSIFICATION_METRICS
 from mce.model import MultimodalModel
@@ -80,8 +82,8 @@ def _enter(rank: int, world: int, port: int, worker: Callable[..., None], args: 
 # One training step and an evaluation
 # ---------------------------------------------------------------------------------------------
 
-# case -> (MCE options, None for the baseline or "redcore"; upper bounds continuous rather
-# than 0/1)
+# case -> (MCE options, None for the baseline, "redcore", "pmr" or "passion"; upper bounds
+# continuous rather than 0/1)
 STEP_CASES: dict[str, tuple[MCEConfig | str | None, bool]] = {
     "mce": (MCEConfig(), False),
     "mce-continuous-upper": (MCEConfig(), True),
@@ -89,6 +91,8 @@ STEP_CASES: dict[str, tuple[MCEConfig | str | None, bool]] = {
     "mce-no-b": (MCEConfig(use_b=False, use_a=False), False),
     "baseline": (None, False),
     "redcore": ("redcore", False),
+    "passion": ("passion", False),
+    "pmr": ("pmr", False),
 }
 BATCH = 63  # odd: the two slices hold 32 and 31 samples
 
@@ -112,6 +116,12 @@ def build_method(case: str, train, upper, counts, ranks=None):
     inputs = MethodInputs(DIGITS.loss, DIGITS.utility, counts, len(train), 0, upper, ranks=ranks)
     if config == "redcore":
         return RedCoreMethod(inputs)
+    if config == "passion":
+        return PASSIONMethod(inputs)
+    if config == "pmr":  # with the prototypes of one unsharded pass (the same on every rank)
+        method = PMRMethod(inputs)
+        method.load_state_dict(pmr_prototypes(train))
+        return method
     return BaselineMethod(inputs) if config is None else MCEMethod(inputs, config)
 
 
@@ -206,3 +216,31 @@ def resume_worker(out: str) -> None:
     returned["stopped-again"] = run(resumed, resume=True, stop_at_step=5)
     returned["resumed"] = run(resumed, resume=True)
     torch.save(returned, root / f"returned-rank{distributed.rank()}.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# PMR's prototype pass
+# ---------------------------------------------------------------------------------------------
+
+
+def pmr_prototypes(train=None, ranks=None) -> dict[str, Any]:
+    """PMR's state after its passes before epochs 0 and 1 (momentum 0.5, 30 % of the split
+    in batches of 50) on ``train`` (default: the step cases' split) with the seeded model."""
+    if train is None:
+        train, _, _, _ = step_setup(False)
+    counts = torch.tensor([len(train), len(train)])
+    inputs = MethodInputs(
+        DIGITS.loss, DIGITS.utility, counts, len(train), 0, ranks=ranks, batch_size=50
+    )
+    method = PMRMethod(inputs, PMRConfig(pmr_momentum=0.5, pmr_prototype_share=0.3))
+    model = step_model("pmr").eval()
+    with torch.no_grad():
+        for epoch in (0, 1):
+            method.begin_epoch(model, train, epoch)
+    return method.state_dict()
+
+
+def pmr_epoch_worker(out: str) -> None:
+    """PMR's passes on this rank's share of each subset; the state they left."""
+    state = pmr_prototypes(ranks=distributed.ranks())
+    torch.save(state, Path(out) / f"pmr-rank{distributed.rank()}.pt")

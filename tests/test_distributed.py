@@ -170,7 +170,7 @@ def test_one_step_under_two_ranks_equals_one_process_on_the_batch(two_ranks, cas
     logged = ranks[0]["logs"]
     assert list(logged) == list(logs)  # the same log columns, in the same order
     statistics = [key for key in logs if key.split("/")[0] in ("phi", "U", "B", "A", "count")]
-    assert (case in ("baseline", "redcore")) == (not statistics)
+    assert (case in ("baseline", "redcore", "pmr", "passion")) == (not statistics)
     for key in [*statistics, "rows"] if statistics else []:
         if case == "mce-continuous-upper" and key.split("/")[0] in ("U", "B"):
             assert logged[key] == pytest.approx(logs[key], rel=1e-6, abs=1e-7), key
@@ -181,9 +181,20 @@ def test_one_step_under_two_ranks_equals_one_process_on_the_batch(two_ranks, cas
             assert logged[key] == pytest.approx(logs[key], rel=1e-5), key
     # RedCore: supervision weights from the global batch's imagination losses
     redcore = [key for key in logs if key.split("/")[0] in ("beta", "L_imagine", "kl", "eta")]
-    assert (case == "redcore") == bool(redcore)
+    assert (case in ("redcore", "passion")) == bool(redcore)  # PASSION logs beta too
     for key in redcore:
         assert logged[key] == pytest.approx(logs[key], rel=1e-5), key
+    # PMR: scores and the hard switch from the global batch's sums
+    pmr = [key for key in logs if key.split("/")[0] in ("score", "coef", "l_proto")]
+    assert (case == "pmr") == bool(pmr)
+    for key in pmr:
+        assert logged[key] == pytest.approx(logs[key], rel=1e-5), key
+    # PASSION: the gate, the distances and the distillation terms from the global batch
+    terms = ("gate", "dist", "l_sep", "l_kl", "l_prototype")
+    passion = [key for key in logs if key.split("/")[0] in terms]
+    assert (case == "passion") == bool(passion)
+    for key in passion:
+        assert logged[key] == pytest.approx(logs[key], rel=1e-5, abs=1e-7), key
     scale = max(float(p.grad.abs().max()) for p in parameters.values() if p.grad is not None)
     for name, parameter in parameters.items():
         averaged = ranks[0]["grads"][name]

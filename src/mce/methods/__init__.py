@@ -29,6 +29,10 @@ from mce.methods.mce import SPEC as MCE_SPEC
 from mce.methods.mce import MCEConfig, MCEMethod
 from mce.methods.redcore import SPEC as REDCORE_SPEC
 from mce.methods.redcore import RedCoreConfig, RedCoreMethod
+from mce.methods.passion import SPEC as PASSION_SPEC
+from mce.methods.passion import PASSIONConfig, PASSIONMethod
+from mce.methods.pmr import SPEC as PMR_SPEC
+from mce.methods.pmr import PMRConfig, PMRMethod
 from mce.methods.mbt_sample import SPEC as MBT_SAMPLE_SPEC
 from mce.methods.mbt_sample import MBTSampleConfig, MBTSampleMethod
 from mce.methods.registry import METHODS, get_method, register_method
@@ -36,6 +40,8 @@ from mce.methods.registry import METHODS, get_method, register_method
 register_method(MCE_SPEC)
 register_method(BASELINE_SPEC)
 register_method(REDCORE_SPEC)
+register_method(PASSION_SPEC)
+register_method(PMR_SPEC)
 register_method(MBT_SAMPLE_SPEC)
 
 __all__ = [
@@ -60,6 +66,10 @@ __all__ = [
     "MCEMethod",
     "RedCoreConfig",
     "RedCoreMethod",
+    "PASSIONConfig",
+    "PASSIONMethod",
+    "PMRConfig",
+    "PMRMethod",
     "MBTSampleConfig",
     "MBTSampleMethod",
 ]
