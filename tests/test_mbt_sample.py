@@ -384,3 +384,55 @@ def test_cli_trains_mbt_sample_on_nuscenes(tmp_path) -> None:
 def test_mbt_sample_is_registered_with_its_options() -> None:
     spec = get_method("mbt-sample")
     assert spec.options is MBTSampleConfig and not spec.needs_upper_bounds(None)
+
+
+def test_values_recorded_by_the_steps_equal_the_pass_with_the_same_weights(tmp_path) -> None:
+    """With a dropout-free model and lr 1e-30 the weights do not move: the values the steps record
+    over epoch 0 are those the pass computes before epoch 1."""
+    import ddp_workers
+
+    config = config_for(
+        ddp_workers.TASK,
+        method="mbt-sample",
+        out=str(tmp_path / "steps"),
+        epochs=2,
+        warmup=1,
+        valuation="steps",
+        lr=1e-30,
+        batch_size=256,
+        progress=False,
+    )
+    run(config, task=ddp_workers.TASK)
+    recorded = load_checkpoint(tmp_path / "steps" / "mbt-sample" / "checkpoint.pt")
+    passed = config_for(
+        ddp_workers.TASK,
+        method="mbt-sample",
+        out=str(tmp_path / "pass"),
+        epochs=2,
+        warmup=1,
+        lr=1e-30,
+        batch_size=256,
+        progress=False,
+    )
+    run(passed, task=ddp_workers.TASK)
+    valued = load_checkpoint(tmp_path / "pass" / "mbt-sample" / "checkpoint.pt")
+    torch.testing.assert_close(recorded["method"]["values"], valued["method"]["values"])
+    assert bool(valued["method"]["values"].abs().sum() > 0)
+    for key in ("index", "present"):
+        assert torch.equal(recorded["epoch_plan"][key], valued["epoch_plan"][key])
+
+
+def test_resume_with_values_from_the_steps_equals_uninterrupted(tmp_path, one_thread) -> None:
+    base = dict(method="mbt-sample", epochs=3, batch_size=256, seed=2, progress=False)
+    base.update(warmup=1, valuation="steps")
+    expected = run(config_for(out=str(tmp_path / "straight"), **base))
+    resumed = config_for(out=str(tmp_path / "resumed"), **base)
+    assert run(resumed, stop_at_step=2) == {}  # inside epoch 0, recording
+    assert run(resumed, resume=True, stop_at_step=9) == {}  # inside the resampled epoch 1
+    assert run(resumed, resume=True) == expected
+    a = load_checkpoint(tmp_path / "straight" / "mbt-sample" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "mbt-sample" / "checkpoint.pt")
+    for key in ("values", "recorded", "seen"):
+        assert torch.equal(a["method"][key], b["method"][key]), key
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

@@ -40,9 +40,9 @@ from mce.methods.registry import METHODS, get_method, register_method
 register_method(MCE_SPEC)
 register_method(BASELINE_SPEC)
 register_method(REDCORE_SPEC)
-register_method(PASSION_SPEC)
-register_method(PMR_SPEC)
 register_method(MBT_SAMPLE_SPEC)
+register_method(PMR_SPEC)
+register_method(PASSION_SPEC)
 
 __all__ = [
     # contract

@@ -19,6 +19,13 @@ resamples the epoch:
    ``k = 1`` for 0.4 < phi < 1, ``k = 2`` for -0.1 < phi < 0.4, ``k = 3`` for phi < -0.1,
    else 0. An absent modality gets phi = 0 and no copies.
 
+``valuation="steps"`` (an option, not the released method) skips the pass: each sample is
+valued during its own training step of the previous epoch, from the features that step encodes
+anyway (the proper subsets' rows run once more, without gradients), with the weights of that
+step rather than of the epoch's end, and in training mode (dropout on). It costs about what
+the extra rows cost (the encoders do not run again); a sample no step saw in the previous
+epoch keeps its earlier value.
+
 Decisions where the released code (two complete modalities) is silent: a sample with one
 present modality m is valued ``phi = utility`` and copied by the same thresholds (its copies
 repeat it as it is, weighting samples it gets wrong); the valuation sees training batches as
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -44,7 +51,7 @@ from mce.methods.base import (
     epoch_batches,
 )
 from mce.methods.baseline import BaselineMethod
-from mce.model import MultimodalModel
+from mce.model import MultimodalModel, full_rows
 from mce.shapley import coalition_plan, plan_shapley
 
 __all__ = ["MBTSampleConfig", "MBTSampleMethod", "sample_values", "copies_from_values", "SPEC"]
@@ -74,6 +81,14 @@ class MBTSampleConfig:
             "items": "thresholds",
         },
     )
+    valuation: Literal["pass", "steps"] = field(
+        default="pass",
+        metadata={
+            "help": "pass: a no-grad pass over the training split before every epoch after the "
+            "warm-up (released); steps: each sample valued during its own step of the previous "
+            "epoch (no extra pass)",
+        },
+    )
     valuation_batch: int = field(
         default=0,
         metadata={
@@ -83,6 +98,8 @@ class MBTSampleConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.valuation not in ("pass", "steps"):
+            raise ValueError(f"valuation must be one of pass, steps, got {self.valuation!r}")
         for name in ("warmup", "valuation_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -111,9 +128,33 @@ def sample_values(
     ``v(S) = |S| * utility(prediction from S)`` (no gradients; absent modalities 0)."""
     with torch.no_grad():
         h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
+        return values_from_features(model, h, batch, utility, num_modalities)
+
+
+def values_from_features(
+    model: MultimodalModel,
+    h: Any,
+    batch: Batch,
+    utility: Any,
+    num_modalities: int,
+    full_outputs: Tensor | None = None,
+) -> Tensor:
+    """:func:`sample_values` from the batch's encoder features ``h``; ``full_outputs``: the
+    outputs of the full rows (n, A_n), if computed already (their rows are then not rerun)."""
+    with torch.no_grad():
         plan = coalition_plan(batch.present, num_modalities, "exact")
-        _, outputs = model.forward_rows(h, plan.rows)
-        scores = utility(outputs, batch.target[plan.samples]).float()
+        rows, target = plan.rows, batch.target[plan.samples]
+        if full_outputs is None:
+            outputs = model.forward_rows(h, rows)[1]
+            scores = utility(outputs, target).float()
+        else:
+            full = rows[:, 1] == batch.present[rows[:, 0]]
+            scores = torch.empty(rows.shape[0], device=rows.device)
+            scores[full] = utility(full_outputs.detach(), batch.target).float()
+            proper = ~full
+            if bool(proper.any()):
+                outputs = model.forward_rows(h, rows[proper])[1]
+                scores[proper] = utility(outputs, target[proper]).float()
         return plan_shapley(plan, popcount(plan.subsets).to(scores) * scores)
 
 
@@ -149,12 +190,46 @@ class MBTSampleMethod:
         num_modalities = int(inputs.counts.shape[0])
         self.values = torch.zeros(inputs.dataset_size, num_modalities)
         self.copies = [0] * num_modalities  # extra copies of each modality in this epoch
+        # valuation="steps": the values recorded by this epoch's steps, and which samples
+        self.recorded = torch.zeros(inputs.dataset_size, num_modalities)
+        self.seen = torch.zeros(inputs.dataset_size, dtype=torch.bool)
+        self.full_present: Tensor | None = None  # the training split's presence masks
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
-        result = self.plain.step(model, batch, step)
+        if self.config.valuation == "steps" and self.full_present is not None:
+            result = self._step_recording(model, batch)
+        else:
+            result = self.plain.step(model, batch, step)
         for m, name in enumerate(model.modalities):
             result.logs[f"copies/{name}"] = float(self.copies[m])
         return result
+
+    def _step_recording(self, model: MultimodalModel, batch: Batch) -> StepResult:
+        """The plain step, recording the values of the entries that are whole samples."""
+        h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
+        _, outputs = model.forward_rows(h, full_rows(batch.present))
+        losses = self.inputs.loss(outputs, batch.target)
+        count = self.inputs.sum_over_ranks(
+            torch.tensor([losses.shape[0]], dtype=torch.float64, device=losses.device)
+        )
+        loss = self.inputs.world_size * losses.sum() / count.to(losses)[0]
+        assert self.full_present is not None
+        index = batch.index.cpu()
+        whole = (batch.present.cpu() == self.full_present[index]).nonzero().flatten()
+        if whole.numel():
+            rows = whole.to(batch.present.device)
+            part = Batch({}, batch.target[rows], batch.present[rows], batch.index[rows])
+            phi = values_from_features(
+                model,
+                _take(h, rows),
+                part,
+                self.inputs.utility,
+                model.num_modalities,
+                full_outputs=outputs[rows],
+            )
+            self.recorded[index[whole]] = phi.float().cpu()
+            self.seen[index[whole]] = True
+        return StepResult(loss, {"loss": loss.item(), "l_task": loss.item()})
 
     def valuate(self, model: MultimodalModel, train: MultimodalData) -> Tensor:
         """phi [N_train, M] of every training sample (each rank values its share; the table
@@ -171,10 +246,14 @@ class MBTSampleMethod:
         self, model: MultimodalModel, train: MultimodalData, epoch: int
     ) -> EpochPlan | None:
         """None in the warm-up; then the valuation and the resampled epoch's plan."""
+        self.full_present = train.present.cpu()
+        if self.config.valuation == "steps":
+            self._gather_recorded()
         if epoch < self.config.warmup:
             self.copies = [0] * train.num_modalities
             return None
-        self.values = self.valuate(model, train)
+        if self.config.valuation == "pass":
+            self.values = self.valuate(model, train)
         copies = copies_from_values(self.values, train.present, self.config.copy_thresholds)
         self.copies = copies.sum(0).tolist()
         samples = torch.arange(len(train)).repeat_interleave(copies.sum(1))
@@ -184,8 +263,23 @@ class MBTSampleMethod:
         present = torch.cat([train.present.cpu(), kept])
         return EpochPlan(index, present)
 
+    def _gather_recorded(self) -> None:
+        """The values the last epoch's steps recorded (every rank's), over the old ones."""
+        packed = torch.cat([self.recorded.double(), self.seen.double()[:, None]], dim=1)
+        total = self.inputs.sum_over_ranks(packed)
+        seen = total[:, -1] > 0
+        self.values[seen] = total[seen, :-1].float()
+        self.recorded.zero_()
+        self.seen.zero_()
+
     def state_dict(self) -> dict[str, Any]:
-        return {"values": self.values.clone(), "copies": list(self.copies)}
+        return {
+            "values": self.values.clone(),
+            "copies": list(self.copies),
+            "recorded": self.recorded.clone(),
+            "seen": self.seen.clone(),
+            "full_present": None if self.full_present is None else self.full_present.clone(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if tuple(state["values"].shape) != tuple(self.values.shape):
@@ -195,6 +289,17 @@ class MBTSampleMethod:
             )
         self.values = state["values"].clone()
         self.copies = [int(c) for c in state["copies"]]
+        if "recorded" in state:
+            self.recorded, self.seen = state["recorded"].clone(), state["seen"].clone()
+            present = state["full_present"]
+            self.full_present = None if present is None else present.clone()
+
+
+def _take(h: Any, index: Tensor) -> Any:
+    """The encoder features of the samples at ``index`` (a tensor, or a dense model's levels)."""
+    if isinstance(h, Tensor):
+        return h[index]
+    return type(h)(tuple(level[index] for level in h.skips), h.bottleneck[index])
 
 
 def _build(inputs: MethodInputs, options: Any) -> MBTSampleMethod:
