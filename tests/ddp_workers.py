@@ -26,6 +26,8 @@ from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs
 from mce.methods.pmr import PMRConfig, PMRMethod
 from mce.methods.passion import PASSIONMethod
 from mce.methods.redcore import RedCoreMethod, adapt_model
+from mce.methods.shaspec import ShaSpecMethod
+from mce.methods.shaspec import adapt_model as adapt_shaspec
 from mce.metrics import CLASSIFICATION_METRICS
 from mce.model import MultimodalModel
 from mce.tasks.digits import TASK as DIGITS
@@ -91,6 +93,7 @@ STEP_CASES: dict[str, tuple[MCEConfig | str | None, bool]] = {
     "mce-no-b": (MCEConfig(use_b=False, use_a=False), False),
     "baseline": (None, False),
     "redcore": ("redcore", False),
+    "shaspec": ("shaspec", False),
     "passion": ("passion", False),
     "pmr": ("pmr", False),
 }
@@ -116,6 +119,8 @@ def build_method(case: str, train, upper, counts, ranks=None):
     inputs = MethodInputs(DIGITS.loss, DIGITS.utility, counts, len(train), 0, upper, ranks=ranks)
     if config == "redcore":
         return RedCoreMethod(inputs)
+    if config == "shaspec":
+        return ShaSpecMethod(inputs)
     if config == "passion":
         return PASSIONMethod(inputs)
     if config == "pmr":  # with the prototypes of one unsharded pass (the same on every rank)
@@ -132,6 +137,8 @@ def step_model(case: str) -> MultimodalModel:
     model = _no_dropout_model()
     if STEP_CASES[case][0] == "redcore":
         model = adapt_model(model, None).eval()
+    if STEP_CASES[case][0] == "shaspec":
+        model = adapt_shaspec(model, None)
     return model
 
 

@@ -170,7 +170,7 @@ def test_one_step_under_two_ranks_equals_one_process_on_the_batch(two_ranks, cas
     logged = ranks[0]["logs"]
     assert list(logged) == list(logs)  # the same log columns, in the same order
     statistics = [key for key in logs if key.split("/")[0] in ("phi", "U", "B", "A", "count")]
-    assert (case in ("baseline", "redcore", "pmr", "passion")) == (not statistics)
+    assert (case in ("baseline", "redcore", "pmr", "passion", "shaspec")) == (not statistics)
     for key in [*statistics, "rows"] if statistics else []:
         if case == "mce-continuous-upper" and key.split("/")[0] in ("U", "B"):
             assert logged[key] == pytest.approx(logs[key], rel=1e-6, abs=1e-7), key
@@ -195,6 +195,11 @@ def test_one_step_under_two_ranks_equals_one_process_on_the_batch(two_ranks, cas
     assert (case == "passion") == bool(passion)
     for key in passion:
         assert logged[key] == pytest.approx(logs[key], rel=1e-5, abs=1e-7), key
+    # ShaSpec: alignment and domain terms over the global batch's pairs and modalities
+    shaspec = [key for key in logs if key in ("l_shared", "l_domain", "domain_acc")]
+    assert (case == "shaspec") == bool(shaspec)
+    for key in shaspec:
+        assert logged[key] == pytest.approx(logs[key], rel=1e-5), key
     scale = max(float(p.grad.abs().max()) for p in parameters.values() if p.grad is not None)
     for name, parameter in parameters.items():
         averaged = ranks[0]["grads"][name]

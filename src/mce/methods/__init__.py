@@ -29,6 +29,7 @@ from mce.methods.mce import SPEC as MCE_SPEC
 from mce.methods.mce import MCEConfig, MCEMethod
 from mce.methods.redcore import SPEC as REDCORE_SPEC
 from mce.methods.redcore import RedCoreConfig, RedCoreMethod
+from mce.methods.shaspec import SPEC as SHASPEC_SPEC, ShaSpecConfig, ShaSpecMethod
 from mce.methods.passion import SPEC as PASSION_SPEC
 from mce.methods.passion import PASSIONConfig, PASSIONMethod
 from mce.methods.pmr import SPEC as PMR_SPEC
@@ -43,6 +44,7 @@ register_method(REDCORE_SPEC)
 register_method(MBT_SAMPLE_SPEC)
 register_method(PMR_SPEC)
 register_method(PASSION_SPEC)
+register_method(SHASPEC_SPEC)
 
 __all__ = [
     # contract
@@ -66,6 +68,8 @@ __all__ = [
     "MCEMethod",
     "RedCoreConfig",
     "RedCoreMethod",
+    "ShaSpecConfig",
+    "ShaSpecMethod",
     "PASSIONConfig",
     "PASSIONMethod",
     "PMRConfig",
