@@ -436,3 +436,20 @@ def test_resume_with_values_from_the_steps_equals_uninterrupted(tmp_path, one_th
         assert torch.equal(a["method"][key], b["method"][key]), key
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_a_per_step_schedule_spreads_over_a_longer_epoch(tmp_path, hooked) -> None:
+    """OneCycle is planned for the split's steps; a plan 1.5x as long moves it by the share of
+    training done, so it ends at its end and never idles at its final rate before."""
+    import csv
+
+    _Hooked.plans = staticmethod(_copies_plan)
+    _run(tmp_path, "onecycle", "hooked", epochs=2, lr_schedule="onecycle", batch_size=128)
+    with (tmp_path / "onecycle" / "hooked" / "log.csv").open() as log:
+        rates = [float(row["lr"]) for row in csv.DictReader(log)]
+    assert len(rates) == 2 * 15  # 1,257 x 1.5 entries in batches of 128, per epoch
+    assert len(set(rates)) == 20  # the rates of the 20 planned steps, each used once or twice
+    annealed = rates[1:]  # after the first step's warm-up rate
+    assert annealed.index(min(annealed)) >= len(annealed) - 2  # the lowest only at the end
+    checkpoint = load_checkpoint(tmp_path / "onecycle" / "hooked" / "checkpoint.pt")
+    assert checkpoint["scheduler"]["last_epoch"] == 2 * 10  # planned: 10 steps an epoch

@@ -102,8 +102,9 @@ class Trainer:
     has run for the current epoch are checkpointed, so a run killed during or after the pass
     resumes exactly. Under torchrun, when the plan's last global batch would leave a rank
     without a sample, its last ``len(plan) mod batch_size`` shuffled entries (fewer than the
-    ranks) are left out of that epoch. A per-step schedule (OneCycle) keeps its final rate for
-    the steps a longer epoch adds past its planned length.
+    ranks) are left out of that epoch. A per-step schedule (OneCycle) follows the share of
+    training done (epoch + batch / batches of the epoch), so a longer epoch spreads the
+    schedule's steps over its batches.
 
     Args:
         build_model: () -> a fresh model (called after seeding).
@@ -164,6 +165,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         # an EpochMethod's plan of the current epoch, and the epoch its pass last ran for
         self.plan: EpochPlan | None = None
+        self.batches_this_epoch = -(-len(train) // hparams.batch_size)
         self.prepared_epoch: int | None = None
 
     @property
@@ -366,6 +368,7 @@ class Trainer:
             self.model.train()
             order, keep = self._epoch_entries()
             batches_per_epoch = -(-order.numel() // batch_size)
+            self.batches_this_epoch = batches_per_epoch
             batches = self.train.batches(
                 batch_size, order, start=self.batch_in_epoch, part=part, present=keep
             )
@@ -429,14 +432,22 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hparams.grad_clip)
         self.optimizer.step()
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
-        if self.per_step_schedule and self._scheduled_steps_left():
-            self.scheduler.step()
+        if self.per_step_schedule:
+            self._advance_schedule()
         return logs, stop
 
-    def _scheduled_steps_left(self) -> bool:
-        """Whether a per-step schedule has steps left (a resampled epoch may run past it)."""
+    def _advance_schedule(self) -> None:
+        """Move a per-step schedule to this step's share of training: epoch + (batch + 1) /
+        batches of this epoch, in planned steps. One step per batch of a plain epoch; an
+        epoch made longer or shorter by a method's plan moves it by the same share."""
+        planned = -(-len(self.train) // self.hparams.batch_size)
+        done = self.epoch + (self.batch_in_epoch + 1) / self.batches_this_epoch
+        target = round(done * planned)
         total = getattr(self.scheduler, "total_steps", None)
-        return total is None or self.scheduler.last_epoch + 1 < total
+        if total is not None:
+            target = min(target, total - 1)
+        while self.scheduler.last_epoch < target:
+            self.scheduler.step()
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
