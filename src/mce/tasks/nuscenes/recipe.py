@@ -9,6 +9,7 @@ from typing import Any
 
 from mce.config import HyperParameters
 from mce.data.nuscenes import MODALITIES
+from mce.methods.mbt_sample import MBTSampleConfig
 from mce.methods.redcore import RedCoreConfig
 from mce.tasks.base import Task
 from mce.tasks.nuscenes.augmentation import RandomReferenceCamera
@@ -49,8 +50,12 @@ def nuscenes_task(**options: Any) -> Task:
         options=dataclasses.asdict(settings),
         configure=nuscenes_task,
         runtime_options=RUNTIME,
-        # RedCore's schedule carried over to batch 1 and the run's length
-        method_options={"redcore": RedCoreConfig(schedule="released")},
+        # RedCore's schedule carried over to batch 1 and the run's length; MBT-Sample's warm-up
+        # cut to the first of the two epochs (the released 5 of 60 would never end)
+        method_options={
+            "redcore": RedCoreConfig(schedule="released"),
+            "mbt-sample": MBTSampleConfig(warmup=1),
+        },
         hparams=HyperParameters(
             epochs=2,  # Table 1's 50k iterations at batch 1: 2 x 28,130 = 56,260 steps
             batch_size=1,
