@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from oracles import random_digit_inputs, random_present
 
@@ -50,3 +51,45 @@ def test_encoders_run_only_on_present_samples(seed):
         assert seen[name] == int(((present >> m) & 1).sum())
         absent = ((present >> m) & 1) == 0
         assert (h[absent, m] == 0).all()
+
+
+def test_decoder_features_are_what_the_last_layer_reads() -> None:
+    """forward_rows_features: outputs equal forward_rows', and the features give them through
+    the decoder's last layer (a Sequential's dropout before it left out)."""
+    from torch import nn
+
+    from mce.model import decode_with_features
+    from mce.tasks.iemocap import build_model
+
+    torch.manual_seed(0)
+    decoder = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Dropout(0.5), nn.Linear(5, 3)).train()
+    fused = torch.randn(4, 6)
+    features, outputs = decode_with_features(decoder, fused)
+    torch.testing.assert_close(features, torch.relu(decoder[0](fused)))
+    model = build_model().eval()
+    h = torch.randn(5, 3, model.dim)
+    rows = torch.tensor([[0, 7], [1, 1], [2, 6], [3, 4], [4, 5]])
+    tokens, feats, out = model.forward_rows_features(h, rows)
+    expected_tokens, expected = model.forward_rows(h, rows)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(tokens, expected_tokens)
+    torch.testing.assert_close(model.decoder[-1](feats), out)
+    with pytest.raises(ValueError, match="exposes no features"):
+        decode_with_features(nn.Linear(2, 2), fused)
+
+
+def test_dense_decoders_give_the_features_their_head_reads() -> None:
+    from mce.nn.bev import BevDecoder
+    from mce.nn.unet3d import UNetDecoder3D
+
+    torch.manual_seed(0)
+    unet = UNetDecoder3D(4, 3, 4).eval()
+    levels = [torch.randn(2, 4 << k, 8 >> k, 8 >> k, 8 >> k) for k in range(3)]
+    features, logits = unet.forward_features(levels)
+    torch.testing.assert_close(unet.head(features), logits)
+    torch.testing.assert_close(unet(levels), logits)
+    bev = BevDecoder(8).eval()
+    grid = torch.randn(2, 8, 16, 16)
+    features, logits = bev.forward_features(grid)
+    torch.testing.assert_close(bev.head(features), logits)
+    torch.testing.assert_close(bev([grid]), logits)

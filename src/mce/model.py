@@ -20,12 +20,14 @@ __all__ = [
 ]
 
 
-def decode_with_features(decoder: nn.Module, fused: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+def decode_with_features(
+    decoder: nn.Module, fused: Tensor | Sequence[Tensor]
+) -> tuple[Tensor, Tensor]:
     """The decoder's last features (the input of its final layer) and its outputs.
 
     A decoder gives them through ``forward_features(fused) -> (features, outputs)`` (the
     U-Net and BEV decoders do); an ``nn.Sequential`` decoder's features are those entering its
-    last module.
+    last module, before the dropout layers just ahead of it.
 
     Raises:
         ValueError: the decoder offers neither.
@@ -33,8 +35,11 @@ def decode_with_features(decoder: nn.Module, fused: Tensor | Sequence[Tensor]) -
     if hasattr(decoder, "forward_features"):
         return decoder.forward_features(fused)
     if isinstance(decoder, nn.Sequential) and len(decoder) > 1:
-        features = decoder[:-1](fused)
-        return features, decoder[-1](features)
+        cut = len(decoder) - 1  # the features enter the last layer, before any dropout
+        while cut > 1 and isinstance(decoder[cut - 1], nn.Dropout):
+            cut -= 1
+        features = decoder[:cut](fused)
+        return features, decoder[cut:](features)
     raise ValueError(
         f"the decoder {type(decoder).__name__} exposes no features: give it a "
         "forward_features(fused) -> (features, outputs) method, or make it an nn.Sequential"

@@ -239,8 +239,9 @@ class EpochMethod(Protocol):
     in eval mode and gradients off. A pass over the training split there divides it between the
     ranks of a data-parallel run (:meth:`MethodInputs.shard`) and sums its statistics over them
     (:meth:`MethodInputs.sum_over_ranks`), so every rank ends with the same state. It must be a
-    function of the model, the split, the epoch and the method's own state (random draws from
-    :func:`mce.seeding.stream`, never the global generators), and a method with it is also a
+    function of the model, the split, the epoch and the method's own state (its own random
+    draws from :func:`mce.seeding.stream`; the trainer restores the global generators after the
+    pass, so ``inputs.augment``'s draws there change nothing that follows), and a method with it is also a
     :class:`StatefulMethod`: the trainer checkpoints the state after the pass and the plan it
     returned, so a run killed at any point resumes bit-identically.
 
