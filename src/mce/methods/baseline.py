@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from mce.data.dataset import Batch
 from mce.methods.base import MethodInputs, MethodSpec, StepResult
@@ -31,16 +32,20 @@ class BaselineMethod:
         self.inputs = inputs
 
     def step(self, model: MultimodalModel, batch: Batch, step: int) -> StepResult:
+        _, _, loss = self.task_loss(model, batch)
+        return StepResult(loss, {"loss": loss.item(), "l_task": loss.item()})
+
+    def task_loss(self, model: MultimodalModel, batch: Batch) -> tuple[Any, Tensor, Tensor]:
+        """The batch's encoder features, the full rows' outputs and L_task (over the global
+        batch in a data-parallel run)."""
         h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
         _, outputs = model.forward_rows(h, full_rows(batch.present))
         losses = self.loss_fn(outputs, batch.target)
         ranks = self.inputs.ranks
         if ranks is None:
-            loss = losses.mean()
-        else:
-            count = self.inputs.sum_over_ranks(torch.tensor([losses.shape[0]], dtype=torch.float64))
-            loss = ranks.world_size * losses.sum() / count.to(losses)[0]
-        return StepResult(loss, {"loss": loss.item(), "l_task": loss.item()})
+            return h, outputs, losses.mean()
+        count = self.inputs.sum_over_ranks(torch.tensor([losses.shape[0]], dtype=torch.float64))
+        return h, outputs, ranks.world_size * losses.sum() / count.to(losses)[0]
 
 
 def _build(inputs: MethodInputs, options: Any) -> BaselineMethod:

@@ -51,7 +51,7 @@ from mce.methods.base import (
     epoch_batches,
 )
 from mce.methods.baseline import BaselineMethod
-from mce.model import MultimodalModel, full_rows
+from mce.model import MultimodalModel
 from mce.shapley import coalition_plan, plan_shapley
 
 __all__ = ["MBTSampleConfig", "MBTSampleMethod", "sample_values", "copies_from_values", "SPEC"]
@@ -206,13 +206,7 @@ class MBTSampleMethod:
 
     def _step_recording(self, model: MultimodalModel, batch: Batch) -> StepResult:
         """The plain step, recording the values of the entries that are whole samples."""
-        h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
-        _, outputs = model.forward_rows(h, full_rows(batch.present))
-        losses = self.inputs.loss(outputs, batch.target)
-        count = self.inputs.sum_over_ranks(
-            torch.tensor([losses.shape[0]], dtype=torch.float64, device=losses.device)
-        )
-        loss = self.inputs.world_size * losses.sum() / count.to(losses)[0]
+        h, outputs, loss = self.plain.task_loss(model, batch)
         assert self.full_present is not None
         index = batch.index.cpu()
         whole = (batch.present.cpu() == self.full_present[index]).nonzero().flatten()
