@@ -29,6 +29,7 @@ from mce.checkpoint import DiskFull
 from mce.config import (
     HPARAM_NAMES,
     SELECT_MODES,
+    UPPER_BOUND_MODES,
     HyperParameters,
     TrainConfig,
     hparam_arguments,
@@ -206,6 +207,24 @@ def _build_parser(task_values: bool) -> tuple[argparse.ArgumentParser, dict[str,
         help="cache of unimodal upper-bound models, keyed by task, model, pretraining "
         "hyper-parameters, missing rates, seed, training data and masks, and mce version "
         "(default: $XDG_CACHE_HOME/mce or ~/.cache/mce)",
+    )
+    run_group.add_argument(
+        "--upper-bounds",
+        choices=UPPER_BOUND_MODES,
+        default="available",
+        help="what factor B's frozen unimodal models learn from: available (each modality's "
+        "present samples of the masked training split, retrained per setting and seed) or "
+        "complete (every training sample with the modality before masking, as the paper's "
+        "'trained with complete single-modal data': once per task and --pretrain-seed, shared "
+        "by every setting and seed; uses data a deployment with missing modalities would not "
+        "have) (default: available)",
+    )
+    run_group.add_argument(
+        "--pretrain-seed",
+        type=int,
+        default=None,
+        help="seed of the unimodal upper-bound models (default: --seed with --upper-bounds "
+        "available, 0 with complete)",
     )
     run_group.add_argument(
         "--no-cache",
@@ -400,6 +419,8 @@ _RECORDED = (
     "seed",
     "drop_all_missing",
     "presence_csv",
+    "upper_bounds",
+    "pretrain_seed",
     "select",
     "fold",
     "device",
@@ -541,6 +562,8 @@ def parse_command(argv: list[str] | None = None) -> Command:
         seed=args.seed,
         drop_all_missing=args.drop_all_missing,
         presence_csv=args.presence_csv,
+        upper_bounds=args.upper_bounds,
+        pretrain_seed=args.pretrain_seed,
         device=args.device,
         out=args.out,
         cache_dir=args.cache_dir,

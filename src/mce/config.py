@@ -28,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "OPTIMIZERS",
     "SELECT_MODES",
+    "UPPER_BOUND_MODES",
     "HPARAM_NAMES",
     "parse_rates",
     "option_names",
@@ -38,6 +39,7 @@ __all__ = [
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SELECT_MODES = ("last", "validation")  # TrainConfig.select
+UPPER_BOUND_MODES = ("available", "complete")  # TrainConfig.upper_bounds
 
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
@@ -305,6 +307,14 @@ class TrainConfig:
     drop_all_missing: bool = False  # independent masks, all-missing samples dropped (not exact)
     # training masks read from this CSV (sample id + a 0/1 column per modality) instead of drawn
     presence_csv: str | None = None
+    # what factor B's frozen unimodal models U_m learn from: "available" (each modality's
+    # present samples of the masked training split, per run) or "complete" (the paper's "trained
+    # with complete single-modal data": every training sample that has the modality before
+    # masking, once per task, modality and pretrain_seed, shared by every setting and seed)
+    upper_bounds: Literal["available", "complete"] = "available"
+    # seed of the unimodal models' initialisation and batch order; None: the run's seed with
+    # "available", 0 with "complete" (so every run of an experiment shares them)
+    pretrain_seed: int | None = None
     device: str = "cpu"  # cpu, cuda or cuda:N
     out: str | None = None  # run folder; None: runs/<task>-<method>-<date>-<time>
     cache_dir: str | None = None  # unimodal models; None: $XDG_CACHE_HOME/mce (~/.cache/mce)
@@ -343,6 +353,14 @@ class TrainConfig:
             raise ValueError(f"fold must be a whole number >= 1 or None, got {self.fold!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.upper_bounds not in UPPER_BOUND_MODES:
+            raise ValueError(
+                f"upper_bounds must be one of {', '.join(UPPER_BOUND_MODES)}, got "
+                f"{self.upper_bounds!r}"
+            )
+        seed = self.pretrain_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"pretrain_seed must be a whole number >= 0 or None, got {seed!r}")
         if self.threads is not None and (
             isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
         ):
@@ -361,6 +379,13 @@ class TrainConfig:
                     f"got {type(options).__name__}"
                 )
         object.__setattr__(self, "method_options", dict(self.method_options))
+
+    @property
+    def upper_bound_seed(self) -> int:
+        """The seed of the unimodal upper-bound models (see ``pretrain_seed``)."""
+        if self.pretrain_seed is not None:
+            return self.pretrain_seed
+        return 0 if self.upper_bounds == "complete" else self.seed
 
     def options_for(self, method: str) -> Any:
         """The options of the method registered as ``method`` (None: none are set, as for a

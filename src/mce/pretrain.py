@@ -377,21 +377,24 @@ def upper_bound_table(
     progress: bool = True,
     no_cache: bool = False,
     score_training: bool = True,
+    fit_data: MultimodalData | None = None,
 ) -> UpperBounds:
     """The unimodal upper bounds of the (masked) training split.
 
     For each modality m, a fresh ``unimodal_model`` (initialised with ``torch.manual_seed(seed +
-    m)``) is trained on the training samples with m present, less a held-out fraction
+    m)``) is trained on the samples of ``fit_data`` (default: ``train``) with m present, less a
+    held-out fraction
     ``hparams.pretrain_holdout`` that decides early stopping; the split and the batch order come
     from the stream ``(seed, "pretrain", m)`` (:mod:`mce.seeding`). The model is cached in
     ``cache_dir`` under :func:`cache_key` and reused when the key matches.
 
     Args:
         task: the task (model, loss, utility).
-        train: the training split after masking.
+        train: the training split after masking; its samples with m present are scored.
         hparams: batch size, optimizer settings and the ``pretrain_*`` budget.
-        seed: the run's seed.
-        setting: the missing-rate setting, as a string (part of the cache key).
+        seed: the models' seed (initialisation, held-out split, batch order).
+        setting: what the models learn from, as a string (part of the cache key): the
+            missing-rate setting, or ``complete``.
         cache_dir: folder of cached models (created when needed).
         device: where to train and evaluate.
         progress: show progress bars.
@@ -399,6 +402,9 @@ def upper_bound_table(
         score_training: score every training sample (the table); False for a task whose
             inputs change every step, whose U comes from :class:`~mce.lce.BatchUpperBounds`
             instead: the table is then zeros and ``training_utility`` None.
+        fit_data: the split the models learn from, when not ``train``: the training split
+            before masking for upper bounds "trained with complete single-modal data" (the
+            paper's Fig. 8), the same for every setting and seed of a task.
 
     Returns:
         The [N, M] table and a per-modality report (see :class:`UpperBounds`).
@@ -406,15 +412,17 @@ def upper_bound_table(
     Raises:
         ValueError: when a modality is present in fewer than 2 training samples.
     """
+    source = train if fit_data is None else fit_data
     table = torch.zeros(len(train), train.num_modalities)
-    fingerprint = data_fingerprint(train)
+    fingerprint = data_fingerprint(source)
     report: dict[str, dict[str, Any]] = {}
     models: dict[str, nn.Module] = {}
     for m, name in enumerate(train.modalities):
         index = samples_with_modality(train.present, m)
-        if index.numel() < 2:
+        fit_index = samples_with_modality(source.present, m)
+        if fit_index.numel() < 2:
             raise ValueError(
-                f"modality {name!r} is present in {index.numel()} training sample(s); its "
+                f"modality {name!r} is present in {fit_index.numel()} training sample(s); its "
                 "upper-bound model needs at least 2 (training and held-out)"
             )
         torch.manual_seed(seed + m)
@@ -427,12 +435,12 @@ def upper_bound_table(
         cached = fit is not None
         if fit is None:
             generator = stream(seed, "pretrain", m)
-            fit_rows, held_rows = split_holdout(index, hparams.pretrain_holdout, generator)
+            fit_rows, held_rows = split_holdout(fit_index, hparams.pretrain_holdout, generator)
             # kept on the CPU; batches move to the device one at a time
-            fit_data = _modality_rows(train, name, fit_rows)
-            held_data = _modality_rows(train, name, held_rows)
-            fit = _fit(model, task, fit_data, held_data, hparams, generator, progress)
-            del fit_data, held_data  # freed before the training split is scored
+            fit_part = _modality_rows(source, name, fit_rows)
+            held_part = _modality_rows(source, name, held_rows)
+            fit = _fit(model, task, fit_part, held_part, hparams, generator, progress)
+            del fit_part, held_part  # freed before the training split is scored
             weights = model.state_dict()
             entry = {"model": weights, "key": key, "fit": fit, "sha256": _state_digest(weights)}
             save_atomic(entry, path)
@@ -454,7 +462,10 @@ def upper_bound_table(
         report[name] = {
             "heldout_utility": fit["heldout_utility"],
             "training_utility": training_utility,
-            "samples": int(index.numel()),
+            "samples": int(fit_index.numel()),
+            "scored_samples": int(index.numel()),
+            "trained_on": "complete" if fit_data is not None else "available",
+            "seed": seed,
             "heldout_samples": fit["heldout_samples"],
             "steps": fit["steps"],
             "best_step": fit["best_step"],

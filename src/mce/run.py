@@ -257,14 +257,15 @@ class _RunLog:
 
 def _hold_out(
     masked_data: MultimodalData, full: MultimodalData, kept: torch.Tensor, share: float, seed: int
-) -> tuple[MultimodalData, MultimodalData]:
-    """(training rest, held-out validation samples): ``share`` of the masked training split,
-    drawn from the stream (seed, "validation"); the held-out samples with all their inputs
-    (from ``full``, the split before masking), the rest with their masks."""
+) -> tuple[MultimodalData, MultimodalData, torch.Tensor]:
+    """(training rest, held-out validation samples, their positions in ``full``): ``share`` of
+    the masked training split, drawn from the stream (seed, "validation"); the held-out samples
+    with all their inputs (from ``full``, the split before masking), the rest with their
+    masks."""
     order = torch.randperm(len(masked_data), generator=stream(seed, "validation"))
     count = min(round(share * len(masked_data)), len(masked_data) - 1)
     held, rest = order[:count].sort().values, order[count:].sort().values
-    return masked_data.subset(rest), full.subset(kept[held])
+    return masked_data.subset(rest), full.subset(kept[held]), kept[held]
 
 
 def _actual_rates(data: MultimodalData) -> dict[str, float]:
@@ -312,9 +313,13 @@ def _run_in_folder(
     if validation is None and config.validation_share > 0:
         # scored every epoch, never trained on: masks stay those of the whole split, upper
         # bounds and training use the rest
-        train, validation = _hold_out(
+        train, validation, held_positions = _hold_out(
             train, train_full, masked.kept, config.validation_share, config.seed
         )
+        # never trained on, not even by the upper bounds of complete data
+        keep = torch.ones(len(train_full), dtype=torch.bool)
+        keep[held_positions] = False
+        train_full = train_full.subset(torch.nonzero(keep).flatten())
         held_out = len(validation)
         if not held_out:
             validation = None
@@ -403,7 +408,9 @@ def _run_in_folder(
     for name in names:
         timing: dict[str, float] = {}
         started = time.perf_counter()
-        method = _build_method(name, task, train, config, rates, device, record.upper_bounds)
+        method = _build_method(
+            name, task, train, config, rates, device, record.upper_bounds, complete=train_full
+        )
         timing["setup"] = time.perf_counter() - started
         trainer = Trainer(
             model_builder(get_method(name)),
@@ -532,14 +539,17 @@ def _build_method(
     rates: tuple[float, ...],
     device: torch.device,
     upper_bounds: dict | None = None,
+    complete: MultimodalData | None = None,
 ):
     """The method ``name`` built for ``train``; when it needs unimodal upper bounds, their
-    per-modality report (held-out utility, U, steps) is added to ``upper_bounds``."""
+    per-modality report (held-out utility, U, steps) is added to ``upper_bounds``. ``complete``
+    is the training split before masking, which ``config.upper_bounds == "complete"`` trains
+    the upper-bound models on (``train`` when not given)."""
     spec = get_method(name)
     options = config.options_for(spec.name)
     upper = None
     if spec.needs_upper_bounds(options):
-        bounds = _upper_bounds(task, train, config, rates, device)
+        bounds = _upper_bounds(task, train, config, rates, device, complete)
         upper = bounds.table
         if task.augment is not None:  # inputs change every step: score each batch itself
             upper = BatchUpperBounds(bounds.models, task.modalities, task.utility)
@@ -567,17 +577,22 @@ def _upper_bounds(
     config: TrainConfig,
     rates: tuple[float, ...],
     device: torch.device,
+    complete: MultimodalData | None = None,
 ) -> UpperBounds:
     """The unimodal upper bounds, trained (or read from the cache) by rank 0 alone; the other
-    ranks of a data-parallel run wait and receive the table, the report and the models."""
+    ranks of a data-parallel run wait and receive the table, the report and the models. With
+    ``config.upper_bounds == "complete"`` they learn from ``complete`` (the training split
+    before masking), so every setting and seed of the task shares them."""
+    on_complete = config.upper_bounds == "complete"
 
     def on_rank_0() -> tuple[UpperBounds, dict[str, dict[str, torch.Tensor]]]:
         bounds = upper_bound_table(
             task,
             train,
             hparams=config.hparams,
-            seed=config.seed,
-            setting=_setting_key(rates),
+            seed=config.upper_bound_seed,
+            setting="complete" if on_complete else _setting_key(rates),
+            fit_data=(complete if complete is not None else train) if on_complete else None,
             cache_dir=Path(config.cache_dir) if config.cache_dir else _default_cache_dir(),
             device=device,
             progress=config.progress,

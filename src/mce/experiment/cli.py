@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from mce.cli import OneLineParser, flag_names, preset_hint
-from mce.config import HPARAM_NAMES, hparam_arguments, option_names, parse_option, parse_rates
+from mce.config import (
+    HPARAM_NAMES,
+    UPPER_BOUND_MODES,
+    hparam_arguments,
+    option_names,
+    parse_option,
+    parse_rates,
+)
 from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of, settable_names
 from mce.experiment.runner import run_experiment
 from mce.methods import METHODS
@@ -132,6 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw each modality's missing samples independently and drop the samples left "
         "with nothing (for rates where not every sample can keep a modality)",
     )
+    group.add_argument(
+        "--upper-bounds",
+        choices=UPPER_BOUND_MODES,
+        default="available",
+        help="what factor B's unimodal models learn from: available (each cell's masked "
+        "training split: retrained for every setting and seed) or complete (the training split "
+        "before masking, as the paper: trained once and shared by every cell) (default: "
+        "available)",
+    )
+    group.add_argument(
+        "--pretrain-seed",
+        type=int,
+        default=None,
+        help="seed of the unimodal upper-bound models (default: each cell's seed with "
+        "available, 0 with complete)",
+    )
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     group.add_argument("--cache-dir", default=None, help="upper-bound model cache")
     parser.add_argument(
@@ -196,6 +219,8 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
             cache_dir=args.cache_dir,
             task_options=task_options,
             drop_all_missing=args.drop_all_missing,
+            upper_bounds=args.upper_bounds,
+            pretrain_seed=args.pretrain_seed,
         )
         # build one cell's config now, so a bad value fails before anything runs
         cells_of(spec, task)[0].config(spec, Path("."))

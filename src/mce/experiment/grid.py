@@ -180,6 +180,10 @@ class ExperimentSpec:
         task_options: the task's own options (``Task.options``), the same in every cell.
         drop_all_missing: draw each modality's missing samples independently and drop the
             samples left with nothing (:func:`mce.data.masks.apply_missing_rates`).
+        upper_bounds: what factor B's unimodal models learn from (``TrainConfig.upper_bounds``):
+            ``available`` (each cell's masked split: one set per setting and seed) or
+            ``complete`` (the split before masking: one set for the whole experiment).
+        pretrain_seed: their seed (None: as :class:`TrainConfig`).
     """
 
     task: str
@@ -193,6 +197,8 @@ class ExperimentSpec:
     cache_dir: str | None = None
     task_options: Mapping[str, Any] = field(default_factory=dict)
     drop_all_missing: bool = False
+    upper_bounds: str = "available"
+    pretrain_seed: int | None = None
 
     def __post_init__(self) -> None:
         for name in self.variants:
@@ -224,6 +230,8 @@ class ExperimentSpec:
             "cache_dir": self.cache_dir,
             "task_options": dict(self.task_options),
             "drop_all_missing": self.drop_all_missing,
+            "upper_bounds": self.upper_bounds,
+            "pretrain_seed": self.pretrain_seed,
         }
 
 
@@ -263,6 +271,8 @@ class Cell:
             cache_dir=spec.cache_dir,
             task_options=dict(spec.task_options),
             drop_all_missing=spec.drop_all_missing,
+            upper_bounds=spec.upper_bounds,
+            pretrain_seed=spec.pretrain_seed,
             out=str(self.folder(out)),
             progress=False,
             **settings,
