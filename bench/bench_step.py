@@ -16,18 +16,16 @@ import torch
 from conftest import CUDA_PRESENT, NO_CUDA
 
 from mce.data.dataset import Batch
-from mce.data.masks import draw_presence
+from mce.experiment import costs
+from mce.experiment.costs import LENGTHS, MODALITIES, draw_lengths  # noqa: F401 - bench scripts
 from mce.lce import presence_counts
 from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs, TrainingMethod
 from mce.methods.redcore import RedCoreMethod, adapt_model
 from mce.model import MultimodalModel
 from mce.tasks import classification_loss, classification_utility
-from mce.tasks.iemocap import WIDTHS
 from mce.tasks.iemocap import build_model as _build_iemocap_model
 
-MODALITIES = ("acoustic", "lexical", "visual")
-LENGTHS = {"acoustic": (40, 150), "lexical": (15, 40), "visual": (30, 100)}  # (median, cap)
-CLASSES, BATCH = 4, 128
+CLASSES, BATCH = costs.CLASSES, 128
 
 
 def build_model(method: str = "baseline") -> MultimodalModel:
@@ -36,26 +34,8 @@ def build_model(method: str = "baseline") -> MultimodalModel:
     return adapt_model(model, None) if method == "redcore" else model
 
 
-def draw_lengths(count: int, median: int, cap: int, generator: torch.Generator) -> torch.Tensor:
-    """Log-normal lengths (sigma 0.6) around ``median``, in [1, cap]."""
-    normal = torch.randn(count, generator=generator)
-    return (median * torch.exp(0.6 * normal)).round().clamp(1, cap).long()
-
-
 def _batch(device: str) -> tuple[Batch, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    present = draw_presence(BATCH, (0.2, 0.5, 0.8), seed=0)
-    inputs, lengths = {}, {}
-    for name in MODALITIES:
-        median, cap = LENGTHS[name]
-        lengths[name] = draw_lengths(BATCH, median, cap, generator)
-        frames = torch.randn(BATCH, int(lengths[name].max()), WIDTHS[name], generator=generator)
-        valid = torch.arange(frames.shape[1])[None, :] < lengths[name][:, None]
-        inputs[name] = frames * valid[..., None]
-    target = torch.randint(0, CLASSES, (BATCH,), generator=generator)
-    upper = torch.stack([(present >> m) & 1 for m in range(3)], 1).float()
-    batch = Batch(inputs, target, present, torch.arange(BATCH), lengths)
-    return batch.to(device), upper
+    return costs.iemocap_like_batch(BATCH, seed=0, device=device)
 
 
 def make_method(name: str, batch: Batch, upper: torch.Tensor) -> TrainingMethod:

@@ -21,7 +21,7 @@ def _data(present=(0b11, 0b11, 0b01, 0b11)) -> MultimodalData:
 
 def test_rows_become_the_masks_in_the_data_order(tmp_path) -> None:
     path = tmp_path / "presence.csv"
-    path.write_text("sample_token,b,a\nother,1,1\ns3,0,1\ns2,0,1\ns1,1,0\ns0,1,1\n")
+    path.write_text("sample_token,b,a\ns3,0,1\ns2,0,1\ns1,1,0\ns0,1,1\n")
     masked = presence_from_csv(path, _data())
     assert masked.data.present.tolist() == [0b11, 0b10, 0b01, 0b01]
     assert masked.data.ids == ("s0", "s1", "s2", "s3")
@@ -32,8 +32,9 @@ def test_rows_become_the_masks_in_the_data_order(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("token,a,b\ns0,1,1\n", "header must be sample_token"),
-        ("id,a\ns0,1\n", "header must be sample_token"),
+        ("token,a,b\ns0,1,1\n", "unknown header token,a,b; expected sample_token"),
+        ("id,a\ns0,1\n", "unknown header id,a; expected sample_token"),
+        ("id,a,b\ns0,1,1\nother,1,1\n", "1 id\\(s\\) belong to no sample of this split: other"),
         ("id,a,b\ns0,1,2\n", "line 2: expected 3 fields with 0/1"),
         ("id,a,b\ns0,1,1\ns0,1,1\n", "sample s0 listed twice"),
         ("id,a,b\ns0,1,1\ns1,1,1\ns2,1,0\n", "no row for 1 sample"),

@@ -28,6 +28,7 @@ from mce import distributed
 from mce.checkpoint import DiskFull
 from mce.config import (
     HPARAM_NAMES,
+    MASK_SCHEMES,
     SELECT_MODES,
     UPPER_BOUND_MODES,
     HyperParameters,
@@ -52,7 +53,12 @@ DESCRIPTION = (
 _PRESET_HELP = ", ".join(f"{k}={v}" for k, v in PRESETS.items())
 PROG = "python -m mce.train"
 # settings named in messages of the library, as the command line spells them
-_FLAG_NAMES = {"drop_all_missing=True": "--drop-all-missing"}
+_FLAG_NAMES = {
+    "drop_all_missing=True": "--drop-all-missing",
+    "mask_scheme='quota'": "--mask-scheme quota",
+    "mask_scheme='exact'": "--mask-scheme exact",
+    "presence_csv=": "--presence-csv ",
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -167,8 +173,18 @@ def _build_parser(task_values: bool) -> tuple[argparse.ArgumentParser, dict[str,
         metavar="FILE",
         help="read the training masks from FILE instead of drawing them (--missing-rates is then "
         "ignored; results report the file's rates): a header sample_token (or id) and one "
-        "column per modality, a 0/1 row per sample (reproduces a published split; tasks whose "
-        "samples have ids: nuscenes)",
+        "column per modality, a 0/1 row per sample; or, unchanged, PASSION's BraTS2020 "
+        "Brats2020_imb_split_mr*.csv or MCE's nuScenes nuScenes_imb_*.csv (reproduces a "
+        "published split; the file must list exactly the training split's samples)",
+    )
+    run_group.add_argument(
+        "--mask-scheme",
+        choices=MASK_SCHEMES,
+        default="exact",
+        help="how the training masks are drawn: exact (each modality misses exactly N x rate "
+        "samples, rounded) or quota (each combination of modalities gets floor(N P) samples, P "
+        "its probability under independent draws, the rest a drawn non-empty combination: "
+        "PASSION's BraTS splits; rates near, not at, the stated ones) (default: exact)",
     )
     run_group.add_argument(
         "--select",
@@ -419,6 +435,7 @@ _RECORDED = (
     "seed",
     "drop_all_missing",
     "presence_csv",
+    "mask_scheme",
     "upper_bounds",
     "pretrain_seed",
     "select",
@@ -562,6 +579,7 @@ def parse_command(argv: list[str] | None = None) -> Command:
         seed=args.seed,
         drop_all_missing=args.drop_all_missing,
         presence_csv=args.presence_csv,
+        mask_scheme=args.mask_scheme,
         upper_bounds=args.upper_bounds,
         pretrain_seed=args.pretrain_seed,
         device=args.device,

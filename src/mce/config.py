@@ -40,6 +40,7 @@ __all__ = [
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SELECT_MODES = ("last", "validation")  # TrainConfig.select
 UPPER_BOUND_MODES = ("available", "complete")  # TrainConfig.upper_bounds
+MASK_SCHEMES = ("exact", "quota")  # TrainConfig.mask_scheme
 
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
@@ -286,6 +287,21 @@ def _literal_values(hint: Any) -> tuple[Any, ...]:
 HPARAM_NAMES = option_names(HyperParameters)
 
 
+def _check_mask_sources(scheme: str, drop_all_missing: bool, presence_csv: str | None) -> None:
+    """Refuse the settings that ask for the training masks in two ways at once."""
+    if presence_csv and (scheme != "exact" or drop_all_missing):
+        other = "drop_all_missing=True" if drop_all_missing else f"mask_scheme={scheme!r}"
+        raise ValueError(
+            f"presence_csv={presence_csv!r} gives the training masks, so nothing is drawn: "
+            f"{other} cannot apply; use one or the other"
+        )
+    if scheme == "quota" and drop_all_missing:
+        raise ValueError(
+            "mask_scheme='quota' never leaves a sample with no modality, so drop_all_missing=True "
+            "has nothing to drop; use one or the other"
+        )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a run depends on; ``config.json`` in the run folder records it resolved.
@@ -307,6 +323,10 @@ class TrainConfig:
     drop_all_missing: bool = False  # independent masks, all-missing samples dropped (not exact)
     # training masks read from this CSV (sample id + a 0/1 column per modality) instead of drawn
     presence_csv: str | None = None
+    # how the training masks are drawn: "exact" (each modality misses exactly N r_m samples) or
+    # "quota" (each combination of modalities gets its quota floor(N P(S)), PASSION's BraTS
+    # scheme); see mce.data.masks.apply_quota_masks
+    mask_scheme: Literal["exact", "quota"] = "exact"
     # what factor B's frozen unimodal models U_m learn from: "available" (each modality's
     # present samples of the masked training split, per run) or "complete" (the paper's "trained
     # with complete single-modal data": every training sample that has the modality before
@@ -353,6 +373,11 @@ class TrainConfig:
             raise ValueError(f"fold must be a whole number >= 1 or None, got {self.fold!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.mask_scheme not in MASK_SCHEMES:
+            raise ValueError(
+                f"mask_scheme must be one of {', '.join(MASK_SCHEMES)}, got {self.mask_scheme!r}"
+            )
+        _check_mask_sources(self.mask_scheme, self.drop_all_missing, self.presence_csv)
         if self.upper_bounds not in UPPER_BOUND_MODES:
             raise ValueError(
                 f"upper_bounds must be one of {', '.join(UPPER_BOUND_MODES)}, got "

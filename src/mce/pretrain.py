@@ -45,6 +45,7 @@ __all__ = [
     "cache_key",
     "data_fingerprint",
     "split_holdout",
+    "unimodal_scores",
     "unimodal_model",
     "upper_bound_table",
 ]
@@ -493,3 +494,29 @@ def upper_bound_table(
             path,
         )
     return UpperBounds(table=table, report=report, models=models)
+
+
+def unimodal_scores(
+    bounds: UpperBounds, task: Task, data: MultimodalData, device: torch.device | str = "cpu"
+) -> dict[str, float | None]:
+    """{modality: mean utility of its frozen model on the samples of ``data`` (e.g. the test
+    split) that have it}: the modality's capability alone, the "Upperbound" of the paper's
+    Fig. 8 and 9 (None for a modality no sample has)."""
+    scores: dict[str, float | None] = {}
+    for m, name in enumerate(data.modalities):
+        index = samples_with_modality(data.present, m)
+        if not index.numel() or name not in bounds.models:
+            scores[name] = None
+            continue
+        rows = _modality_rows(data, name, index)
+        utility = _evaluate(
+            bounds.models[name],
+            task,
+            rows.inputs[name],
+            rows.lengths.get(name),
+            rows.target,
+            torch.device(device),
+            rows.context,
+        )[0]
+        scores[name] = float(utility.mean())
+    return scores

@@ -25,13 +25,13 @@ from mce.bits import has_modality, popcount
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HPARAM_NAMES, TrainConfig, option_names, parse_rates
 from mce.data.dataset import MultimodalData
-from mce.data.masks import apply_missing_rates, presence_from_csv
+from mce.data.masks import apply_missing_rates, apply_quota_masks, presence_from_csv
 from mce.evaluate import Evaluation
 from mce.inference import save_model
 from mce.lce import BatchUpperBounds, presence_counts
 from mce.loggers import read_log, write_hparams
 from mce.methods import METHODS, MethodInputs, MethodSpec, get_method
-from mce.pretrain import UpperBounds, unimodal_model, upper_bound_table
+from mce.pretrain import UpperBounds, unimodal_model, unimodal_scores, upper_bound_table
 from mce.records import CONFIG, RESULTS, RunRecord, config_differences, read_config, write_config
 from mce.run_folder import lock_folder, read_json, remove_temporaries
 from mce.seeding import stream
@@ -300,6 +300,8 @@ def _run_in_folder(
         )
     if config.presence_csv:
         masked = presence_from_csv(config.presence_csv, train_full)
+    elif config.mask_scheme == "quota":
+        masked = apply_quota_masks(train_full, rates, config.seed)
     else:
         masked = apply_missing_rates(
             train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
@@ -354,6 +356,7 @@ def _run_in_folder(
             "validation_samples": held_out,
             "drop_all_missing": config.drop_all_missing,
             "presence_csv": config.presence_csv,
+            "mask_scheme": config.mask_scheme,
         },
         validation={
             "source": None
@@ -409,7 +412,7 @@ def _run_in_folder(
         timing: dict[str, float] = {}
         started = time.perf_counter()
         method = _build_method(
-            name, task, train, config, rates, device, record.upper_bounds, complete=train_full
+            name, task, train, config, rates, device, record.upper_bounds, train_full, test
         )
         timing["setup"] = time.perf_counter() - started
         trainer = Trainer(
@@ -540,11 +543,13 @@ def _build_method(
     device: torch.device,
     upper_bounds: dict | None = None,
     complete: MultimodalData | None = None,
+    test: MultimodalData | None = None,
 ):
     """The method ``name`` built for ``train``; when it needs unimodal upper bounds, their
-    per-modality report (held-out utility, U, steps) is added to ``upper_bounds``. ``complete``
-    is the training split before masking, which ``config.upper_bounds == "complete"`` trains
-    the upper-bound models on (``train`` when not given)."""
+    per-modality report (held-out utility, U, steps, and the ``test_utility`` of each model on
+    ``test`` when given) is added to ``upper_bounds``. ``complete`` is the training split before
+    masking, which ``config.upper_bounds == "complete"`` trains the upper-bound models on
+    (``train`` when not given)."""
     spec = get_method(name)
     options = config.options_for(spec.name)
     upper = None
@@ -556,6 +561,9 @@ def _build_method(
             log.info("factor B: U from the frozen unimodal models run on every batch's inputs")
         if upper_bounds is not None:
             upper_bounds.update(bounds.report)
+            if test is not None and distributed.is_main():
+                for modality, score in unimodal_scores(bounds, task, test, device).items():
+                    upper_bounds[modality]["test_utility"] = score
     inputs = MethodInputs(
         loss=task.loss,
         utility=task.utility,

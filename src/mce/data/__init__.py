@@ -2,7 +2,13 @@
 
 from mce.data.dataset import Batch, MultimodalData
 from mce.data.lazy import LazyRows
-from mce.data.masks import PRESETS, MaskedSplit, apply_missing_rates, draw_presence
+from mce.data.masks import (
+    PRESETS,
+    MaskedSplit,
+    apply_missing_rates,
+    apply_quota_masks,
+    draw_presence,
+)
 
 __all__ = [
     "Batch",
@@ -11,5 +17,6 @@ __all__ = [
     "PRESETS",
     "MaskedSplit",
     "apply_missing_rates",
+    "apply_quota_masks",
     "draw_presence",
 ]

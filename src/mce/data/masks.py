@@ -11,17 +11,24 @@ dropped, with the actual rates reported instead.
 
 The masks are seeded (one ``torch.Generator`` per call, the stream ``(seed, "masks")`` of
 :mod:`mce.seeding`) and the same for the same arguments.
+
+Two schemes draw masks, and files can give them instead. ``exact`` (:func:`apply_missing_rates`)
+fixes each modality's missing count, as above. ``quota`` (:func:`apply_quota_masks`, the
+scheme of PASSION's BraTS splits) fixes instead how many samples get each combination of
+modalities, ``floor(N P(S))`` with P(S) the probability of that combination under independent
+draws at the rates; the samples left over draw a non-empty combination, so rates come out near,
+not at, the stated ones. :func:`presence_from_csv` reads the masks of a published split: our
+``sample_token``/``id`` + 0/1 columns, PASSION's BraTS2020 ``Brats2020_imb_split_mr*.csv`` and
+MCE's nuScenes ``nuScenes_imb_*.csv`` (layouts in :mod:`mce.data.presence`).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import permutations
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +36,7 @@ from torch import Tensor
 
 from mce.bits import presence_matrix, present_masks
 from mce.data.dataset import MultimodalData
+from mce.data.presence import read_presence
 from mce.seeding import stream
 
 # The paper's six settings a-f: the permutations of (0.2, 0.5, 0.8) over three modalities.
@@ -372,58 +380,130 @@ def apply_missing_rates(
     return MaskedSplit(masked, kept, len(data) - kept.shape[0], stated, actual)
 
 
-def presence_from_csv(path: str | os.PathLike[str], data: MultimodalData) -> MaskedSplit:
-    """Masks read from a CSV instead of drawn, to reproduce a published split exactly.
+def pattern_probability(pattern: int, rates: Sequence[float]) -> float:
+    """P(S): the probability that independent draws at missing rates ``rates`` keep exactly the
+    modalities of the bitmask ``pattern``, ``prod_{m in S} (1 - r_m) prod_{m not in S} r_m``."""
+    return math.prod(
+        1.0 - rate if (pattern >> m) & 1 else rate for m, rate in enumerate(rates)
+    )
 
-    The file has a header ``sample_token`` (or ``id``) followed by one column per modality, in
-    any order, and a row of 0/1 per sample; rows of samples outside ``data`` are ignored.
+
+def pattern_quotas(num_samples: int, rates: Sequence[float]) -> dict[int, int]:
+    """How many of ``num_samples`` samples the quota scheme gives each non-empty presence
+    pattern S (a bitmask over the modalities): ``floor(N P(S))``
+    (:func:`pattern_probability`), and 1 where that floor is 0 although P(S) > 0.
+
+    The floor takes a 1e-9 tolerance, so a product that is whole in decimal (N=100, P=0.21) is
+    not floored below it. Every non-empty pattern is a key, in increasing order.
+
+    Example:
+        >>> pattern_quotas(10, (0.5, 0.5))  # P = 1/4 each; 4 samples left over
+        {1: 2, 2: 2, 3: 2}
+    """
+    quotas = {}
+    for pattern in range(1, 1 << len(rates)):
+        probability = pattern_probability(pattern, rates)
+        quota = math.floor(num_samples * probability + _HALF_TOLERANCE)
+        quotas[pattern] = max(quota, 1) if probability > 0 else 0
+    return quotas
+
+
+def apply_quota_masks(data: MultimodalData, rates: Sequence[float], seed: int) -> MaskedSplit:
+    """Mask a split by filling a quota per presence pattern (the scheme of PASSION's BraTS
+    splits) instead of per modality.
+
+    Each non-empty pattern S of modalities goes to exactly :func:`pattern_quotas` ``[S]`` =
+    ``floor(N P(S))`` samples (at least one where P(S) > 0), on a seeded random permutation of
+    the samples. The samples left over (the all-missing pattern's share ``N P(empty)`` and what
+    the floors drop) each get a non-empty pattern drawn independently with probability
+    proportional to P(S): independent draws at the rates, redrawn until the sample keeps a
+    modality. So no sample misses every modality, and the rates are not exact: modality m
+    misses the quotas of the patterns without m plus the leftover samples drawn without it
+    (near N r_m, usually a little under: the leftovers are never empty). Seeded by the stream
+    ``(seed, "masks")`` of :mod:`mce.seeding`; the same for the same arguments.
+
+    :func:`apply_missing_rates` (the ``exact`` scheme) instead fixes how many samples miss each
+    modality (N r_m rounded half up, exactly) and draws which, leaving the patterns to chance;
+    it repairs samples left with nothing by moving a modality to them, or refuses rates that
+    cannot leave every sample one.
+
+    Args:
+        data: the split (e.g. the training split); every sample must have every modality.
+        rates: missing rate per modality, in ``data.modalities`` order, each in [0, 1].
+        seed: seed of the masks.
+
+    Returns:
+        A :class:`MaskedSplit` that keeps every sample (``dropped`` 0).
 
     Raises:
-        ValueError: the file is missing or malformed (the columns, a value other than 0/1, a
-            sample listed twice), ``data`` has no sample ids, a sample of ``data`` has no row, a
-            row keeps no modality, or keeps one the data itself lacks; each named.
+        ValueError: a rate outside [0, 1] or a count of rates other than the modalities'; a
+            sample the data itself lacks a modality in; more quotas than samples (a small
+            split: every pattern of positive P(S) takes one); rates of 1 for every modality.
+
+    Example:
+        >>> from mce.data.bundled import load_bundled_digits
+        >>> masked = apply_quota_masks(load_bundled_digits(), (0.5, 0.5), seed=0)
+        >>> int((masked.data.present == 0).sum())
+        0
     """
-    path = Path(path)
-    if not data.ids:
+    names, num_samples = data.modalities, len(data)
+    if len(rates) != data.num_modalities:
+        raise ValueError(f"{len(rates)} missing rates given for {data.num_modalities} modalities")
+    for name, rate in zip(names, rates):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"missing rate {rate} of {name!r} is outside [0, 1]")
+    stated = {name: float(rate) for name, rate in zip(names, rates)}
+    full = (1 << len(rates)) - 1
+    lacking = torch.nonzero(data.present.cpu() != full).flatten()
+    if lacking.numel():
+        n = int(lacking[0])
+        label = data.ids[n] if data.ids else str(n)
         raise ValueError(
-            f"presence CSV {path}: this task's samples have no ids to match the rows with"
+            f"quota masks need every modality in every sample, and sample {label} misses some "
+            f"in the data ({lacking.numel()} such samples); use mask_scheme='exact', which "
+            "counts the data's own missing entries"
         )
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's BOM
-            rows = [row for row in csv.reader(file) if any(field.strip() for field in row)]
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"presence CSV {path} cannot be read: {error}") from error
-    if not rows:
-        raise ValueError(f"presence CSV {path} is empty")
-    header = [name.strip() for name in rows[0]]
-    if header[0] not in ("sample_token", "id") or sorted(header[1:]) != sorted(data.modalities):
+    if not any(rate < 1.0 for rate in rates):
+        raise ValueError(f"missing rates {stated} leave no sample a modality; lower one below 1")
+    quotas = pattern_quotas(num_samples, rates)
+    filled = sum(quotas.values())
+    if filled > num_samples:
         raise ValueError(
-            f"presence CSV {path}: the header must be sample_token (or id) and the columns "
-            f"{', '.join(data.modalities)}, got {', '.join(header)}"
+            f"quota masks at missing rates {stated} need at least {filled} samples (one per "
+            f"presence pattern of positive probability), and the split has {num_samples}; use "
+            "mask_scheme='exact'"
         )
-    order = [header.index(name) for name in data.modalities]
-    table: dict[str, int] = {}
-    for line, row in enumerate(rows[1:], start=2):  # line: among the non-empty lines
-        if len(row) != len(header) or any(row[c].strip() not in ("0", "1") for c in order):
-            raise ValueError(
-                f"presence CSV {path}, line {line}: expected {len(header)} fields with 0/1 "
-                f"for each modality, got {row}"
-            )
-        token = row[0].strip()
-        if token in table:
-            raise ValueError(f"presence CSV {path}, line {line}: sample {token} listed twice")
-        table[token] = sum(int(row[c]) << m for m, c in enumerate(order))
-    missing = [token for token in data.ids if token not in table]
-    if missing:
-        raise ValueError(
-            f"presence CSV {path} has no row for {len(missing)} sample(s) of the split, e.g. "
-            f"{missing[0]}"
-        )
-    present = torch.tensor([table[token] for token in data.ids], dtype=torch.int64)
-    for n in torch.nonzero((present == 0) | (present & ~data.present != 0)).flatten().tolist():
-        problem = "keeps no modality" if present[n] == 0 else "keeps a modality the data lacks"
-        raise ValueError(f"presence CSV {path}: sample {data.ids[n]} {problem}")
+    generator = stream(seed, "masks")
+    order = torch.randperm(num_samples, generator=generator)
+    patterns = [pattern for pattern, quota in quotas.items() for _ in range(quota)]
+    leftover = num_samples - filled
+    if leftover:
+        weights = torch.tensor([pattern_probability(s, rates) for s in quotas], dtype=torch.float64)
+        drawn = torch.multinomial(weights, leftover, replacement=True, generator=generator)
+        patterns += (drawn + 1).tolist()  # the keys of quotas are 1, 2, ..., full
+    present = torch.empty(num_samples, dtype=torch.int64)
+    present[order] = torch.tensor(patterns, dtype=torch.int64)
     masked = data.with_presence(present)
+    return MaskedSplit(masked, torch.arange(num_samples), 0, stated, _missing_rates(masked))
+
+
+def presence_from_csv(path: str | os.PathLike[str], data: MultimodalData) -> MaskedSplit:
+    """Masks read from a presence CSV instead of drawn, to reproduce a published split exactly.
+
+    The layout is told by the header (:func:`mce.data.presence.read_presence` describes each):
+    ``sample_token`` (or ``id``) and a 0/1 column per modality; PASSION's BraTS splits
+    (``data_name,mask_id,mask,pos_mask_ids``); MCE's nuScenes tables
+    (``Camera,LiDAR,RADAR,Count``, rows matched to the samples by position). The file must
+    list every sample of ``data`` once and no other.
+
+    Raises:
+        ValueError: the file cannot be read or is malformed (header, a value the layout does
+            not allow, an id listed twice), ``data``'s modalities are not the layout's, an id
+            of no sample of ``data``, a sample of ``data`` with no row, a row that keeps no
+            modality or one the data itself lacks; each named (see
+            :func:`~mce.data.presence.read_presence`).
+    """
+    masked = data.with_presence(read_presence(path, data))
     actual = _missing_rates(masked)
     return MaskedSplit(masked, torch.arange(len(masked)), 0, dict(actual), actual)
 

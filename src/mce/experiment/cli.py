@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from typing import Any
 from mce.cli import OneLineParser, flag_names, preset_hint
 from mce.config import (
     HPARAM_NAMES,
+    MASK_SCHEMES,
     UPPER_BOUND_MODES,
     hparam_arguments,
     option_names,
@@ -27,12 +29,15 @@ from mce.config import (
     parse_rates,
 )
 from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of, settable_names
+from mce.experiment.protocols import PROTOCOLS, get_protocol, resolve_protocol
 from mce.experiment.runner import run_experiment
 from mce.methods import METHODS
-from mce.records import FIGURES_MARKER
+from mce.records import FIGURES_MARKER, package_version
+from mce.run_folder import write_text
 from mce.tasks import Task, task_from_arguments
 
 PROG = "python -m mce.experiment"
+COST_ROUNDS = 20  # interleaved steps per recipe of --protocol table8
 def parse_seeds(text: str) -> tuple[int, ...]:
     """``0,1,2``, ``0-4`` or a mix (``0-2,7``)."""
     seeds: list[int] = []
@@ -82,7 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--task", default="digits", help="task name (default: digits)")
+    parser.add_argument(
+        "--protocol",
+        choices=list(PROTOCOLS),
+        default=None,
+        help="one of the paper's experiments, with its task, methods, settings, seeds and "
+        "upper bounds (any flag given still wins, and is recorded): "
+        + "; ".join(f"{name}: {protocol.title}" for name, protocol in PROTOCOLS.items())
+        .replace("%", "%%"),
+    )
+    parser.add_argument(
+        "--task", default=None, help="task name (default: the protocol's, else digits)"
+    )
     parser.add_argument("--data-dir", default=None, help="data folder of tasks that read files")
     parser.add_argument(
         "--task-option",
@@ -113,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         "3-modality preset a-f (default: the task's missing rates)",
     )
     parser.add_argument(
-        "--seeds", default="0,1,2", help="seeds: 0,1,2 or 0-4 or 0-2,7 (default: 0,1,2)"
+        "--seeds",
+        default=None,
+        help="seeds: 0,1,2 or 0-4 or 0-2,7 (default: the protocol's, else 0,1,2)",
     )
     parser.add_argument(
         "--folds",
@@ -140,13 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
         "with nothing (for rates where not every sample can keep a modality)",
     )
     group.add_argument(
+        "--mask-scheme",
+        choices=MASK_SCHEMES,
+        default="exact",
+        help="how each cell's training masks are drawn: exact (each modality misses exactly N x "
+        "rate samples) or quota (a quota of samples per combination of modalities, PASSION's "
+        "BraTS scheme) (default: exact)",
+    )
+    group.add_argument(
         "--upper-bounds",
         choices=UPPER_BOUND_MODES,
-        default="available",
+        default=None,
         help="what factor B's unimodal models learn from: available (each cell's masked "
         "training split: retrained for every setting and seed) or complete (the training split "
         "before masking, as the paper: trained once and shared by every cell) (default: "
-        "available)",
+        "complete with --protocol, else available)",
     )
     group.add_argument(
         "--pretrain-seed",
@@ -176,6 +202,9 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
     """The experiment of the command line; bad arguments exit with status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    protocol = get_protocol(args.protocol) if args.protocol else None
+    if args.task is None:
+        args.task = (protocol.default_task() if protocol else None) or "digits"
     try:
         task, task_options = task_from_arguments(args.task, args.task_option)
     except ValueError as error:
@@ -185,7 +214,7 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
         names += [name.strip() for name in args.variants.split(",") if name.strip()]
     if args.ablation:
         names += [name for name in ABLATIONS[args.ablation] if name not in names]
-    if not names:
+    if not names and protocol is None:
         names = ["mce", "baseline"]
     overrides: dict[str, Any] = {
         name: getattr(args, name)
@@ -202,6 +231,22 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
                 )
             overrides[name] = _parse_value(name, value)
         settings = tuple(_setting(text, task) for text in args.settings or ())
+        seeds = parse_seeds(args.seeds) if args.seeds else None
+        resolved = None
+        if protocol is not None:
+            resolved = resolve_protocol(
+                protocol,
+                task,
+                variants=tuple(names) or None,
+                settings=settings or None,
+                seeds=seeds,
+                upper_bounds=args.upper_bounds,
+                overrides=overrides,
+            )
+            names, settings, seeds = list(resolved.variants), resolved.settings, resolved.seeds
+            if protocol.kind != "cells":  # its variants are recipes it measures, not cells
+                names = ["baseline"]
+            args.upper_bounds = resolved.upper_bounds
         folds = parse_seeds(args.folds) if args.folds else ()
         if folds and not task.folds:
             raise ValueError(f"--folds: task {args.task!r} has no folds")
@@ -211,7 +256,7 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
             task=args.task,
             variants=tuple(names),
             settings=settings,
-            seeds=parse_seeds(args.seeds),
+            seeds=seeds or (0, 1, 2),
             folds=folds,
             overrides=overrides,
             device=args.device,
@@ -219,11 +264,14 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
             cache_dir=args.cache_dir,
             task_options=task_options,
             drop_all_missing=args.drop_all_missing,
-            upper_bounds=args.upper_bounds,
+            mask_scheme=args.mask_scheme,
+            upper_bounds=args.upper_bounds or "available",
             pretrain_seed=args.pretrain_seed,
+            protocol=resolved.to_dict() if resolved is not None else None,
         )
         # build one cell's config now, so a bad value fails before anything runs
-        cells_of(spec, task)[0].config(spec, Path("."))
+        if protocol is None or protocol.kind == "cells":
+            cells_of(spec, task)[0].config(spec, Path("."))
     except ValueError as error:
         parser.error(str(error))
     return spec, args
@@ -236,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=[console]
     )
     spec, args = parse_spec(argv)
+    if spec.protocol is not None and get_protocol(spec.protocol["name"]).kind == "costs":
+        return _costs(spec, Path(args.out or "runs/experiment-table8"))
     try:
         summary = run_experiment(
             spec, args.out, progress=not args.no_progress, figures=not args.no_figures
@@ -250,6 +300,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_figures and FIGURES_MARKER in (out / "summary.md").read_text():
         print(f"figures in {out}/fig_*.png, linked from summary.md")
     print(f"summary in {out}/summary.json, summary.md, summary.csv")
+    return 0
+
+
+def _costs(spec: ExperimentSpec, out: Path) -> int:
+    """``--protocol table8``: the step costs measured, beside the paper's."""
+    from mce.experiment.costs import costs_markdown, measure_costs
+
+    result = measure_costs(spec.device, rounds=COST_ROUNDS)
+    result["protocol"] = spec.protocol
+    result["package_version"] = package_version()
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "costs.json", json.dumps(result, indent=2) + "\n")
+    text = costs_markdown(result)
+    write_text(out / "summary.md", text)
+    print(text)
+    print(f"costs in {out}/costs.json, summary.md")
     return 0
 
 

@@ -180,10 +180,14 @@ class ExperimentSpec:
         task_options: the task's own options (``Task.options``), the same in every cell.
         drop_all_missing: draw each modality's missing samples independently and drop the
             samples left with nothing (:func:`mce.data.masks.apply_missing_rates`).
+        mask_scheme: how the masks are drawn (``TrainConfig.mask_scheme``): ``exact`` or
+            ``quota`` (:func:`mce.data.masks.apply_quota_masks`).
         upper_bounds: what factor B's unimodal models learn from (``TrainConfig.upper_bounds``):
             ``available`` (each cell's masked split: one set per setting and seed) or
             ``complete`` (the split before masking: one set for the whole experiment).
         pretrain_seed: their seed (None: as :class:`TrainConfig`).
+        protocol: the paper's experiment it runs, resolved
+            (:meth:`mce.experiment.protocols.ResolvedProtocol.to_dict`), or None.
     """
 
     task: str
@@ -197,8 +201,10 @@ class ExperimentSpec:
     cache_dir: str | None = None
     task_options: Mapping[str, Any] = field(default_factory=dict)
     drop_all_missing: bool = False
+    mask_scheme: str = "exact"
     upper_bounds: str = "available"
     pretrain_seed: int | None = None
+    protocol: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in self.variants:
@@ -230,8 +236,10 @@ class ExperimentSpec:
             "cache_dir": self.cache_dir,
             "task_options": dict(self.task_options),
             "drop_all_missing": self.drop_all_missing,
+            "mask_scheme": self.mask_scheme,
             "upper_bounds": self.upper_bounds,
             "pretrain_seed": self.pretrain_seed,
+            "protocol": dict(self.protocol) if self.protocol is not None else None,
         }
 
 
@@ -271,6 +279,7 @@ class Cell:
             cache_dir=spec.cache_dir,
             task_options=dict(spec.task_options),
             drop_all_missing=spec.drop_all_missing,
+            mask_scheme=spec.mask_scheme,
             upper_bounds=spec.upper_bounds,
             pretrain_seed=spec.pretrain_seed,
             out=str(self.folder(out)),

@@ -8,7 +8,8 @@ Figures:
     trajectories (Fig. 8 style): phi_m, U_m and B_m per modality over the training steps, from
         ``<method>/log.csv`` of each method that logged them (MCE with factor B).
     capability (Fig. 9 style): each unimodal head's test score per modality, per method, next to
-        the held-out score of the modality's upper-bound model when ``results.json`` holds
+        the score of the modality's upper-bound model (on the test split; on its held-out
+        training samples in runs recorded before that) when ``results.json`` holds
         ``upper_bounds`` (else the heads only). Heads of a method without L_single are untrained
         and marked so.
     batch (Table 6 view): one training step of MCE: present count, U_m, phi_m and B_m per
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mce.experiment.grid import RESULTS
-from mce.experiment.summary import SUMMARY, upper_bound_scores
+from mce.experiment.summary import SUMMARY, markdown, upper_bound_scores
 from mce.loggers import read_log
 from mce.records import FIGURES_MARKER
 from mce.run_folder import write_text
@@ -58,7 +59,8 @@ CAPABILITY_CAPTION = (
     "modality's encoder features, e.g. LayerNorm + linear on the digits; trained by L_single, "
     "'head untrained' where the method has no L_single) scored on the test samples. Hatched: "
     "the frozen unimodal upper-bound model (the same encoder and head trained on that modality "
-    "alone) on its held-out training samples."
+    "alone) on the test samples that have the modality (held-out training samples in older "
+    "runs)."
 )
 
 
@@ -225,6 +227,65 @@ def scores_figure(
     return fig
 
 
+def plot_fig7(summary: Mapping[str, Any], path: Path) -> Path | None:
+    """The paper's Fig. 7 from an experiment of ``--protocol fig7``: accuracy against the share
+    of training samples with audio (every image present), evaluated image-only (left) and
+    image+audio (middle), one line per method (mean, 95% CI band from 3 seeds), the frozen
+    image-only model as the reference line; right: image+audio over the seeds at the smallest
+    audio share, a box per method. None when the summary has no image and audio settings."""
+    shares = {
+        setting: 1.0 - info["rates"]["audio"]
+        for setting, info in summary["settings"].items()
+        if set(info["rates"]) == {"image", "audio"} and info["rates"]["image"] == 0
+    }
+    if not shares:
+        return None
+    order = sorted(shares, key=shares.get)
+    x = [100.0 * shares[s] for s in order]
+    fig = _figure(14.0, 4.2)
+    axes = fig.subplots(1, 3)
+    for ax, combination, label in (
+        (axes[0], "image", "evaluated Image Only"),
+        (axes[1], "image+audio", "evaluated Image+Audio"),
+    ):
+        for variant in summary["variants"]:
+            points = [
+                _interval(summary["scores"][s].get(variant, {}).get(combination)) for s in order
+            ]
+            means = [p[0] for p in points]
+            (line,) = ax.plot(x, means, marker="o", label=variant)
+            low, high = [p[1] for p in points], [p[2] for p in points]
+            if not all(math.isnan(v) for v in low):
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15)
+        reference = [
+            _interval(summary.get("upper_bounds", {}).get(s, {}).get("image"))[0] for s in order
+        ]
+        if not all(math.isnan(v) for v in reference):
+            ax.plot(x, reference, "k--", label="image-only model")
+        ax.set_title(label, fontsize="medium")
+        ax.set_xlabel("training samples with audio (%)")
+        ax.set_ylabel(f"{summary['metric']} (%)")
+        ax.set_ylim(*PERCENT)
+        ax.legend(fontsize="small")
+    lowest = order[0]
+    boxes = {
+        variant: (summary["scores"][lowest].get(variant, {}).get("image+audio") or {}).get(
+            "values", []
+        )
+        for variant in summary["variants"]
+    }
+    axes[2].boxplot(list(boxes.values()), tick_labels=list(boxes))
+    axes[2].set_title(
+        f"Image+Audio, audio in {100 * shares[lowest]:g}% of samples, "
+        f"{len(summary['settings'][lowest]['seeds'])} seed(s)",
+        fontsize="medium",
+    )
+    axes[2].set_ylabel(f"{summary['metric']} (%)")
+    fig.suptitle(f"Fig. 7 protocol on {summary['task']}", fontsize="medium")
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def plot_trajectories(
     logs: Mapping[str, Sequence[Mapping[str, float]]],
     modalities: Sequence[str],
@@ -283,7 +344,7 @@ def plot_capability(
     limits: Limits = PERCENT,
 ) -> Path | None:
     """Per modality: each method's unimodal-head test score (with CI when given, from 3
-    values) and the upper bound's held-out score when known, with a caption saying what each
+    values) and the upper bound's score when known, with a caption saying what each
     bar measures. None when no method recorded head scores."""
     entries = {
         label: [scores.get(m) for m in modalities] for label, scores in heads.items() if scores
@@ -292,8 +353,8 @@ def plot_capability(
         return None
     hatches = {}
     if upper:
-        entries["upper bound (held-out)"] = [upper.get(m) for m in modalities]
-        hatches["upper bound (held-out)"] = "//"
+        entries["upper bound"] = [upper.get(m) for m in modalities]
+        hatches["upper bound"] = "//"
     series = {
         label: [_interval(entry, limits) for entry in values] for label, values in entries.items()
     }
@@ -423,6 +484,8 @@ def _run_report(folder: Path, step: int | None) -> list[Path]:
 
 def _experiment_report(folder: Path, step: int | None) -> list[Path]:
     summary = json.loads((folder / SUMMARY).read_text())
+    # the tables again from summary.json (with the paper's values it recorded)
+    write_text(folder / "summary.md", markdown(summary))
     metric = summary["metric"]
     figures: list[Path] = []
     cells = {(c["variant"], c["setting"], c["seed"]): folder / c["path"] for c in summary["cells"]}
@@ -486,6 +549,9 @@ def _experiment_report(folder: Path, step: int | None) -> list[Path]:
                 extra = batch_markdown(
                     view, chosen, f"{source}, {setting}, seed {first_seed} (log.csv)"
                 )
+    if (summary.get("protocol") or {}).get("name") == "fig7":
+        drawn = plot_fig7(summary, folder / "fig_fig7.png")
+        figures += [drawn] if drawn else []
     _link_section(folder / "summary.md", figures, extra)
     return figures
 

@@ -37,8 +37,20 @@ def _check_spec(out: Path, spec: ExperimentSpec, runtime_options: frozenset[str]
         return
     saved = read_json(path, "delete it to start the experiment's record again (its cells stay)")
     now = json.loads(json.dumps(spec.to_dict()))
-    defaults: dict[str, Any] = {"task_options": {}, "drop_all_missing": False}  # older files
-    keys = ("task", "overrides", "device", "data_dir", "task_options", "drop_all_missing")
+    defaults: dict[str, Any] = {  # older files
+        "task_options": {},
+        "drop_all_missing": False,
+        "mask_scheme": "exact",
+    }
+    keys = (
+        "task",
+        "overrides",
+        "device",
+        "data_dir",
+        "task_options",
+        "drop_all_missing",
+        "mask_scheme",
+    )
     for record in (saved, now):  # options that change how data is read, not the results
         options = record.get("task_options") or {}
         record["task_options"] = {k: v for k, v in options.items() if k not in runtime_options}

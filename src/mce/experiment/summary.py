@@ -26,6 +26,9 @@ from mce.experiment.grid import (
     cells_of,
     variant,
 )
+from mce.experiment.paper_check import compare as compare_with_paper
+from mce.experiment.paper_check import markdown_lines as paper_markdown
+from mce.records import package_version
 from mce.run_folder import write_csv, write_text
 from mce.stats import MIN_INTERVAL_N, PairedDifference, Summary, paired_difference, summarize
 from mce.tasks import Task
@@ -34,11 +37,11 @@ SUMMARY = "summary.json"
 
 
 def upper_bound_scores(results: Mapping[str, Any]) -> dict[str, float]:
-    """{modality: held-out score in %} of the unimodal upper-bound models a run recorded.
+    """{modality: score in %} of the unimodal upper-bound models a run recorded.
 
     Reads ``results["upper_bounds"]`` defensively, as written by the pretraining code: per
-    modality a number or a dict holding one of ``heldout_utility``, ``heldout``, ``test``,
-    ``score`` (first found). Values at most 1 are read as utilities in [0, 1] and given in %.
+    modality a number or a dict holding one of ``test_utility`` (the model on the test split),
+    ``heldout_utility``, ``heldout``, ``test``, ``score`` (first found). Values at most 1 are read as utilities in [0, 1] and given in %.
     Anything else (absent, not a number) is left out: callers then show the heads only.
     """
     bounds = results.get("upper_bounds")
@@ -51,8 +54,8 @@ def upper_bound_scores(results: Mapping[str, Any]) -> dict[str, float]:
             value = next(
                 (
                     entry[key]
-                    for key in ("heldout_utility", "heldout", "test", "score")
-                    if key in entry
+                    for key in ("test_utility", "heldout_utility", "heldout", "test", "score")
+                    if key in entry and entry[key] is not None
                 ),
                 None,
             )
@@ -160,7 +163,7 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
                 metric_names, by_variant
             )
     extra = {"metrics": metrics, "metric_differences": metric_differences} if metric_names else {}
-    return {
+    summary = {
         "task": task.name,
         "metric": first["metric"],
         "unit": "%",
@@ -192,7 +195,11 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
             for cell in cells
         ],
         "raw": raw,
+        "package_version": package_version(),
+        "protocol": dict(spec.protocol) if spec.protocol else None,
     }
+    summary["paper"] = compare_with_paper(summary)
+    return summary
 
 
 def _summarize_metrics(
@@ -303,6 +310,8 @@ def markdown(summary: Mapping[str, Any]) -> str:
         "and evaluation recorded by the cells)."
     )
     lines = [f"# Experiment: {summary['task']}, {metric} (%)", "", counts, "", legend, "", timing]
+    if summary.get("protocol"):
+        lines += ["", *_protocol_lines(summary["protocol"])]
     # the combination table's difference column: mce - baseline, or the one other variant's
     others = [name for name in variants if name != REFERENCE]
     treatment = "mce" if "mce" in others else (others[0] if len(others) == 1 else None)
@@ -332,12 +341,32 @@ def markdown(summary: Mapping[str, Any]) -> str:
                     + " | ".join(marks)
                     + f" | {_summary_of(table[name]['average']).text()} | {diff} |"
                 )
+    if summary.get("paper"):
+        lines += ["", *paper_markdown(summary["paper"])]
     files = (
         "Files: summary.json (all statistics), summary.csv, cells.csv (every cell's scores), "
         "cells/<variant>/<setting>/seed<k>/ (run folders)."
     )
     lines += ["", files, ""]
     return "\n".join(lines)
+
+
+def _protocol_lines(protocol: Mapping[str, Any]) -> list[str]:
+    """What the protocol ran, what the command line changed and what it left out."""
+    lines = [f"Protocol `{protocol['name']}` (the paper's experiment) on task {protocol['task']}."]
+    overrides = protocol.get("overrides") or {}
+    if overrides:
+        given = ", ".join(f"{name}={value}" for name, value in overrides.items())
+        lines.append(f"Overridden on the command line: {given}.")
+    else:
+        lines.append("Nothing overridden: as the protocol defines it.")
+    if protocol.get("lacking"):
+        lines.append(
+            f"Compared in the paper but not implemented here (not run): "
+            f"{', '.join(protocol['lacking'])}."
+        )
+    lines += [f"Note: {note}" for note in protocol.get("notes", ())]
+    return [line + "  " for line in lines]  # two spaces: a Markdown line break
 
 
 def _combination_table(

@@ -53,6 +53,7 @@ def _stack(cases: list[BratsCase]) -> MultimodalData:
         {name: tensor[:, m : m + 1] for m, name in enumerate(MODALITIES)},
         torch.from_numpy(labels),
         torch.full((len(cases),), (1 << len(MODALITIES)) - 1, dtype=torch.int64),
+        ids=tuple(case.case_id for case in cases),  # BraTS20_Training_001, ...: presence files
     )
 
 
