@@ -93,3 +93,29 @@ def test_dense_decoders_give_the_features_their_head_reads() -> None:
     features, logits = bev.forward_features(grid)
     torch.testing.assert_close(bev.head(features), logits)
     torch.testing.assert_close(bev([grid]), logits)
+
+
+def test_the_reconstruction_attends_to_absent_positions_as_mask_tokens() -> None:
+    """Eq. 15: MHSA over all M tokens; an absent position is E_pos alone (a learned mask token),
+    attended to like the others, whatever its input held."""
+    from mce.nn.reconstruction import ReconstructionTransformer
+
+    torch.manual_seed(0)
+    rec = ReconstructionTransformer(3, 8, heads=2, ff_dim=16, dropout=0.0).eval()
+    tokens = torch.randn(4, 3, 8)
+    kept = torch.tensor([[1, 1, 0], [1, 0, 1], [1, 1, 1], [0, 1, 0]], dtype=torch.bool)
+    out = rec(tokens, kept)
+    poisoned = tokens.clone()
+    poisoned[~kept] = 1e3
+    torch.testing.assert_close(rec(poisoned, kept), out)
+    # by hand: one pre-norm encoder layer over the M tokens, no attention mask
+    layer = rec.encoder.layers[0]
+    x = tokens * kept[..., None] + rec.positional
+    normed = layer.norm1(x)
+    h = x + layer.self_attn(normed, normed, normed, need_weights=False)[0]
+    h = h + layer.linear2(torch.relu(layer.linear1(layer.norm2(h))))
+    torch.testing.assert_close(out, h)
+    # a present token's output depends on the absent position's mask token
+    with torch.no_grad():
+        rec.positional[2] += torch.randn(8)
+    assert not torch.allclose(rec(tokens, kept)[0, 0], out[0, 0])

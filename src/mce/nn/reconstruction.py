@@ -10,10 +10,12 @@ class ReconstructionTransformer(nn.Module):
     """Rebuilds every modality token from the tokens that are present.
 
     The M modality features are stacked as M tokens (zeros at absent positions), a learned
-    per-modality positional encoding is added, and a Transformer encoder (multi-head
-    self-attention + feed-forward) attends only to the present tokens. Its output holds a token
-    for every modality: reconstructions at the absent positions (used by L_aux, Eq. 13), refined
-    features at the present ones.
+    per-modality positional encoding E_pos is added, and a Transformer encoder (multi-head
+    self-attention + feed-forward) runs over all M tokens, as Eq. 15: at an absent position the
+    token is E_pos alone, a learned mask token that every token attends to like the others, so
+    the Transformer learns how to read absence (the paper's Sec. 3.5; the authors' code passes
+    no attention mask either). Its output holds a token for every modality: reconstructions at
+    the absent positions (used by L_aux, Eq. 13), refined features at the present ones.
 
     Args:
         num_modalities: M.
@@ -41,6 +43,7 @@ class ReconstructionTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     def forward(self, tokens: Tensor, kept: Tensor) -> Tensor:
-        """tokens: Tensor[R, M, F] (zeros where not kept); kept: Tensor[R, M] bool -> [R, M, F]."""
-        x = tokens + self.positional  # (R, M, F)
-        return self.encoder(x, src_key_padding_mask=~kept)
+        """tokens: Tensor[R, M, F]; kept: Tensor[R, M] bool -> [R, M, F]. A token not kept is
+        zeroed here (whatever it held), so it enters attention as its mask token E_pos."""
+        x = tokens * kept.unsqueeze(-1).to(tokens.dtype) + self.positional  # (R, M, F)
+        return self.encoder(x)
