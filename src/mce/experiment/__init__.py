@@ -22,12 +22,18 @@ The package re-exports its public API here; import from ``mce.experiment``, not 
   :func:`upper_bound_scores`, :func:`write_summary`; the file names :data:`RESULTS` of a cell
   and :data:`SUMMARY` of the experiment, read by :mod:`mce.report`).
 - :mod:`mce.experiment.runner`: :func:`run_experiment`.
+- :mod:`mce.experiment.protocols`: the paper's experiments (``--protocol``: :data:`PROTOCOLS`,
+  :func:`get_protocol`, :func:`resolve_protocol`).
+- :mod:`mce.experiment.published`: the paper's printed values and claims
+  (:func:`published_table`); :mod:`mce.experiment.paper_check` puts them beside a summary
+  with a verdict per claim; :mod:`mce.experiment.costs`: Table 8's step costs measured.
 - :mod:`mce.experiment.cli`: the command line (:func:`parse_spec`, :func:`main`), run by
   ``__main__``.
 
 Example:
     python -m mce.experiment --task digits --seeds 0-4 --settings 0.8,0.2 0.5,0.5
     python -m mce.experiment --ablation table2 --seeds 0-9 --out runs/table2
+    python -m mce.experiment --protocol fig7 --task digits
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from mce.experiment.grid import (
     settable_names,
     variant,
 )
+from mce.experiment.protocols import PROTOCOLS, Protocol, get_protocol, resolve_protocol
+from mce.experiment.published import published_table
 from mce.experiment.runner import EXPERIMENT, run_experiment
 from mce.experiment.summary import (
     CSV_FIELDS,
@@ -63,6 +71,7 @@ __all__ = [
     "ABLATIONS",
     "CSV_FIELDS",
     "EXPERIMENT",
+    "PROTOCOLS",
     "REFERENCE",
     "RESULTS",
     "SUMMARY",
@@ -71,14 +80,18 @@ __all__ = [
     "VARIANTS",
     "Cell",
     "ExperimentSpec",
+    "Protocol",
     "Variant",
     "build_parser",
     "cells_of",
     "csv_rows",
+    "get_protocol",
     "main",
     "markdown",
     "parse_seeds",
     "parse_spec",
+    "published_table",
+    "resolve_protocol",
     "run_experiment",
     "setting_name",
     "settable_names",
