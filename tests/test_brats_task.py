@@ -33,6 +33,7 @@ def cache_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.mark.slow
 def test_cli_trains_and_evaluates_every_combination(brats_dir, tmp_path, cache_home) -> None:
     out = tmp_path / "run"
     command = [
@@ -145,6 +146,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(brats_dir, tmp_path, cache_home, one_thread) -> None:
     """Crops draw from torch's RNG, which the checkpoint keeps: a stopped and resumed run ends
     with the same weights and results as an uninterrupted one."""

@@ -162,6 +162,7 @@ def _one_process(case: str):
     return result.logs, dict(model.named_parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(ddp_workers.STEP_CASES))
 def test_one_step_under_two_ranks_equals_one_process_on_the_batch(two_ranks, case):
     logs, parameters = _one_process(case)
@@ -209,6 +210,7 @@ def test_one_step_under_two_ranks_equals_one_process_on_the_batch(two_ranks, cas
         torch.testing.assert_close(averaged, parameter.grad, rtol=1e-5, atol=1e-6 * scale)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(ddp_workers.STEP_CASES))
 def test_parameters_stay_identical_across_ranks(two_ranks, case):
     first, second = (result[case] for result in two_ranks)
@@ -220,6 +222,7 @@ def test_parameters_stay_identical_across_ranks(two_ranks, case):
             assert torch.equal(grad, second["grads"][name]), name
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_equals_one_process(two_ranks):
     model, test = ddp_workers.evaluation_setup()
     expected = ddp_workers.evaluate(model, test)
@@ -244,6 +247,7 @@ def resumed_runs(tmp_path_factory):
     return out, returned
 
 
+@pytest.mark.slow
 def test_resume_under_two_ranks_equals_uninterrupted(resumed_runs):
     out, returned = resumed_runs
     assert returned[0] == returned[1]  # every rank returns the scores
@@ -262,6 +266,7 @@ def test_resume_under_two_ranks_equals_uninterrupted(resumed_runs):
     assert len(log.splitlines()) == 1 + 8  # header and 2 x 4 steps, written once (rank 0)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_two_ranks_is_not_resumed_by_one_process(resumed_runs):
     out, _ = resumed_runs
     stopped = out / "stopped"
@@ -274,6 +279,7 @@ def test_a_checkpoint_of_two_ranks_is_not_resumed_by_one_process(resumed_runs):
     assert (stopped / "mce" / "checkpoint.pt").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_torchrun_trains_and_ends_as_one_process(tmp_path):
     """``torchrun --nproc-per-node 2 -m mce.train`` on the bundled digits (the dropout-free
     model, so that the two runs differ by float32 rounding only) ends with the table one

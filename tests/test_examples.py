@@ -16,6 +16,7 @@ from mce.train import main
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.mark.slow
 def test_own_data_example_runs_as_a_script(tmp_path):
     finished = subprocess.run(
         [sys.executable, str(EXAMPLES / "own_data.py")],
@@ -32,6 +33,7 @@ def test_own_data_example_runs_as_a_script(tmp_path):
     assert json.loads((run_dir / "results.json").read_text())["task"] == "breast-cancer"
 
 
+@pytest.mark.slow
 def test_own_data_task_from_the_command_line(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     argv = ["--task", "own_data:TASK", "--method", "mce", "--epochs", "1", "--no-progress"]
@@ -49,8 +51,9 @@ def test_from_arrays_zeroes_absent_inputs_and_names_bad_ones():
     assert data.present.tolist() == [3, 2, 1]
     assert data.inputs["a"].tolist() == [[1.0, 2.0], [0.0, 0.0], [3.0, 4.0]]
     assert data.inputs["b"].tolist() == [[1.0], [1.0], [0.0]]
-    with pytest.raises(ValueError, match="modality 'a' of sample 1 holds NaN"):
-        MultimodalData.from_arrays(inputs, [0, 1, 2])
+    assert MultimodalData.from_arrays(inputs, [0, 1, 2]).present.tolist() == [3, 2, 3]
+    with pytest.raises(ValueError, match="modality 'a' of sample 1 is marked present but its"):
+        MultimodalData.from_arrays(inputs, [0, 1, 2], presence=[[1, 1], [1, 1], [1, 0]])
     with pytest.raises(ValueError, match="sample 1 has no modality present"):
         MultimodalData.from_arrays(inputs, [0, 1, 2], presence=[[1, 1], [0, 0], [1, 1]])
     with pytest.raises(ValueError, match="modality 'b' has shape \\[2, 1\\]; expected 3"):

@@ -37,6 +37,7 @@ SPEC = ExperimentSpec(
 )
 
 
+@pytest.mark.slow
 def test_grid_writes_the_table_and_reuses_finished_cells(tmp_path, monkeypatch):
     summary = run_experiment(SPEC, tmp_path, progress=False, figures=False)
     finished = sorted(tmp_path.glob("cells/*/*/*/results.json"))
@@ -187,6 +188,7 @@ def test_progress_lines_per_cell(tmp_path, monkeypatch, capsys):
     )
 
 
+@pytest.mark.slow
 def test_the_command_line_prints_the_summary_without_image_links(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "experiment"

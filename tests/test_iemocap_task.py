@@ -27,6 +27,7 @@ def data_dir(tmp_path_factory):
     return write_iemocap_fixture(tmp_path_factory.mktemp("iemocap"))
 
 
+@pytest.mark.slow
 def test_trains_and_reports_accuracy_uar_and_f1_on_every_combination(data_dir, tmp_path, capsys):
     argv = ["--task", "iemocap", "--data-dir", str(data_dir), "--missing-rates", "a"]
     assert main(argv + FAST + ["--out", str(tmp_path), "--cache-dir", str(tmp_path)]) == 0
@@ -46,6 +47,7 @@ def test_trains_and_reports_accuracy_uar_and_f1_on_every_combination(data_dir, t
     assert config["fold"] == 1 and config["select"] == "last"
 
 
+@pytest.mark.slow
 def test_fold_and_validation_selection(data_dir, tmp_path):
     argv = ["--task", "iemocap", "--data-dir", str(data_dir), "--method", "baseline"]
     out = tmp_path / "fold2"
@@ -81,6 +83,7 @@ def test_a_broken_folder_is_a_named_error(data_dir, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_an_experiment_without_folds_reuses_its_finished_cells(data_dir, tmp_path):
     from mce.experiment.cli import main as experiment
 

@@ -144,6 +144,7 @@ def test_a_missing_modality_omitted_nan_or_marked_absent(run_dir: Path, test_spl
     torch.testing.assert_close(audio_only.outputs, expected_audio)
 
 
+@pytest.mark.slow
 def test_attribution_equals_brute_force_on_digits(run_dir: Path) -> None:
     predictor = mce.load(run_dir)
     generator = torch.Generator().manual_seed(0)
@@ -186,6 +187,7 @@ THREE = Task(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shapley", ["exact", "mc"])
 def test_attribution_with_three_modalities(shapley: str, device: torch.device) -> None:
     torch.manual_seed(1)
@@ -256,6 +258,7 @@ def sequence_model() -> MultimodalModel:
     )
 
 
+@pytest.mark.slow
 def test_sequences_with_lengths_and_nan_padding() -> None:
     torch.manual_seed(3)
     task = Task(
@@ -319,6 +322,7 @@ def test_save_model_then_load_from_safetensors(run_dir: Path, tmp_path: Path, te
     assert torch.equal(mce.load(alone).predict(inputs).outputs, a.outputs)
 
 
+@pytest.mark.slow
 def test_a_redcore_run_loads_its_adapted_model(tmp_path: Path, test_split) -> None:
     out = tmp_path / "redcore"
     assert train_main([*FAST, "--method", "redcore", "--out", str(out)]) in (0, None)
@@ -371,7 +375,7 @@ def test_cli_writes_one_row_per_sample(run_dir: Path, tmp_path: Path, test_split
     rows = read_csv(out)
     assert len(rows) == len(test_split)
     scores = [f"score_{c}" for c in range(10)]
-    assert list(rows[0]) == ["index", "target", "prediction", *scores, "present"]
+    assert list(rows[0]) == ["id", "target", "prediction", *scores, "present"]
     predictor = mce.load(run_dir)
     expected = predictor.predict(dict(test_split.inputs)).prediction
     assert [int(row["prediction"]) for row in rows] == expected.tolist()

@@ -29,6 +29,7 @@ def _train(task: str, out: Path, data_dir: Path, **settings) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_brats_predicts_whole_volumes_as_the_evaluation(tmp_path, monkeypatch) -> None:
     pytest.importorskip("monai", reason="the brats task needs monai (pip install '.[brats]')")
     from data.brats_fixture import write_brats_fixture

@@ -3,6 +3,7 @@ fixtures: AudioVisionMNIST and IEMOCAP (sequences with lengths), a modality miss
 
 from __future__ import annotations
 
+import pytest
 import torch
 from data.iemocap_fixture import write_iemocap_fixture
 from data.avmnist_fixture import write_avmnist_fixture
@@ -45,6 +46,7 @@ def test_avmnist_run_loads_and_predicts(tmp_path) -> None:
     _check(predictor, test, "audio")
 
 
+@pytest.mark.slow
 def test_iemocap_run_loads_and_predicts(tmp_path) -> None:
     data = write_iemocap_fixture(tmp_path / "data")
     argv = ["--task", "iemocap", "--data-dir", str(data), *FAST, "--missing-rates", "a"]

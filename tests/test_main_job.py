@@ -16,6 +16,7 @@ from mce.train import main, parse_config
 FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_the_default_run_exercises_every_term_and_trains_its_heads(tmp_path, capsys) -> None:
     assert main(["--out", str(tmp_path / "run"), "--no-progress", "--threads", "2"]) == 0
     printed = capsys.readouterr().out
@@ -36,6 +37,7 @@ def test_the_default_run_exercises_every_term_and_trains_its_heads(tmp_path, cap
     assert f"tensorboard --logdir {tmp_path}" in printed
 
 
+@pytest.mark.slow
 def test_rates_where_no_sample_keeps_two_modalities_are_warned_of(tmp_path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="mce.train"):
         assert main(FAST + ["--missing-rates", "0.8,0.2", "--out", str(tmp_path / "a")]) == 0

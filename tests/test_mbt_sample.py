@@ -120,6 +120,7 @@ def _copies_plan(epoch, train):
     return EpochPlan(index, torch.cat([train.present, lowest]))
 
 
+@pytest.mark.slow
 def test_the_epoch_trains_the_plan_shuffled(tmp_path, hooked) -> None:
     _Hooked.plans = staticmethod(_copies_plan)
     _run(tmp_path, "run", "hooked", epochs=1)
@@ -288,6 +289,7 @@ def test_a_bad_flag_value_is_one_line(capsys) -> None:
     assert error[0].endswith("copy_thresholds must be three finite decreasing numbers, got (1.0, 2.0, 3.0)")
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:
     base = dict(method="mbt-sample", epochs=3, batch_size=256, seed=4, progress=False, warmup=1)
     expected = run(config_for(out=str(tmp_path / "straight"), **base))
@@ -309,6 +311,7 @@ def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:
     assert (tmp_path / "resumed" / "mbt-sample" / "log.csv").read_text().splitlines()[1:] == log
 
 
+@pytest.mark.slow
 def test_the_valuation_under_two_ranks_equals_one_process(tmp_path) -> None:
     options = MBTSampleConfig(warmup=1)
     expected = epoch_workers.begin_epoch("mbt-sample", options)
@@ -327,6 +330,7 @@ def _scores(out):
     return results["scores"]["mbt-sample"]
 
 
+@pytest.mark.slow
 def test_cli_trains_mbt_sample_on_the_bundled_digits(tmp_path) -> None:
     argv = ["--method", "mbt-sample", "--epochs", "2", "--warmup", "1", "--batch-size", "512"]
     assert main([*argv, "--no-progress", "--out", str(tmp_path)]) == 0
@@ -339,6 +343,7 @@ def test_cli_trains_mbt_sample_on_the_bundled_digits(tmp_path) -> None:
     assert len(checkpoint["epoch_plan"]["index"]) > checkpoint["method"]["values"].shape[0]
 
 
+@pytest.mark.slow
 def test_cli_trains_mbt_sample_on_avmnist(tmp_path) -> None:
     write_avmnist_fixture(tmp_path / "data")
     argv = ["--task", "avmnist", "--data-dir", str(tmp_path / "data"), "--method", "mbt-sample"]
@@ -347,6 +352,7 @@ def test_cli_trains_mbt_sample_on_avmnist(tmp_path) -> None:
     assert set(_scores(tmp_path / "run")) == {"image", "audio", "image+audio", "average"}
 
 
+@pytest.mark.slow
 def test_cli_trains_mbt_sample_on_iemocap(tmp_path) -> None:
     data = write_iemocap_fixture(tmp_path / "data")
     argv = ["--task", "iemocap", "--data-dir", str(data), "--method", "mbt-sample"]
@@ -355,6 +361,7 @@ def test_cli_trains_mbt_sample_on_iemocap(tmp_path) -> None:
     assert len(_scores(tmp_path / "run")) == 8
 
 
+@pytest.mark.slow
 def test_cli_trains_mbt_sample_on_brats(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = write_brats_fixture(tmp_path / "data", cases=6)
@@ -386,6 +393,7 @@ def test_mbt_sample_is_registered_with_its_options() -> None:
     assert spec.options is MBTSampleConfig and not spec.needs_upper_bounds(None)
 
 
+@pytest.mark.slow
 def test_values_recorded_by_the_steps_equal_the_pass_with_the_same_weights(tmp_path) -> None:
     """With a dropout-free model and lr 1e-30 the weights do not move: the values the steps record
     over epoch 0 are those the pass computes before epoch 1."""
@@ -422,6 +430,7 @@ def test_values_recorded_by_the_steps_equal_the_pass_with_the_same_weights(tmp_p
         assert torch.equal(recorded["epoch_plan"][key], valued["epoch_plan"][key])
 
 
+@pytest.mark.slow
 def test_resume_with_values_from_the_steps_equals_uninterrupted(tmp_path, one_thread) -> None:
     base = dict(method="mbt-sample", epochs=3, batch_size=256, seed=2, progress=False)
     base.update(warmup=1, valuation="steps")
@@ -438,6 +447,7 @@ def test_resume_with_values_from_the_steps_equals_uninterrupted(tmp_path, one_th
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
+@pytest.mark.slow
 def test_a_per_step_schedule_spreads_over_a_longer_epoch(tmp_path, hooked) -> None:
     """OneCycle is planned for the split's steps; a plan 1.5x as long moves it by the share of
     training done, so it ends at its end and never idles at its final rate before."""

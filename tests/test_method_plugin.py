@@ -139,6 +139,7 @@ def _command(module: str, *argv: str, env: dict[str, str]) -> subprocess.Complet
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_user_method_gets_flags_and_config_json_records_its_options(tmp_path, user_module):
     task = ["--task", f"{MODULE}:TASK", "--method", "scaled"]
     done = _command("mce.train", *task, "--help", env=user_module)
@@ -160,6 +161,7 @@ def test_a_user_method_gets_flags_and_config_json_records_its_options(tmp_path, 
     assert done.returncode == 2 and "--weight" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_experiment_runner_sets_a_user_methods_options(tmp_path, user_module):
     out = tmp_path / "experiment"
     argv = ["--task", f"{MODULE}:TASK", "--variants", "scaled,baseline", "--seeds", "0"]
@@ -196,6 +198,7 @@ def test_a_config_json_with_each_methods_options_at_the_top_still_resumes():
     assert config_differences(saved, config) == ["mce"]
 
 
+@pytest.mark.slow
 def test_a_sixth_task_and_a_method_from_a_users_module(tmp_path, user_module):
     """A task of the user's (data, model, an option, presets a-f over its three modalities)
     trained by every built-in method and by the user's method, from the command line and the

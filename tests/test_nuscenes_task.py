@@ -250,6 +250,7 @@ def test_check_files_task_option(dataroot, tmp_path) -> None:
         get_task("nuscenes", {"check_files": "no"})
 
 
+@pytest.mark.slow
 def test_cli_trains_and_evaluates_every_combination(dataroot, tmp_path) -> None:
     out = tmp_path / "run"
     command = [
@@ -274,6 +275,7 @@ def test_cli_trains_and_evaluates_every_combination(dataroot, tmp_path) -> None:
     assert config["hparams"]["lr_schedule"] == "onecycle"
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(dataroot, tmp_path, monkeypatch) -> None:
     from mce.checkpoint import load_checkpoint
     from mce.train import run
@@ -318,6 +320,7 @@ def test_a_missing_extra_is_named(monkeypatch, capsys) -> None:
     assert "pip install 'mce[nuscenes]'" in error and "nuscenes-devkit" in error
 
 
+@pytest.mark.slow
 def test_cli_reproduces_a_presence_csv(dataroot, nusc, tmp_path) -> None:
     tokens = split_tokens(nusc, "train")
     rows = ["sample_token,camera,lidar,radar"]

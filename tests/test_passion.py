@@ -200,6 +200,7 @@ def test_the_loss_is_the_formula_on_a_vector_model() -> None:
     assert logs["beta/b"] == 1.3 and logs["beta_lr"] == 0.01
 
 
+@pytest.mark.slow
 def test_the_loss_is_the_formula_on_a_dense_model() -> None:
     torch.manual_seed(0)
     model = build_brats_model(crop=8, base=2, levels=3).eval()
@@ -408,6 +409,7 @@ def _scores(out) -> dict[str, float]:
     return results["scores"]["passion"]
 
 
+@pytest.mark.slow
 def test_cli_trains_passion_on_the_bundled_digits(tmp_path) -> None:
     argv = ["--method", "passion", "--epochs", "1", "--batch-size", "512", "--no-progress"]
     assert main([*argv, "--beta-lr", "0.02", "--out", str(tmp_path)]) == 0
@@ -421,6 +423,7 @@ def test_cli_trains_passion_on_the_bundled_digits(tmp_path) -> None:
     assert set(checkpoint["method"]["preference_weights"]) == {"beta", "eta", "sums"}
 
 
+@pytest.mark.slow
 def test_cli_trains_passion_on_avmnist(tmp_path) -> None:
     write_avmnist_fixture(tmp_path / "data")
     argv = ["--task", "avmnist", "--data-dir", str(tmp_path / "data"), "--method", "passion"]
@@ -429,6 +432,7 @@ def test_cli_trains_passion_on_avmnist(tmp_path) -> None:
     assert set(_scores(tmp_path / "run")) == {"image", "audio", "image+audio", "average"}
 
 
+@pytest.mark.slow
 def test_cli_trains_passion_on_iemocap(tmp_path) -> None:
     data = write_iemocap_fixture(tmp_path / "data")
     argv = ["--task", "iemocap", "--data-dir", str(data), "--method", "passion"]
@@ -437,6 +441,7 @@ def test_cli_trains_passion_on_iemocap(tmp_path) -> None:
     assert len(_scores(tmp_path / "run")) == 8  # 7 combinations and the average
 
 
+@pytest.mark.slow
 def test_cli_trains_passion_on_brats(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = write_brats_fixture(tmp_path / "data", cases=6)

@@ -301,6 +301,7 @@ def hand_prototypes(model, train, subset) -> tuple[dict, dict]:
     return {key: [v / counts[key] for v in total] for key, total in sums.items()}, counts
 
 
+@pytest.mark.slow
 def test_prototypes_equal_a_hand_loop_over_the_drawn_subset() -> None:
     train, model, method = digits_setup()
     with torch.no_grad():
@@ -432,6 +433,7 @@ def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:
     assert logged == (tmp_path / "straight" / "pmr" / "log.csv").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_the_pass_under_two_ranks_equals_one_process(tmp_path) -> None:
     expected = ddp_workers.pmr_prototypes()
     ddp_workers.spawn(ddp_workers.pmr_epoch_worker, 2, str(tmp_path))
@@ -510,6 +512,7 @@ def _logged(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow
 def test_cli_trains_pmr_on_the_bundled_digits(tmp_path) -> None:
     argv = ["--method", "pmr", "--epochs", "1", "--batch-size", "512", "--no-progress"]
     assert main([*argv, "--pmr-alpha", "2", "--out", str(tmp_path)]) == 0
@@ -531,6 +534,7 @@ def test_cli_trains_pmr_on_avmnist(tmp_path) -> None:
     assert set(_scores(tmp_path / "run")) == {"image", "audio", "image+audio", "average"}
 
 
+@pytest.mark.slow
 def test_cli_trains_pmr_on_iemocap(tmp_path) -> None:
     data = write_iemocap_fixture(tmp_path / "data")
     argv = ["--task", "iemocap", "--data-dir", str(data), "--method", "pmr"]
@@ -541,6 +545,7 @@ def test_cli_trains_pmr_on_iemocap(tmp_path) -> None:
     assert {f"coef/{n}" for n in ("acoustic", "lexical", "visual")} <= columns
 
 
+@pytest.mark.slow
 def test_cli_trains_pmr_on_brats(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = write_brats_fixture(tmp_path / "data", cases=6)

@@ -56,6 +56,7 @@ def cached(bounds) -> list[bool]:
     return [entry["cached"] for entry in bounds.report.values()]
 
 
+@pytest.mark.slow
 def test_same_settings_reuse_the_cache_and_changing_the_lr_retrains(digits, tmp_path, caplog):
     task, train = digits
     first = upper_bound_table(task, train, tmp_path)
@@ -71,6 +72,7 @@ def test_same_settings_reuse_the_cache_and_changing_the_lr_retrains(digits, tmp_
     assert cached(upper_bound_table(task, train, tmp_path)) == [True, True]
 
 
+@pytest.mark.slow
 def test_the_report_gives_held_out_utility_and_u_per_modality(digits, tmp_path):
     task, train = digits
     bounds = upper_bound_table(task, train, tmp_path)
@@ -86,6 +88,7 @@ def test_the_report_gives_held_out_utility_and_u_per_modality(digits, tmp_path):
         assert 0 < entry["best_step"] <= entry["steps"] <= 4
 
 
+@pytest.mark.slow
 def test_the_training_split_is_left_unscored_when_u_comes_per_batch(digits, tmp_path, caplog):
     task, train = digits
     scored = upper_bound_table(task, train, tmp_path)
@@ -101,6 +104,7 @@ def test_the_training_split_is_left_unscored_when_u_comes_per_batch(digits, tmp_
         assert unscored.models[name] is not None
 
 
+@pytest.mark.slow
 def test_a_corrupt_or_stale_cache_file_is_retrained(digits, tmp_path, caplog):
     task, train = digits
     first = upper_bound_table(task, train, tmp_path)
@@ -131,6 +135,7 @@ def _flip_bytes_of_largest_tensor(path, count: int = 16) -> None:
     path.write_bytes(bytes(raw))
 
 
+@pytest.mark.slow
 def test_a_cache_file_with_flipped_weight_bytes_is_retrained(digits, tmp_path, caplog):
     task, train = digits
     first = upper_bound_table(task, train, tmp_path)
@@ -150,6 +155,7 @@ def test_a_cache_file_with_flipped_weight_bytes_is_retrained(digits, tmp_path, c
     assert cached(upper_bound_table(task, train, tmp_path)) == [True, True]  # rewritten
 
 
+@pytest.mark.slow
 def test_no_cache_retrains_and_overwrites(digits, tmp_path):
     task, train = digits
     upper_bound_table(task, train, tmp_path)
@@ -300,6 +306,7 @@ def test_early_stopping_stops_before_the_budget(tmp_path, monkeypatch):
         assert entry["heldout_utility"] == 1.0
 
 
+@pytest.mark.slow
 def test_a_real_model_learns_and_keeps_its_held_out_best(digits, tmp_path):
     task, train = digits
     settings = {"pretrain_steps": 100, "pretrain_eval_every": 10, "pretrain_patience": 3}

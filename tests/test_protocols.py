@@ -79,6 +79,7 @@ def _run(tmp_path, argv):
     return summary, (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_table5_runs_one_cell_on_the_iemocap_fixture_beside_the_paper(tmp_path):
     data = write_iemocap_fixture(tmp_path / "data")
     argv = ["--protocol", "table5", "--data-dir", str(data), "--variants", "mce,baseline"]
@@ -99,6 +100,7 @@ def test_table5_runs_one_cell_on_the_iemocap_fixture_beside_the_paper(tmp_path):
     assert "Overridden on the command line" in text
 
 
+@pytest.mark.slow
 def test_table4_runs_one_cell_on_the_brats_fixture(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = write_brats_fixture(tmp_path / "data", cases=6)
@@ -111,6 +113,7 @@ def test_table4_runs_one_cell_on_the_brats_fixture(tmp_path, monkeypatch):
     assert {c["letter"] for c in summary["paper"]["cells"]} == {"f"}
 
 
+@pytest.mark.slow
 def test_table3_and_table2_run_one_cell_on_the_nuscenes_fixture(tmp_path):
     pytest.importorskip(
         "nuscenes", reason="the nuScenes task needs nuscenes-devkit (pip install '.[nuscenes]')"
@@ -127,6 +130,7 @@ def test_table3_and_table2_run_one_cell_on_the_nuscenes_fixture(tmp_path):
     assert summary["paper"]["table"] == "table2"
 
 
+@pytest.mark.slow
 def test_fig7_runs_on_the_avmnist_fixture_and_the_digits_demo_draws_the_figure(tmp_path):
     pytest.importorskip("matplotlib", reason="figures need matplotlib (pip install '.[report]')")
     data = write_avmnist_fixture(tmp_path / "data")
@@ -145,6 +149,7 @@ def test_fig7_runs_on_the_avmnist_fixture_and_the_digits_demo_draws_the_figure(t
     assert "fig_fig7" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_table8_measures_the_three_recipes_beside_the_paper(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "COST_ROUNDS", 1)
     assert experiment.main(["--protocol", "table8", "--out", str(tmp_path)]) == 0

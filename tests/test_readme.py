@@ -18,6 +18,7 @@ def test_the_readme_has_python_blocks() -> None:
     assert len(BLOCKS) >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_a_readme_block_runs(index: int, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
@@ -33,6 +34,7 @@ def test_a_readme_block_runs(index: int, tmp_path: Path) -> None:
     assert done.returncode == 0, f"README block {index} failed:\n{done.stderr[-3000:]}"
 
 
+@pytest.mark.slow
 def test_the_library_block_prints_what_its_comments_say() -> None:
     block = next(b for b in BLOCKS if "shapley_values" in b)
     done = subprocess.run(

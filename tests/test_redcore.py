@@ -473,6 +473,7 @@ def _scores(out, method="redcore") -> dict[str, float]:
     return results["scores"][method]
 
 
+@pytest.mark.slow
 def test_cli_trains_redcore_on_the_bundled_digits(tmp_path) -> None:
     argv = ["--method", "redcore", "--epochs", "1", "--batch-size", "512", "--no-progress"]
     assert main([*argv, "--imagination-blocks", "2", "--out", str(tmp_path)]) == 0
@@ -514,6 +515,7 @@ def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:
     assert logged == (tmp_path / "straight" / "redcore" / "log.csv").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_checkpoints_without_method_state(tmp_path) -> None:
     base = dict(method="redcore", epochs=1, batch_size=512, progress=False)
     config = config_for(out=str(tmp_path), **base)
@@ -534,6 +536,7 @@ def test_checkpoints_without_method_state(tmp_path) -> None:
     assert set(run(baseline, resume=True)) == {"baseline"}
 
 
+@pytest.mark.slow
 def test_cli_trains_redcore_on_avmnist(tmp_path) -> None:
     write_avmnist_fixture(tmp_path / "data")
     argv = ["--task", "avmnist", "--data-dir", str(tmp_path / "data"), "--method", "redcore"]
@@ -542,6 +545,7 @@ def test_cli_trains_redcore_on_avmnist(tmp_path) -> None:
     assert set(_scores(tmp_path / "run")) == {"image", "audio", "image+audio", "average"}
 
 
+@pytest.mark.slow
 def test_cli_trains_redcore_on_iemocap(tmp_path) -> None:
     data = write_iemocap_fixture(tmp_path / "data")
     argv = ["--task", "iemocap", "--data-dir", str(data), "--method", "redcore"]
@@ -552,6 +556,7 @@ def test_cli_trains_redcore_on_iemocap(tmp_path) -> None:
     assert set(results["metrics"]["redcore"]) == {"uar", "f1"}
 
 
+@pytest.mark.slow
 def test_cli_trains_redcore_on_brats(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = write_brats_fixture(tmp_path / "data", cases=6)

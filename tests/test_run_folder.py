@@ -37,6 +37,7 @@ def _interrupted_writer(monkeypatch, name: str) -> None:
     monkeypatch.setattr(run_folder, "write_atomic", dying)
 
 
+@pytest.mark.slow
 def test_a_kill_while_config_json_is_written_loses_nothing(tmp_path, monkeypatch) -> None:
     out = tmp_path / "run"
     _interrupted_writer(monkeypatch, "config.json")
@@ -54,6 +55,7 @@ def test_a_kill_while_config_json_is_written_loses_nothing(tmp_path, monkeypatch
     assert main(BASELINE + ["--out", str(out), "--resume"]) == 0
 
 
+@pytest.mark.slow
 def test_unreadable_run_files_are_named(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(BASELINE + ["--out", str(out)]) == 0
@@ -77,6 +79,7 @@ def test_unreadable_run_files_are_named(tmp_path, capsys) -> None:
     assert str(fresh / "baseline" / "checkpoint.pt") in err and "delete it" in err
 
 
+@pytest.mark.slow
 def test_a_second_run_in_the_same_folder_is_refused(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     with lock_folder(out):
@@ -135,6 +138,7 @@ def test_a_full_disk_is_a_message_and_leaves_no_temporary(tmp_path, monkeypatch,
     assert not (tmp_path / "x.bin").exists()
 
 
+@pytest.mark.slow
 def test_stale_temporaries_are_removed_at_start(tmp_path) -> None:
     out = tmp_path / "run"
     assert main(BASELINE + ["--out", str(out)]) == 0
@@ -149,6 +153,7 @@ def test_stale_temporaries_are_removed_at_start(tmp_path) -> None:
     assert remove_temporaries(out) == []
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys, caplog) -> None:
     out = tmp_path / "run"
     assert main(BASELINE + ["--out", str(out)]) == 0
@@ -191,6 +196,7 @@ def test_an_experiment_cell_in_use_is_refused(tmp_path) -> None:
     assert summary["cells_computed"] == 1
 
 
+@pytest.mark.slow
 def test_an_unreadable_log_csv_is_named(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(BASELINE + ["--out", str(out)]) == 0

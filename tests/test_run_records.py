@@ -96,6 +96,7 @@ def test_bad_settings_are_named():
     assert HyperParameters(epochs=4.0).epochs == 4
 
 
+@pytest.mark.slow
 def test_config_json_holds_the_resolved_values(tmp_path):
     assert main(FAST + ["--method", "baseline", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "config.json").read_text())
@@ -110,6 +111,7 @@ def test_config_json_holds_the_resolved_values(tmp_path):
     assert commit is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit)
 
 
+@pytest.mark.slow
 def test_results_json_and_md_say_what_ran(tmp_path, capsys):
     assert main(FAST + ["--method", "mce", "--no-aux", "--no-a", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
@@ -172,6 +174,7 @@ def test_an_unknown_method_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_resume_names_what_differs_and_accepts_another_spelling_of_the_folder(tmp_path):
     settings = dict(method="baseline", epochs=1, batch_size=512, progress=False)
     run(config_for(out=f"{tmp_path}/run/", **settings))
@@ -188,6 +191,7 @@ def test_methods_get_their_options_by_name():
     assert config.options_for("baseline") is None
 
 
+@pytest.mark.slow
 def test_infeasible_rates_are_an_error_unless_samples_may_be_dropped(tmp_path, capsys):
     argv = FAST + ["--method", "baseline", "--missing-rates", "0.6,0.6"]
     assert main(argv + ["--out", str(tmp_path / "exact")]) == 1

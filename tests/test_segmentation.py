@@ -126,6 +126,7 @@ def test_sliding_window_covers_the_volume() -> None:
     assert torch.allclose(out, 2 * x, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluation_equals_one_subset_at_a_time() -> None:
     torch.manual_seed(3)
     model = build_model(crop=8, base=2, levels=3).eval()

@@ -47,6 +47,7 @@ def _validation_log(path) -> list[float]:
         return [float(row["validation/f1"]) for row in csv.DictReader(file) if row["validation/f1"]]
 
 
+@pytest.mark.slow
 def test_selection_tests_the_best_validation_epoch(tmp_path):
     scores = run(_config(tmp_path, select="validation"), task=TASK)
     results = json.loads((tmp_path / "results.json").read_text())
@@ -89,6 +90,8 @@ def test_last_epoch_selection_records_the_last_epoch(tmp_path, capsys):
         "metric": None,
         "best_epoch": {"baseline": 1},
         "validation_score": {"baseline": None},
+        "early_stop": None,
+        "stopped_epoch": {"baseline": None},
     }
     assert set(results["metrics"]["baseline"]) == {"uar", "f1"}
     printed = capsys.readouterr().out
@@ -97,6 +100,7 @@ def test_last_epoch_selection_records_the_last_epoch(tmp_path, capsys):
     assert "validation/f1" in (tmp_path / "baseline" / "log.csv").read_text()
 
 
+@pytest.mark.slow
 def test_resume_with_selection_equals_uninterrupted(tmp_path):
     straight = _config(tmp_path / "straight", select="validation")
     resumed = _config(tmp_path / "resumed", select="validation")
@@ -138,6 +142,7 @@ def _folded_task(calls: list) -> Task:
     return dataclasses.replace(DIGITS, name="folded", load=load, folds=3)
 
 
+@pytest.mark.slow
 def test_folds_load_the_chosen_fold_and_config_records_it(tmp_path):
     calls: list = []
     task = _folded_task(calls)

@@ -204,6 +204,7 @@ def test_absent_modalities_take_the_first_kept_modalitys_shared_feature(widths) 
         torch.testing.assert_close(head, model.heads["b"].module(h[index, 1, :DIM]))
 
 
+@pytest.mark.slow
 def test_dense_substitution_at_the_bottleneck_and_skips_from_the_shared_encoder() -> None:
     torch.manual_seed(0)
     model = adapt_model(build_brats_model(crop=8, base=2, levels=3), None).eval()
@@ -349,6 +350,7 @@ def _scores(out) -> dict[str, float]:
     return results["scores"]["shaspec"]
 
 
+@pytest.mark.slow
 def test_cli_trains_shaspec_on_the_bundled_digits_and_mce_loads_it(tmp_path) -> None:
     argv = ["--method", "shaspec", "--epochs", "1", "--batch-size", "512", "--no-progress"]
     assert main([*argv, "--shaspec-domain-weight", "0.05", "--out", str(tmp_path)]) == 0
@@ -378,6 +380,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:
     base = dict(method="shaspec", epochs=2, batch_size=256, seed=4, progress=False)
     expected = run(config_for(out=str(tmp_path / "straight"), **base))
@@ -395,6 +398,7 @@ def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:
     assert not math.isnan(float(logged[-1].split(",")[logged[0].split(",").index("loss")]))
 
 
+@pytest.mark.slow
 def test_cli_trains_shaspec_on_avmnist(tmp_path) -> None:
     write_avmnist_fixture(tmp_path / "data")
     argv = ["--task", "avmnist", "--data-dir", str(tmp_path / "data"), "--method", "shaspec"]
@@ -403,6 +407,7 @@ def test_cli_trains_shaspec_on_avmnist(tmp_path) -> None:
     assert set(_scores(tmp_path / "run")) == {"image", "audio", "image+audio", "average"}
 
 
+@pytest.mark.slow
 def test_cli_trains_shaspec_on_iemocap(tmp_path) -> None:
     data = write_iemocap_fixture(tmp_path / "data")
     argv = ["--task", "iemocap", "--data-dir", str(data), "--method", "shaspec"]
@@ -413,6 +418,7 @@ def test_cli_trains_shaspec_on_iemocap(tmp_path) -> None:
     assert set(results["metrics"]["shaspec"]) == {"uar", "f1"}
 
 
+@pytest.mark.slow
 def test_cli_trains_shaspec_on_brats(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = write_brats_fixture(tmp_path / "data", cases=6)

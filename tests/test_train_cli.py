@@ -13,6 +13,7 @@ from mce.train import config_for, main, run
 FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_cli_trains_both_methods_and_prints_the_table(tmp_path, capsys):
     assert main(FAST + ["--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
@@ -31,6 +32,7 @@ def test_cli_trains_both_methods_and_prints_the_table(tmp_path, capsys):
     assert "phi/image" in log[0] and "B/audio" in log[0]
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
     base = dict(method="mce", epochs=2, batch_size=256, pretrain_steps=2, seed=5, progress=False)
     straight = config_for(out=str(tmp_path / "straight"), **base)
@@ -52,6 +54,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert logged == (tmp_path / "straight" / "mce" / "log.csv").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_not_overwritten(tmp_path):
     config = config_for(
         method="baseline", epochs=1, batch_size=512, out=str(tmp_path), progress=False
@@ -63,6 +66,7 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
     assert (tmp_path / "baseline" / "checkpoint.pt").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_upper_bounds_are_cached_and_reused(tmp_path, caplog):
     import logging
 
@@ -153,6 +157,7 @@ def test_help_explains_every_option(capsys):
         assert option in text
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path, monkeypatch, caplog):
     import os
     import signal
@@ -194,6 +199,7 @@ def test_a_diverging_loss_stops_with_a_clear_error(tmp_path, monkeypatch, capsys
     assert "loss became nan at step 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_monte_carlo_and_ablation_runs(tmp_path):
     argv = ["--method", "mce", "--shapley", "mc", "--mc-k", "3", "--no-aux", "--no-a"]
     assert main(argv + FAST + ["--out", str(tmp_path)]) == 0

@@ -26,6 +26,7 @@ def _table(task, train, full, cache, seed=0):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_complete_models_learn_from_the_split_before_masking_and_score_the_masked_one(tmp_path):
     task = get_task("digits")
     full = task.splits(None).train
@@ -74,6 +75,7 @@ def test_the_flags_reach_the_config_and_the_experiment_cells(tmp_path):
     assert {cell.config(spec, tmp_path).upper_bounds for cell in cells} == {"complete"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["available", "complete"])
 def test_two_runs_at_other_settings_share_complete_models_only(tmp_path, mode):
     cache = tmp_path / "cache"

@@ -99,7 +99,9 @@ def closing_lines(
     Args:
         scores: {method: {combination or "average": score in %}}.
         activity: the MCE run's :func:`term_activity`, or None when MCE was not trained.
-        task: the task's name (for the commands).
+        task: the task as the run recorded it (for the commands): a built-in name or
+            ``package.module:ATTRIBUTE``; another name (a ``Task`` object's) is written as
+            ``package.module:ATTRIBUTE``, which the user fills in.
         rates: the missing rates trained with.
         seed: the run's seed.
         out: the run folder.
@@ -111,8 +113,9 @@ def closing_lines(
         lines.append(
             f"mce − baseline: {difference:+.2f} points on average, one seed ({seed}); one seed "
             "cannot tell such a difference from noise: `python -m mce.experiment --task "
-            f"{shlex.quote(task)} --settings {setting} --seeds 0-9` compares them over 10 seeds "
+            f"{_task_flag(task)} --settings {setting} --seeds 0-9` compares them over 10 seeds "
             "with confidence intervals and paired p-values"
+            + ("" if _findable(task) else f" (the module and name of task {task!r})")
         )
     if activity is not None:
         lines.append(_activity_line(activity))
@@ -123,3 +126,15 @@ def closing_lines(
     )
     return lines
 
+
+def _findable(task: str) -> bool:
+    """Whether ``--task`` finds the recorded ``task`` by its name: a built-in one or
+    ``package.module:ATTRIBUTE`` (a ``Task`` object's own name is not enough)."""
+    from mce.tasks import TASKS
+
+    return task in TASKS or ":" in task
+
+
+def _task_flag(task: str) -> str:
+    """The value of ``--task`` that finds ``task`` again."""
+    return shlex.quote(task) if _findable(task) else "package.module:ATTRIBUTE"

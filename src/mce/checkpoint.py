@@ -12,7 +12,15 @@ from typing import Any, BinaryIO
 
 import torch
 
-__all__ = ["DiskFull", "load_checkpoint", "save_atomic", "write_atomic", "TEMPORARY_SUFFIX"]
+__all__ = [
+    "DiskFull",
+    "disk_full_message",
+    "is_disk_full",
+    "load_checkpoint",
+    "save_atomic",
+    "write_atomic",
+    "TEMPORARY_SUFFIX",
+]
 
 TEMPORARY_SUFFIX = ".partial"  # of the temporary file an atomic write renames into place
 
@@ -24,13 +32,44 @@ class DiskFull(OSError):
         return str(self.strerror)
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error``, or an exception it was raised from or while handling
+    (``__cause__``, ``__context__``, followed to the end), is an ``OSError`` with errno
+    ENOSPC. ``torch.save`` on a full disk raises ``RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos ...`` whose context is that ``OSError``."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        pending += [current.__cause__, current.__context__]
+    return False
+
+
+def disk_full_message(
+    folder: Path, again: str = "run again, with --resume to continue from the last checkpoint"
+) -> str:
+    """The one-line message of a full disk under ``folder`` (a run's, an experiment's) for a
+    write that did not go through :func:`write_atomic`; ``again`` says how to continue."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    return (
+        f"no space left on the device of {folder} ({_size(free)} free): free space there (or "
+        f"choose another --out) and {again}"
+    )
+
+
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """``write(file)`` to a temporary file beside ``path``, fsync, then rename over ``path``: a
     reader sees the old file or the new one, never a partial file.
 
     Raises:
-        DiskFull: the disk filled up (the message names the folder, the bytes written before
-            it did, and the space free); the temporary file is removed, ``path`` is unchanged.
+        DiskFull: the disk filled up, whatever error ``write`` raised for it (see
+            :func:`is_disk_full`); the message names the folder, the bytes written before it
+            did, and the space free; the temporary file is removed, ``path`` is unchanged.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +89,7 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        if is_disk_full(error):
             free = shutil.disk_usage(path.parent).free
             raise DiskFull(
                 errno.ENOSPC,

@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import importlib
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +23,12 @@ from typing import Any, NamedTuple
 import torch
 
 from mce import distributed
-from mce.checkpoint import DiskFull
+from mce.checkpoint import DiskFull, disk_full_message, is_disk_full
 from mce.config import (
     HPARAM_NAMES,
     MASK_SCHEMES,
+    PRECISIONS,
+    SCORE_ON,
     SELECT_MODES,
     UPPER_BOUND_MODES,
     HyperParameters,
@@ -43,7 +43,14 @@ from mce.records import CONFIG, config_from_dict, read_config
 from mce.run import UsageError, run
 from mce.tasks import TASKS, Task, get_task, task_from_arguments
 
-__all__ = ["build_parser", "parse_config", "parse_command", "Command", "main", "available_cores"]
+__all__ = [
+    "build_parser",
+    "parse_config",
+    "parse_command",
+    "Command",
+    "main",
+    "available_cores",
+]
 
 DESCRIPTION = (
     "`python -m mce.train`: train MCE (and/or the plain baseline, or RedCore) and evaluate "
@@ -187,12 +194,22 @@ def _build_parser(task_values: bool) -> tuple[argparse.ArgumentParser, dict[str,
         "PASSION's BraTS splits; rates near, not at, the stated ones) (default: exact)",
     )
     run_group.add_argument(
+        "--score-on",
+        choices=SCORE_ON,
+        default="available",
+        help="which test samples score a modality combination: available (every sample "
+        "holding one of its modalities, given those it has) or complete (only the samples "
+        "holding all of them: the paper's protocol); the table's n column counts them "
+        "(default: available)",
+    )
+    run_group.add_argument(
         "--select",
         choices=SELECT_MODES,
         default="last",
         help="the epoch whose model is tested: last (the paper's behaviour) or validation: the "
         "epoch with the best validation score (the task's selection metric averaged over the "
-        "modality combinations, as MMIN; needs a task with a validation split) (default: last)",
+        "modality combinations, as MMIN; needs a task with a validation split or "
+        "--validation-share) (default: last)",
     )
     run_group.add_argument(
         "--fold",
@@ -208,7 +225,25 @@ def _build_parser(task_values: bool) -> tuple[argparse.ArgumentParser, dict[str,
         metavar="SHARE",
         help="share of the training split held out (seeded, not trained on) to score every "
         "epoch, for tasks without a validation split (those with one score it), e.g. 0.1; "
-        "0: train on every training sample (default: 0)",
+        "it is then the validation split of --select validation and --early-stop; 0: train "
+        "on every training sample (default: 0)",
+    )
+    run_group.add_argument(
+        "--early-stop",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help="stop training after PATIENCE epochs without a better validation score (needs "
+        "a task with a validation split, or --validation-share); results.json records the "
+        "epoch it stopped at (default: off, train every epoch)",
+    )
+    run_group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32",
+        help="arithmetic of the training steps: 32 (float32), bf16 (bfloat16 autocast; on "
+        "the CPU too) or fp16 (float16 autocast with a gradient scaler; CUDA only); weights, "
+        "optimizer, validation and tests stay float32 (default: 32)",
     )
     run_group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run_group.add_argument(
@@ -270,8 +305,8 @@ def _build_parser(task_values: bool) -> tuple[argparse.ArgumentParser, dict[str,
         "--threads",
         type=int,
         default=None,
-        help="CPU threads of torch's kernels (default: the cores this process may use, "
-        f"{available_cores()} here)",
+        help="CPU threads of torch's kernels (default: OMP_NUM_THREADS where set, else "
+        f"the cores this process may use, {available_cores()} here)",
     )
     return parser, _add_method_options(parser, task_values)
 
@@ -282,6 +317,16 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Torch threads when ``--threads`` is not given: ``OMP_NUM_THREADS`` where set (a busy
+    machine's runs side by side then keep to it; more threads than free cores make every step
+    wait), else every core this process may run on."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    return available_cores()
 
 
 def _task_options_help() -> str:
@@ -436,6 +481,7 @@ _RECORDED = (
     "drop_all_missing",
     "presence_csv",
     "mask_scheme",
+    "score_on",
     "upper_bounds",
     "pretrain_seed",
     "select",
@@ -444,6 +490,8 @@ _RECORDED = (
     "cache_dir",
     "row_memory_gb",
     "validation_share",
+    "early_stop",
+    "precision",
 )
 
 
@@ -553,6 +601,8 @@ def parse_command(argv: list[str] | None = None) -> Command:
         parser.error(f"--fold must be in 1..{task.folds} for task {args.task!r}, got {args.fold}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.early_stop is not None and args.early_stop < 1:
+        parser.error(f"--early-stop must be at least 1 epoch, got {args.early_stop}")
     if args.resume and args.out is None:
         parser.error("--resume needs --out, the run folder to continue")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -580,6 +630,10 @@ def parse_command(argv: list[str] | None = None) -> Command:
         drop_all_missing=args.drop_all_missing,
         presence_csv=args.presence_csv,
         mask_scheme=args.mask_scheme,
+        # rates taken from a recorded run keep how they were set there
+        missing_rates_stated=args.missing_rates is not None
+        or (recorded is not None and bool(recorded.missing_rates_stated)),
+        score_on=args.score_on,
         upper_bounds=args.upper_bounds,
         pretrain_seed=args.pretrain_seed,
         device=args.device,
@@ -591,8 +645,10 @@ def parse_command(argv: list[str] | None = None) -> Command:
         task_options=task_options,
         select=args.select,
         validation_share=args.validation_share,
+        early_stop=args.early_stop,
+        precision=args.precision,
         fold=args.fold,
-        threads=args.threads or available_cores(),
+        threads=args.threads or default_threads(),
     )
     try:
         config = TrainConfig(**settings)
@@ -605,17 +661,11 @@ def parse_command(argv: list[str] | None = None) -> Command:
     return Command(config, args.resume, args.force_eval)
 
 
-def _os_error_message(error: OSError, config: TrainConfig) -> str:
-    if isinstance(error, DiskFull) or error.errno != errno.ENOSPC:
+def _os_error_message(error: BaseException, config: TrainConfig) -> str:
+    if isinstance(error, DiskFull) or not is_disk_full(error):
         return str(error)
     folder = Path(config.out or "runs")
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    free = shutil.disk_usage(existing).free
-    return (
-        f"no space left on the device of {folder} ({free / 2**20:.1f} MB free): free space "
-        "there (or choose another --out) and run again, with --resume to continue from the "
-        "last checkpoint"
-    )
+    return disk_full_message(folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -635,6 +685,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {flag_names(str(error))}", file=sys.stderr)
         return 1
     except OSError as error:  # a full disk or an unwritable folder: no traceback
+        print(f"error: {_os_error_message(error, config)}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:  # torch reports a full disk as a RuntimeError
+        if not is_disk_full(error):
+            raise
         print(f"error: {_os_error_message(error, config)}", file=sys.stderr)
         return 1
     finally:

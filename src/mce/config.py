@@ -28,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "OPTIMIZERS",
     "SELECT_MODES",
+    "PRECISIONS",
     "UPPER_BOUND_MODES",
     "HPARAM_NAMES",
     "parse_rates",
@@ -39,7 +40,9 @@ __all__ = [
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SELECT_MODES = ("last", "validation")  # TrainConfig.select
+PRECISIONS = ("32", "bf16", "fp16")  # TrainConfig.precision
 UPPER_BOUND_MODES = ("available", "complete")  # TrainConfig.upper_bounds
+SCORE_ON = ("available", "complete")  # TrainConfig.score_on
 MASK_SCHEMES = ("exact", "quota")  # TrainConfig.mask_scheme
 
 
@@ -90,7 +93,9 @@ class HyperParameters:
     )
     missing_rates: tuple[float, ...] = _field(
         (),
-        "missing rate of each modality in the training split, in the task's modality order",
+        "missing rate of each modality in the training split, in the task's modality order, "
+        "counting the data's own absences (unset: the task's rates on complete data, none on "
+        "data that already lacks modalities)",
         as_text=True,  # a preset name is the task's (Task.presets): the driver resolves it
     )
 
@@ -327,6 +332,14 @@ class TrainConfig:
     # "quota" (each combination of modalities gets its quota floor(N P(S)), PASSION's BraTS
     # scheme); see mce.data.masks.apply_quota_masks
     mask_scheme: Literal["exact", "quota"] = "exact"
+    # whether hparams.missing_rates were stated for this run (config_for's missing_rates, the
+    # command line's --missing-rates) rather than the task's defaults, which mask only complete
+    # training data (see Task.hparams); None: stated when hparams is given
+    missing_rates_stated: bool | None = None
+    # which test samples score a modality combination C: "available" (every sample holding one
+    # of C's modalities, given those it has) or "complete" (only the samples holding all of C:
+    # the paper's protocol of complete samples with modalities dropped)
+    score_on: Literal["available", "complete"] = "available"
     # what factor B's frozen unimodal models U_m learn from: "available" (each modality's
     # present samples of the masked training split, per run) or "complete" (the paper's "trained
     # with complete single-modal data": every training sample that has the modality before
@@ -354,6 +367,13 @@ class TrainConfig:
     # validation split; the held-out samples are not trained on. 0 (default): train on every
     # training sample, per-epoch validation only for tasks with a validation split
     validation_share: float = 0.0
+    # stop training after this many epochs without a better validation score (the task's
+    # validation split or the validation_share); None: train every epoch
+    early_stop: int | None = None
+    # arithmetic of the training steps: "32" (float32), "bf16" or "fp16" (torch.autocast around
+    # the forward pass and loss, weights and optimizer in float32; fp16 with a GradScaler, CUDA
+    # only). Upper-bound models, validation and tests run in float32
+    precision: Literal["32", "bf16", "fp16"] = "32"
     fold: int | None = None  # cross-validation fold 1..task.folds; None: fold 1 of such a task
     # the task's own options (Task.options), e.g. {"crop": 32} for brats; unset ones keep
     # their defaults
@@ -367,6 +387,22 @@ class TrainConfig:
         share = self.validation_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
             raise ValueError(f"validation_share must be a number in [0, 1), got {share!r}")
+        patience = self.early_stop
+        if patience is not None and (
+            isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+        ):
+            raise ValueError(
+                f"early_stop must be a whole number of epochs >= 1 or None, got {patience!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.precision == "fp16" and not str(self.device).startswith("cuda"):
+            raise ValueError(
+                "precision fp16 needs a CUDA device: torch's float16 kernels on the CPU ran a "
+                "training step 17-27x slower than float32 (bench/RESULTS.md); use bf16"
+            )
         if self.fold is not None and (
             isinstance(self.fold, bool) or not isinstance(self.fold, int) or self.fold < 1
         ):
@@ -378,6 +414,12 @@ class TrainConfig:
                 f"mask_scheme must be one of {', '.join(MASK_SCHEMES)}, got {self.mask_scheme!r}"
             )
         _check_mask_sources(self.mask_scheme, self.drop_all_missing, self.presence_csv)
+        if self.missing_rates_stated is None:
+            object.__setattr__(self, "missing_rates_stated", self.hparams is not None)
+        if self.score_on not in SCORE_ON:
+            raise ValueError(
+                f"score_on must be one of {', '.join(SCORE_ON)}, got {self.score_on!r}"
+            )
         if self.upper_bounds not in UPPER_BOUND_MODES:
             raise ValueError(
                 f"upper_bounds must be one of {', '.join(UPPER_BOUND_MODES)}, got "

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mce import distributed
+from mce.config import SCORE_ON
 from mce.data.dataset import Batch, MultimodalData
 from mce.lce import run_unimodal
 from mce.model import MultimodalModel, combination_rows
@@ -25,8 +26,20 @@ __all__ = [
     "evaluate_unimodal_heads",
     "evaluation_batches",
     "modality_means",
+    "scores_complete",
     "with_average",
 ]
+
+
+def scores_complete(score_on: str) -> bool:
+    """Whether ``score_on`` ("available" or "complete") scores complete samples only.
+
+    Raises:
+        ValueError: another value.
+    """
+    if score_on not in SCORE_ON:
+        raise ValueError(f"score_on must be one of {', '.join(SCORE_ON)}, got {score_on!r}")
+    return score_on == "complete"
 
 
 @dataclass(frozen=True)
@@ -36,10 +49,12 @@ class Evaluation:
     Attributes:
         scores: {combination or "average": mean per-sample utility} (the primary score).
         metrics: {metric: {combination or "average": value}} of the extra split-level metrics.
+        samples: {combination: how many samples scored it} (empty where not counted).
     """
 
     scores: dict[str, float]
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    samples: dict[str, int] = field(default_factory=dict)
 
     def value(self, metric: str = "") -> float:
         """The average over combinations of ``metric`` ("" : the utility)."""
@@ -94,6 +109,10 @@ class CombinationScores:
             if self.counts[i] > 0
         }
 
+    def samples(self) -> dict[str, int]:
+        """{combination: rows scored, i.e. samples} of the combinations with at least one."""
+        return {name: int(self.counts[i]) for i, name in self.scored().items()}
+
     def means(self) -> dict[str, dict[str, float]]:
         """{column: {combination: sum / count, "average": mean over the combinations}}."""
         scored = self.scored()
@@ -120,9 +139,9 @@ class CombinationScores:
 
     def evaluation(self, score: str = "utility") -> Evaluation:
         """The means as an :class:`Evaluation`: column ``score`` as the scores, every other
-        column as a metric."""
+        column as a metric, and the samples of each combination."""
         table = self.means()
-        return Evaluation(table.pop(score), table)
+        return Evaluation(table.pop(score), table, self.samples())
 
 
 def with_average(values: dict[str, float]) -> dict[str, float]:
@@ -152,15 +171,18 @@ def combination_outputs(
     batch_size: int,
     device: torch.device | str,
     progress: bool,
+    score_on: str = "available",
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """(outputs, targets, which) of every row of every combination of this rank's shard of
     ``data``, batch by batch, all combinations of a batch in one forward: ``which`` is each
-    row's index into the combinations ``1 .. 2^M - 1`` (:func:`mce.model.combination_rows`).
+    row's index into the combinations ``1 .. 2^M - 1`` (:func:`mce.model.combination_rows`;
+    ``score_on="complete"``: rows of the samples holding all of the combination only).
     Call it under ``torch.no_grad()`` with the model in eval mode."""
     combinations = list(range(1, 1 << model.num_modalities))
+    complete = scores_complete(score_on)
     for batch in evaluation_batches(data, batch_size, device, progress):
         h = model.encode(batch.inputs, batch.present, batch.lengths, batch.context)
-        rows, which = combination_rows(batch.present, combinations)
+        rows, which = combination_rows(batch.present, combinations, complete)
         _, outputs = model.forward_rows(h, rows)
         yield outputs, batch.target[rows[:, 0]], which
 
@@ -174,11 +196,17 @@ def evaluate_combinations(
     device: torch.device | str = "cpu",
     progress: bool = True,
     metrics: Mapping[str, Callable[[Tensor, Tensor], float]] | None = None,
+    score_on: str = "available",
 ) -> Evaluation:
     """Mean ``utility(outputs, target)`` of the model on ``data`` for each non-empty combination
-    C of modalities (each sample given C & its present set; samples where that is empty are
-    left out of C), plus ``average``, the unweighted mean over combinations. All combinations of
-    a batch run as one batched forward.
+    C of modalities, plus ``average``, the unweighted mean over combinations. All combinations
+    of a batch run as one batched forward.
+
+    ``score_on`` says which samples score C: "available" (each sample given C & its present
+    set; samples where that is empty are left out of C) or "complete" (only the samples that
+    hold every modality of C, given C: the paper's protocol of complete samples with
+    modalities dropped). On a split where some samples lack modalities, "available" scores
+    the combinations on different sets of samples; ``Evaluation.samples`` counts each.
 
     Each of ``metrics`` (name -> function of the outputs of every sample of one combination,
     concatenated, and their targets) is computed once per combination over the whole split,
@@ -199,7 +227,7 @@ def evaluate_combinations(
     scores = CombinationScores(model.modalities, ("utility",))
     kept: list[tuple[Tensor, Tensor, Tensor]] = []  # (outputs, targets, combination) per batch
     for outputs, targets, which in combination_outputs(
-        model, data, batch_size, device, progress
+        model, data, batch_size, device, progress, score_on
     ):
         scores.add(which, utility(outputs, targets)[:, None])
         if metrics:
@@ -207,7 +235,9 @@ def evaluate_combinations(
     if metrics and distributed.is_active():
         kept = [part for parts in distributed.gather_objects(kept) for part in parts]
     evaluation = scores.evaluation()
-    return Evaluation(evaluation.scores, _split_metrics(metrics, kept, scores.scored()))
+    return Evaluation(
+        evaluation.scores, _split_metrics(metrics, kept, scores.scored()), evaluation.samples
+    )
 
 
 def _split_metrics(
@@ -287,11 +317,25 @@ class Evaluator:
     """
 
     def evaluate(
-        self, task: Any, model: MultimodalModel, data: MultimodalData, device, progress: bool
+        self,
+        task: Any,
+        model: MultimodalModel,
+        data: MultimodalData,
+        device,
+        progress: bool,
+        score_on: str = "available",
     ) -> Evaluation:
-        """Every non-empty modality combination of ``data`` (:func:`evaluate_combinations`)."""
+        """Every non-empty modality combination of ``data`` (:func:`evaluate_combinations`);
+        ``score_on``: which samples score a combination ("available" or "complete"). A
+        subclass whose ``evaluate`` takes no ``score_on`` is run only with "available"."""
         return evaluate_combinations(
-            model, task.utility, data, device=device, progress=progress, metrics=task.metrics
+            model,
+            task.utility,
+            data,
+            device=device,
+            progress=progress,
+            metrics=task.metrics,
+            score_on=score_on,
         )
 
     def evaluate_heads(

@@ -30,12 +30,13 @@ from torch import Tensor
 from mce.bits import presence_matrix, present_masks
 from mce.checkpoint import load_checkpoint, write_atomic
 from mce.config import TrainConfig
+from mce.data.absent import presence_from_inputs
 from mce.data.dataset import MultimodalData
 from mce.methods import get_method
 from mce.model import MultimodalModel, full_rows, run_encoder
 from mce.records import CONFIG, config_from_dict, read_config, write_config
 from mce.shapley import coalition_plan, plan_shapley
-from mce.tasks import Task, get_task
+from mce.tasks import TASKS, Task, get_task
 from mce.tasks.base import classification_loss, classification_utility
 
 if TYPE_CHECKING:
@@ -287,45 +288,21 @@ class Predictor:
         if num_samples == 0:
             raise ValueError("the inputs hold no samples")
         lengths = self._lengths(lengths, tensors, num_samples)
+        stated = None
+        if present is not None:
+            stated = presence_matrix(self._present(present, num_samples), len(modalities))
+        # the one rule for absent modalities (mce.data.absent): entirely NaN or infinite rows
+        matrix = presence_from_inputs(tensors, modalities, stated, lengths)
+        present = present_masks(matrix)
         for name in lengths:  # frames past a sample's length do not count
             value = tensors[name]
             valid = torch.arange(value.shape[1]) < lengths[name][:, None]
             valid = valid.view(*valid.shape, *([1] * (value.dim() - 2)))
             tensors[name] = torch.where(valid, value, torch.zeros((), dtype=value.dtype))
-        given = self._given(tensors, num_samples)
-        if present is None:
-            present = present_masks(given)
-        else:
-            present = self._present(present, num_samples)
-            matrix = presence_matrix(present, len(modalities))
-            for m, name in enumerate(modalities):
-                missing = matrix[:, m] & ~given[:, m]
-                if bool(missing.any()):
-                    n = int(torch.nonzero(missing)[0, 0])
-                    reason = "not given" if name not in tensors else "all NaN"
-                    raise ValueError(
-                        f"sample {n} is marked present in modality {name!r}, whose input is "
-                        f"{reason}"
-                    )
-        empty = torch.nonzero(present == 0).flatten()
-        if empty.numel():
-            raise ValueError(
-                f"sample {int(empty[0])} has no modality present ({empty.numel()} such samples)"
-            )
-        matrix = presence_matrix(present, len(modalities))
         for m, name in enumerate(modalities):
             if name not in tensors:
                 continue
             value, has = tensors[name], matrix[:, m]
-            if value.is_floating_point():
-                finite = torch.isfinite(value.reshape(num_samples, -1)).all(dim=1)
-                bad = has & ~finite
-                if bool(bad.any()):
-                    n = int(torch.nonzero(bad)[0, 0])
-                    raise ValueError(
-                        f"modality {name!r} of sample {n} holds NaN or infinite values but is "
-                        "present (give the whole row as NaN to mark it absent)"
-                    )
             keep = has.view(-1, *([1] * (value.dim() - 1)))
             tensors[name] = torch.where(keep, value, torch.zeros((), dtype=value.dtype))
             if name in lengths:
@@ -358,19 +335,6 @@ class Predictor:
                 raise ValueError(f"lengths of modality {name!r} must lie in [0, {frames}]")
             checked[name] = value.long()
         return checked
-
-    def _given(self, tensors: Mapping[str, Tensor], num_samples: int) -> Tensor:
-        """Bool [N, M]: modality m is given for sample n (its input is not all NaN)."""
-        given = torch.zeros(num_samples, len(self.modalities), dtype=torch.bool)
-        for m, name in enumerate(self.modalities):
-            value = tensors.get(name)
-            if value is None:
-                continue
-            if value.is_floating_point():
-                given[:, m] = ~torch.isnan(value.reshape(num_samples, -1)).all(dim=1)
-            else:
-                given[:, m] = True
-        return given
 
     def _present(self, present: Tensor | np.ndarray, num_samples: int) -> Tensor:
         """Bitmasks [N] from bool/0-1 [N, M] or int bitmasks [N], checked."""
@@ -524,11 +488,12 @@ def load(
         method: which trained method's model; default: the only one trained, or "mce" when
             the run trained several.
         task: the ``Task`` object of a run trained with ``run(..., task=...)`` (default: the
-            task named in ``config.json``, with its task options).
+            task named in ``config.json``); the run's task options are applied to it.
         device: where the model is put.
 
     Raises:
-        ValueError: no run in the folder, an unknown or untrained method (listing those
+        ValueError: no run in the folder, a task that cannot be found by the name it
+            recorded (saying how to name it), an unknown or untrained method (listing those
             trained), or weights that do not fit the task's model.
     """
     run_dir = Path(run_dir)
@@ -553,7 +518,8 @@ def load(
         choices = ", ".join(trained) or "none"
         raise ValueError(f"method {method!r} has no trained model in {run_dir}; trained: {choices}")
     options = config.get("task_options") or {}
-    task = get_task(config["task"], options) if task is None else task.with_options(options)
+    task = _recorded_task(run_dir, config["task"]) if task is None else task
+    task = task.with_options(options)
     model = task.build_model()
     spec = get_method(method)
     if spec.adapt_model is not None:
@@ -590,6 +556,22 @@ def save_model(folder: Path, model: torch.nn.Module, config: TrainConfig, method
     write_atomic(folder / method / WEIGHTS, lambda file: file.write(data))
     if not (folder / CONFIG).is_file():
         write_config(folder, config, resume=False)
+
+
+def _recorded_task(run_dir: Path, name: str) -> Task:
+    """The task a run's ``config.json`` names, or an error saying how to name it."""
+    how = (
+        f"name it: `python -m mce.predict {run_dir} --task package.module:ATTRIBUTE ...` (the "
+        "module defining the Task, importable), or mce.load(run, task=...)"
+    )
+    if ":" not in name and name not in TASKS:
+        raise ValueError(f"{run_dir} was trained on task {name!r}, not a built-in task: {how}")
+    try:
+        return get_task(name)
+    except ValueError as error:
+        if ":" not in name:
+            raise
+        raise ValueError(f"{error}; put its module on PYTHONPATH, or {how}") from error
 
 
 def _trained_methods(run_dir: Path, config: dict[str, Any]) -> list[str]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from mce.run_folder import write_csv
-from typing import Any
 
 __all__ = ["RunLogger", "read_log", "write_hparams", "flat_hparams"]
 
@@ -28,7 +28,12 @@ def read_log(path: Path) -> list[dict[str, float]]:
 
 
 class RunLogger:
-    """Appends one CSV row per step to ``log.csv`` and writes TensorBoard scalars to ``tb/``."""
+    """Appends one CSV row per step to ``log.csv`` and writes TensorBoard scalars to ``tb/``.
+
+    Validation (:meth:`log_validation`) goes to ``log.csv`` as the average score in [0, 1] and
+    to TensorBoard in percent, as the console shows it, for the average and every modality
+    combination.
+    """
 
     def __init__(
         self, run_dir: Path, resume_step: int = 0, extra_fields: Sequence[str] = ()
@@ -67,7 +72,23 @@ class RunLogger:
             write_csv(self.csv_path, self.fields, kept)
 
     def log(self, step: int, epoch: int, values: dict[str, float]) -> None:
-        row = {"step": step, "epoch": epoch, **values}
+        """One row of ``values`` in ``log.csv``, and each value as a TensorBoard scalar."""
+        self._append({"step": step, "epoch": epoch, **values})
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+
+    def log_validation(
+        self, step: int, epoch: int, key: str, scores: Mapping[str, float]
+    ) -> None:
+        """An epoch's validation ``scores`` ({combination or "average": score in [0, 1]}):
+        the average under ``key`` in ``log.csv``; in TensorBoard, in percent, the average as
+        ``key`` and each combination as ``key/<combination>``."""
+        self._append({"step": step, "epoch": epoch, key: scores["average"]})
+        for name, value in scores.items():
+            tag = key if name == "average" else f"{key}/{name}"
+            self.writer.add_scalar(tag, 100.0 * value, step)
+
+    def _append(self, row: dict[str, Any]) -> None:
         new_file = not self.csv_path.exists()
         if self.fields is None:
             self.fields = list(row) + [f for f in self.extra_fields if f not in row]
@@ -76,8 +97,6 @@ class RunLogger:
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
-        for key, value in values.items():
-            self.writer.add_scalar(key, value, step)
 
     def close(self) -> None:
         self.writer.close()

@@ -69,17 +69,19 @@ def full_rows(present: Tensor) -> Tensor:
     return torch.stack([torch.arange(present.shape[0], device=present.device), present], dim=1)
 
 
-def combination_rows(present: Tensor, combinations: Sequence[int]) -> tuple[Tensor, Tensor]:
+def combination_rows(
+    present: Tensor, combinations: Sequence[int], complete: bool = False
+) -> tuple[Tensor, Tensor]:
     """Rows (n, C & A_n) for every sample and modality combination C, grouped by sample.
 
     Returns rows [R, 2] and the combination index of each row (rows whose C & A_n is empty are
-    left out).
+    left out; with ``complete``, every row whose A_n lacks a modality of C).
     """
     combos = torch.as_tensor(list(combinations), dtype=torch.int64, device=present.device)
     subsets = present[:, None] & combos[None, :]  # (N, C)
     samples = torch.arange(present.shape[0], device=present.device)[:, None].expand_as(subsets)
     which = torch.arange(len(combos), device=present.device)[None, :].expand_as(subsets)
-    keep = subsets != 0
+    keep = subsets == combos[None, :] if complete else subsets != 0
     return torch.stack([samples[keep], subsets[keep]], dim=1), which[keep]
 
 
@@ -148,10 +150,14 @@ class MultimodalModel(nn.Module):
         """
         lengths = lengths or {}
         num_samples = present.shape[0]
+        device = present.device
+        # under autocast the features keep its dtype, so that subset_gather runs its half kernel
+        autocast = torch.is_autocast_enabled(device.type)
+        dtype = torch.get_autocast_dtype(device.type) if autocast else None
         columns = []
         for m, name in enumerate(self.modalities):
             index = samples_with_modality(present, m)
-            column = torch.zeros(num_samples, self.dim, device=present.device)
+            column = torch.zeros(num_samples, self.dim, device=device, dtype=dtype)
             if index.numel():
                 part = lengths[name].to(index.device)[index] if name in lengths else None
                 rows = {key: value[index] for key, value in (context or {}).items()}

@@ -322,7 +322,12 @@ def _fit(
     best_step, stale, step = 0, 0, 0
     budget = hparams.pretrain_steps
     model.train()
-    bar = tqdm(total=budget, desc=f"pretrain {modality}", disable=not progress, leave=False)
+    bar = tqdm(
+        total=budget,
+        desc=f"training the frozen {modality}-only reference model (once, cached)",
+        disable=not progress,
+        leave=False,
+    )
     batches = _epochs(fit, hparams.batch_size, generator)
     while step < budget:
         batch = next(batches)

@@ -73,19 +73,22 @@ def config_differences(
     """The settings (top-level keys, or a method's name for its options) in which a saved
     ``config.json`` differs from ``config``.
 
-    ``out`` is ignored (a folder may be spelt differently), and so are the task options named
-    in ``runtime_options`` (the task's :attr:`~mce.tasks.Task.runtime_options`). A setting the
-    saved file lacks (it was written before the setting existed) counts as what that run did:
-    its default, or (``validation_share``) 0;
-    a method's options it lacks do not count: the run was written before that method existed,
-    so it did not train it (another ``method`` differs by itself). A file that kept each
-    method's options at the top level (``"mce"``, ``"redcore"``) is read as such.
+    ``out`` is ignored (a folder may be spelt differently), so is ``missing_rates_stated``
+    (with the same rates it changes only the masks, which a resumed run checks itself), and so
+    are the task options named in ``runtime_options`` (the task's
+    :attr:`~mce.tasks.Task.runtime_options`). A setting the saved file lacks (it was written
+    before the setting existed) counts as what that run did: its default, or
+    (``validation_share``) 0; a method's options it lacks do not count: the run was written
+    before that method existed, so it did not train it (another ``method`` differs by itself).
+    A file that kept each method's options at the top level (``"mce"``, ``"redcore"``) is read
+    as such.
     """
     saved = _with_method_options(saved)
     now = json.loads(json.dumps(config.to_dict()))
     defaults = json.loads(json.dumps(_defaults(config.task).to_dict()))
     differ = []
-    for key in sorted((set(saved) | set(now)) - {"out", "method_options"}):
+    ignored = {"out", "method_options", "missing_rates_stated"}
+    for key in sorted((set(saved) | set(now)) - ignored):
         before, after = saved.get(key, _BEFORE.get(key, defaults.get(key))), now.get(key)
         if key == "task_options":  # options free to differ are not compared
             before, after = (
@@ -240,6 +243,9 @@ class RunRecord:
     test_samples: int
     missing_rates: dict[str, Any]
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    # {method: {combination: test samples that scored it}} (the table's n column; which
+    # samples count is config.score_on)
+    samples: dict[str, dict[str, int]] = field(default_factory=dict)
     timing_s: dict[str, dict[str, float]] = field(default_factory=dict)
     # {method: {modality: score in %}} of each unimodal head on the test split (Fig. 9)
     heads: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -247,7 +253,8 @@ class RunRecord:
     # {method: {metric: {combination or "average": value in %}}} of the task's extra metrics
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     # {"mode": "last" | "validation", "metric": name or None,
-    #  "best_epoch": {method: epoch (1-based)}, "validation_score": {method: % or None}}
+    #  "best_epoch": {method: epoch (1-based)}, "validation_score": {method: % or None},
+    #  "early_stop": patience or None, "stopped_epoch": {method: epoch or None}}
     selection: dict[str, Any] = field(default_factory=dict)
     # data-parallel runs only: {"world_size": ranks, "backend": "nccl" | "gloo",
     #  "batch_statistics": "global"} (B and the loss denominators from the global batch)
@@ -289,9 +296,25 @@ class RunRecord:
     def average_note(self) -> str:
         scored = [len(scores) - 1 for scores in self.scores.values()]  # all but "average"
         combinations = max(scored, default=(1 << len(self.modalities)) - 1)
-        return (
+        note = (
             f"average: the unweighted mean over the {combinations} non-empty modality combinations"
         )
+        if not self.samples:
+            return note
+        if self.config.score_on == "complete":
+            which = "the test samples holding all of its modalities (--score-on complete)"
+        else:
+            which = (
+                "the test samples holding any of its modalities, each given those it has "
+                "(--score-on available)"
+            )
+        return f"{note}; n: the samples that scored each combination, {which}"
+
+    @property
+    def combination_samples(self) -> dict[str, int]:
+        """{combination: samples that scored it} (the first method's; every method is scored
+        on the same test samples)."""
+        return next(iter(self.samples.values()), {})
 
     def table(
         self, scores: dict[str, dict[str, float]] | None = None, metric: str | None = None
@@ -302,10 +325,15 @@ class RunRecord:
         metric = self.metric if metric is None else metric
         methods = list(scores)
         combos = list(next(iter(scores.values())))
+        samples = self.combination_samples
         header = " | ".join(f"{self.column(m)} ({metric})" for m in methods)
-        lines = [f"| combination | {header} |", "|---|" + "---|" * len(methods)]
+        header += " | n" if samples else ""
+        columns = len(methods) + bool(samples)
+        lines = [f"| combination | {header} |", "|---|" + "---|" * columns]
         for combo in combos:
             cells = " | ".join(f"{scores[m][combo]:.2f}" for m in methods)
+            if samples:
+                cells += f" | {samples.get(combo, '')}"
             label = f"**{combo}**" if combo == "average" else combo
             lines.append(f"| {label} | {cells} |")
         return "\n".join(lines)
@@ -315,11 +343,18 @@ class RunRecord:
         rates = self.missing_rates
         stated = ", ".join(f"{k} {v:g}" for k, v in rates.get("stated", {}).items())
         actual = ", ".join(f"{k} {v:.4g}" for k, v in rates.get("actual", {}).items())
-        lines = [
-            f"missing rates of the training split: stated {stated}; actual {actual} "
-            f"({rates.get('training_samples', '?')} samples, "
-            f"{rates.get('dropped_samples', 0)} dropped)"
-        ]
+        if rates.get("source") == "data":
+            line = (
+                f"missing rates of the training split: the data's own, no masks drawn: {actual} "
+                f"({rates.get('training_samples', '?')} samples)"
+            )
+        else:
+            line = (
+                f"missing rates of the training split: stated {stated}; actual {actual} "
+                f"({rates.get('training_samples', '?')} samples, "
+                f"{rates.get('dropped_samples', 0)} dropped)"
+            )
+        lines = [line]
         if self.upper_bounds:
             bounds = ", ".join(
                 f"{name} {100 * fit['heldout_utility']:.2f} held-out"
@@ -351,6 +386,15 @@ class RunRecord:
                 f"tested epoch: the best validation {self.selection['metric']} (%, averaged over "
                 f"the combinations): {chosen}"
             )
+        if self.selection.get("early_stop"):
+            stopped = ", ".join(
+                f"{m} after epoch {epoch}" if epoch else f"{m} trained every epoch"
+                for m, epoch in self.selection.get("stopped_epoch", {}).items()
+            )
+            lines.append(
+                f"early stopping after {self.selection['early_stop']} epoch(s) without a better "
+                f"validation score: {stopped}"
+            )
         return lines
 
     def markdown(self) -> str:
@@ -374,6 +418,8 @@ class RunRecord:
             "timing_s": self.timing_s,
             "config": self.config.to_dict(),
             "scores": self.scores,
+            "samples": self.samples,
+            "score_on": self.config.score_on,
             "metrics": self.metrics,
             "selection": self.selection,
             "validation": self.validation,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import logging.handlers
 import os
@@ -25,7 +26,13 @@ from mce.bits import has_modality, popcount
 from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HPARAM_NAMES, TrainConfig, option_names, parse_rates
 from mce.data.dataset import MultimodalData
-from mce.data.masks import apply_missing_rates, apply_quota_masks, presence_from_csv
+from mce.data.masks import (
+    MaskedSplit,
+    apply_missing_rates,
+    apply_quota_masks,
+    as_it_is,
+    presence_from_csv,
+)
 from mce.evaluate import Evaluation
 from mce.inference import save_model
 from mce.lce import BatchUpperBounds, presence_counts
@@ -57,10 +64,16 @@ def config_for(task: str | Task = "digits", **settings: Any) -> TrainConfig:
     whose options have that field) or of :class:`TrainConfig` (``method="mce"``); anything
     else is a ``ValueError`` listing the valid names.
 
+    ``missing_rates`` given here are stated: the run masks the training split to them,
+    counting the data's own absences. Without them the task's default rates apply to complete
+    training data only, and data that already lacks modalities is trained on as it is (see
+    :class:`~mce.tasks.Task`, ``hparams``).
+
     Raises:
         ValueError: an unknown setting, or an invalid value (naming it).
     """
     options = settings.get("task_options") or {}
+    settings.setdefault("missing_rates_stated", "missing_rates" in settings)
     recipe = get_task(task, options) if isinstance(task, str) else task.with_options(options)
     own = set(option_names(TrainConfig)) - {"task", "hparams"}
     run_settings = {name: settings.pop(name) for name in list(settings) if name in own}
@@ -140,7 +153,8 @@ def _method_option_names() -> dict[str, tuple[str, ...]]:
 
 class UsageError(ValueError):
     """A configuration the task cannot run, found once its data is loaded (``--select
-    validation`` without a validation split); the command line exits with status 2."""
+    validation`` or ``--early-stop`` without a validation split); the command line exits with
+    status 2."""
 
 
 def _setting_key(rates: tuple[float, ...]) -> str:
@@ -184,12 +198,15 @@ def run(
         ``results.json`` (``metrics``, ``selection``).
 
     Raises:
-        UsageError: ``config.select`` is "validation" and the task has no validation split.
+        UsageError: ``config.select`` is "validation" or ``config.early_stop`` is set, and
+            there is no validation split: the task has none and ``validation_share`` holds
+            out no sample.
         ValueError: a fold outside the task's folds, or another invalid setting.
     """
     # the task's values where the config leaves them unset; config.json records them resolved
     config, task = _resolved(config, task)
     config.hparams.rates_for(task.modalities)  # a wrong count fails before anything is written
+    _check_score_on(config, task)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = distributed.init(config.device)
@@ -268,6 +285,83 @@ def _hold_out(
     return masked_data.subset(rest), full.subset(kept[held]), kept[held]
 
 
+def _check_validation_source(
+    config: TrainConfig, task: Task, validation: MultimodalData | None, training_samples: int
+) -> None:
+    """Refuse ``--select validation`` and ``--early-stop`` when there is nothing to validate
+    on: no validation split and no ``--validation-share`` holding out a sample.
+
+    Raises:
+        UsageError: naming the flag and what to give.
+    """
+    needs = [
+        flag
+        for flag, asked in (
+            ("--select validation", config.select == "validation"),
+            ("--early-stop", config.early_stop is not None),
+        )
+        if asked
+    ]
+    held = min(round(config.validation_share * training_samples), training_samples - 1)
+    if not needs or validation is not None or held > 0:
+        return
+    share = (
+        f"--validation-share {config.validation_share:g} holds out no sample of its "
+        f"{training_samples}"
+        if config.validation_share
+        else "no --validation-share was given"
+    )
+    raise UsageError(
+        f"{' and '.join(needs)} needs a validation split, and task {task.name!r} has none (its "
+        f"load returns (train, test)) and {share}: hold out a share of the training split with "
+        "--validation-share (e.g. 0.1), or use --select last without --early-stop"
+    )
+
+
+def _training_masks(
+    config: TrainConfig, task: Task, data: MultimodalData
+) -> tuple[MaskedSplit, tuple[float, ...], str]:
+    """The training split masked, the missing rates trained at and where they come from:
+    "presence_csv" (the file's masks), "data" (no rates stated and the data already lacks
+    modalities: trained as it is, at its own rates), "stated" or "task" (masks drawn at
+    ``config.hparams``' rates, the data's own absences counting towards them; the task's
+    default rates on complete data).
+
+    Raises:
+        ValueError: rates the data cannot meet (naming the achievable ones), or a malformed
+            presence file.
+    """
+    rates = config.hparams.rates_for(task.modalities)
+    if config.presence_csv:
+        return presence_from_csv(config.presence_csv, data), rates, "presence_csv"
+    complete = (1 << len(task.modalities)) - 1
+    if not config.missing_rates_stated and bool((data.present != complete).any()):
+        masked = as_it_is(data)
+        return masked, tuple(masked.actual_rates.values()), "data"
+    source = "stated" if config.missing_rates_stated else "task"
+    if config.mask_scheme == "quota":
+        return apply_quota_masks(data, rates, config.seed), rates, source
+    masked = apply_missing_rates(
+        data, rates, config.seed, drop_all_missing=config.drop_all_missing
+    )
+    return masked, rates, source
+
+
+def _check_score_on(config: TrainConfig, task: Task) -> None:
+    """Refuse ``score_on`` other than "available" for an evaluator that cannot take it."""
+    if config.score_on == "available":
+        return
+    parameters = inspect.signature(task.evaluator.evaluate).parameters
+    if "score_on" not in parameters and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    ):
+        raise ValueError(
+            f"score_on={config.score_on!r}: the evaluator of task {task.name!r} "
+            f"({type(task.evaluator).__name__}) takes no score_on; use score_on='available' "
+            "or give its evaluate a score_on argument"
+        )
+
+
 def _actual_rates(data: MultimodalData) -> dict[str, float]:
     """Each modality's missing fraction over ``data``."""
     return {
@@ -289,23 +383,11 @@ def _run_in_folder(
 ) -> dict[str, dict[str, float]]:
     """:func:`run` once the folder is locked and checked."""
     hparams = config.hparams
-    rates = hparams.rates_for(task.modalities)
     # Data and masks first: a folder with an unreadable data set or infeasible rates stays empty.
     splits = task.splits(Path(config.data_dir) if config.data_dir else None, config.fold)
     train_full, test, validation = splits.train, splits.test, splits.validation
-    if config.select == "validation" and validation is None:
-        raise UsageError(
-            f"--select validation needs a validation split, and task {task.name!r} has none "
-            "(its load returns (train, test)); use --select last"
-        )
-    if config.presence_csv:
-        masked = presence_from_csv(config.presence_csv, train_full)
-    elif config.mask_scheme == "quota":
-        masked = apply_quota_masks(train_full, rates, config.seed)
-    else:
-        masked = apply_missing_rates(
-            train_full, rates, config.seed, drop_all_missing=config.drop_all_missing
-        )
+    masked, rates, rates_source = _training_masks(config, task, train_full)
+    _check_validation_source(config, task, validation, len(masked.data))
     distributed.on_main(lambda: _start_folder(out, config, masked, resume, task.runtime_options))
     if run_log is not None:
         run_log.start(out)
@@ -332,14 +414,23 @@ def _run_in_folder(
             held_out,
             config.validation_share,
         )
-    log.info(
-        "training split: %d samples, %d dropped (every modality missing); missing rates "
-        "stated %s, actual %s",
-        len(train),
-        masked.dropped,
-        masked.stated_rates,
-        {name: round(rate, 4) for name, rate in actual.items()},
-    )
+    if rates_source == "data":
+        log.info(
+            "training split: %d samples as they are, no masks drawn (the data already lacks "
+            "modalities and no missing rates were stated; stated rates, each at least the "
+            "data's own, mask more); missing rates %s",
+            len(train),
+            {name: round(rate, 4) for name, rate in actual.items()},
+        )
+    else:
+        log.info(
+            "training split: %d samples, %d dropped (every modality missing); missing rates "
+            "stated %s, actual %s",
+            len(train),
+            masked.dropped,
+            masked.stated_rates,
+            {name: round(rate, 4) for name, rate in actual.items()},
+        )
     if len(task.modalities) > 1 and not bool((popcount(train.present) > 1).any()):
         log.warning(INACTIVE_RATES_WARNING)
     record = RunRecord(
@@ -351,6 +442,7 @@ def _run_in_folder(
         missing_rates={
             "stated": masked.stated_rates,
             "actual": actual,
+            "source": rates_source,
             "training_samples": len(train),
             "dropped_samples": masked.dropped,
             "validation_samples": held_out,
@@ -387,13 +479,23 @@ def _run_in_folder(
         "metric": task.selection_name if selecting else None,
         "best_epoch": {},
         "validation_score": {},
+        "early_stop": config.early_stop,  # patience in epochs, None: off
+        "stopped_epoch": {},  # {method: the last epoch trained when it stopped early, or None}
     }
 
     def evaluate(model, data: MultimodalData, progress: bool) -> Evaluation:
-        return task.evaluator.evaluate(task, model, data, device, progress)
+        if config.score_on == "available":  # an evaluator may not take score_on
+            return task.evaluator.evaluate(task, model, data, device, progress)
+        return task.evaluator.evaluate(
+            task, model, data, device, progress, score_on=config.score_on
+        )
 
-    def validate(model) -> float:
-        return evaluate(model, validation, False).value(task.selection_metric)
+    def validate(model) -> dict[str, float]:
+        """The selection metric on every combination of the validation split, and its
+        ``average``."""
+        evaluation = evaluate(model, validation, False)
+        metric = task.selection_metric
+        return dict(evaluation.metrics[metric] if metric else evaluation.scores)
 
     def model_builder(spec: MethodSpec) -> Callable[[], torch.nn.Module]:
         """() -> the task's fresh model, adapted by the method (its own model)."""
@@ -428,6 +530,8 @@ def _run_in_folder(
             validation_name=task.selection_name,
             select_best=selecting,
             augment=task.augment,
+            early_stop=config.early_stop,
+            precision=config.precision,
         )
         if resume and trainer.has_checkpoint():
             trainer.load()
@@ -442,6 +546,7 @@ def _run_in_folder(
         record.heads[name] = {modality: 100.0 * score for modality, score in heads.items()}
         timing["evaluate"] = time.perf_counter() - started
         record.scores[name] = {c: 100.0 * score for c, score in evaluation.scores.items()}
+        record.samples[name] = dict(evaluation.samples)
         if evaluation.metrics:
             record.metrics[name] = {
                 metric: {c: 100.0 * value for c, value in values.items()}
@@ -449,6 +554,7 @@ def _run_in_folder(
             }
         best = trainer.best_epoch if selecting else trainer.epoch
         record.selection["best_epoch"][name] = best
+        record.selection["stopped_epoch"][name] = trainer.stopped_epoch
         record.selection["validation_score"][name] = (
             100.0 * trainer.best_score if selecting and trainer.best_score is not None else None
         )

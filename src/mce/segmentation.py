@@ -20,7 +20,13 @@ from mce import distributed
 from mce._optional import require
 from mce.data.brats import REGIONS, regions
 from mce.data.dataset import MultimodalData
-from mce.evaluate import CombinationScores, Evaluation, evaluation_batches, modality_means
+from mce.evaluate import (
+    CombinationScores,
+    Evaluation,
+    evaluation_batches,
+    modality_means,
+    scores_complete,
+)
 from mce.model import combination_rows
 
 __all__ = [
@@ -206,16 +212,19 @@ def _stack(batch_inputs: Mapping[str, Tensor], modalities: Sequence[str]) -> Ten
     return torch.cat([batch_inputs[name].float() for name in modalities], dim=1)
 
 
-def _combinations_predictor(model, present: Tensor, combos: Sequence[int]):
+def _combinations_predictor(
+    model, present: Tensor, combos: Sequence[int], complete: bool = False
+):
     """windows [w, M, *roi] of one sample (presence ``present`` [1]) -> softmax of every
-    combination's prediction [w, len(combos) K, *roi] (zeros where C & present is empty)."""
+    combination's prediction [w, len(combos) K, *roi] (zeros where C & present is empty, or
+    with ``complete`` where present lacks a modality of C)."""
 
     def predictor(windows: Tensor) -> Tensor:
         count = windows.shape[0]
         inputs = {name: windows[:, m : m + 1] for m, name in enumerate(model.modalities)}
         rows_present = present.expand(count)
         h = model.encode(inputs, rows_present)
-        rows, which = combination_rows(rows_present, combos)
+        rows, which = combination_rows(rows_present, combos, complete)
         _, logits = model.forward_rows(h, rows)
         probs = logits.float().softmax(1)
         out = probs.new_zeros(count, len(combos), *probs.shape[1:])
@@ -233,14 +242,16 @@ def evaluate_segmentation(
     device: torch.device | str = "cpu",
     progress: bool = True,
     et_min_voxels: int = ET_MIN_VOXELS,
+    score_on: str = "available",
 ) -> Evaluation:
     """Dice of every non-empty modality combination on whole volumes, and their average.
 
     Each sample is run once through the sliding window; every window is encoded once and
     decoded for all combinations in one batch of rows (softmax averaged over overlapping
     windows, then argmax). A sample is scored for a combination C when C & its present set is
-    not empty. In a data-parallel run every rank scores its shard of ``data`` and the sums are
-    all-reduced (every rank must call it).
+    not empty (``score_on="available"``) or when it holds all of C (``"complete"``); each
+    combination's count is in ``Evaluation.samples``. In a data-parallel run every rank
+    scores its shard of ``data`` and the sums are all-reduced (every rank must call it).
 
     Returns:
         :class:`Evaluation`: ``scores`` = mean over samples of the mean Dice over WT, TC, ET;
@@ -251,17 +262,20 @@ def evaluate_segmentation(
     columns = ["utility", *(f"dice_{r.lower()}" for r in REGIONS), "dice_et_post"]
     scores = CombinationScores(model.modalities, columns)
     combos = scores.combinations
+    complete = scores_complete(score_on)
     for batch in evaluation_batches(data, 1, device, progress):
         present = batch.present
-        predictor = _combinations_predictor(model, present, combos)
+        predictor = _combinations_predictor(model, present, combos, complete)
         stitched = window(predictor, _stack(batch.inputs, model.modalities))
         predicted = stitched.view(len(combos), -1, *stitched.shape[2:]).argmax(1)
         target = batch.target.long().expand(len(combos), *batch.target.shape[1:])
         dice = region_dice(predicted, target).double().cpu()  # (combos, 3)
         post = et_post_dice(predicted, target, et_min_voxels)
         values = torch.cat([dice.mean(1, keepdim=True), dice, post.double().cpu()[:, None]], 1)
+        held = int(present[0])
         which = torch.tensor(
-            [i for i, c in enumerate(combos) if c & int(present[0])], dtype=torch.int64
+            [i for i, c in enumerate(combos) if ((c & held) == c if complete else c & held)],
+            dtype=torch.int64,
         )
         scores.add(which, values[which])
     return scores.evaluation("utility")

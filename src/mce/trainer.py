@@ -1,12 +1,14 @@
-"""The training loop: one method, atomic per-epoch checkpoints, exact resume, deferred Ctrl-C."""
+"""The training loop: one method, atomic per-epoch checkpoints, exact resume, deferred Ctrl-C,
+early stopping and mixed precision."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -21,7 +23,7 @@ from mce.loggers import RunLogger
 from mce.methods import EpochMethod, EpochPlan, StatefulMethod, TrainingMethod
 from mce.seeding import stream
 
-__all__ = ["Trainer", "build_optimizer", "epoch_order", "CHECKPOINT"]
+__all__ = ["Trainer", "autocast", "build_optimizer", "epoch_order", "CHECKPOINT", "AUTOCAST"]
 
 log = logging.getLogger("mce.train")
 
@@ -29,6 +31,24 @@ CHECKPOINT = "checkpoint.pt"
 
 
 PER_STEP_SCHEDULES = ("onecycle",)  # stepped after every optimizer step, not every epoch
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # precision -> autocast dtype
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context of a training step's forward pass and loss at ``precision``: "32" none,
+    "bf16" / "fp16" ``torch.autocast`` to that dtype on ``device``'s type (the weights stay
+    float32; ops that autocast keeps in float32, and the mce ops that take only float32,
+    get float32 inputs).
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision == "32":
+        return contextlib.nullcontext()
+    if precision not in AUTOCAST:
+        raise ValueError(f"precision must be one of 32, {', '.join(AUTOCAST)}, got {precision!r}")
+    return torch.autocast(device.type, dtype=AUTOCAST[precision])
 
 
 def build_optimizer(
@@ -82,10 +102,18 @@ class Trainer:
     kernels' own nondeterminism on a GPU.
 
     With ``validate``, the model is scored after every epoch (logged as ``validation/<name>``
-    in ``log.csv`` and TensorBoard, on the epoch's last step, and as one INFO line). With
-    ``select_best`` too, the state of the best epoch (the first to reach the highest score) is
-    kept, in the checkpoint too; when training ends the model holds that best state
-    (:attr:`best_epoch`, :attr:`best_score`). Otherwise the model is the last epoch's.
+    in ``log.csv``, and with every modality combination in TensorBoard, on the epoch's last
+    step, and as one INFO line); the best epoch is the first to reach the highest average
+    (:attr:`best_epoch`, :attr:`best_score`). With ``select_best`` too, its state is kept, in
+    the checkpoint too; when training ends the model holds that best state. Otherwise the
+    model is the last epoch's. With ``early_stop`` too, training ends after that many epochs
+    without a better score (:attr:`stopped_epoch`, checkpointed: a resumed run stops at the
+    same epoch).
+
+    With ``precision`` "bf16" or "fp16", each step's forward pass and loss run under
+    :func:`autocast`; the backward, the optimizer and the weights stay float32. "fp16" scales
+    the loss with a ``torch.amp.GradScaler`` (unscaled before clipping; its state is in the
+    checkpoint).
 
     In a data-parallel run (torchrun, :mod:`mce.distributed`) every rank walks the same global
     batches and trains on its slice of each (``MultimodalData.batches(part=...)``); the
@@ -115,12 +143,19 @@ class Trainer:
         seed: initialisation and data order.
         device: where the model and batches live.
         progress: show progress bars.
-        validate: model -> validation score in [0, 1] (higher is better), called after every
-            epoch; None: no validation.
+        validate: model -> validation scores in [0, 1] (higher is better), {combination:
+            score, ..., "average": score} (the average decides) or one number, called after
+            every epoch; None: no validation.
         validation_name: what ``validate`` measures, for the logs.
         select_best: the best validated epoch's model is the result (else the last epoch's).
         augment: batch -> transformed batch, applied to every training batch before it moves
             to ``device`` (e.g. the task's random crops); None: none.
+        early_stop: stop after this many epochs without a better validation score (needs
+            ``validate``); None: train every epoch.
+        precision: "32", "bf16" or "fp16" (see above).
+
+    Raises:
+        ValueError: ``early_stop`` without ``validate``, or an unknown ``precision``.
     """
 
     def __init__(
@@ -138,7 +173,17 @@ class Trainer:
         validation_name: str = "score",
         select_best: bool = True,
         augment: Callable[[Batch], Batch] | None = None,
+        early_stop: int | None = None,
+        precision: str = "32",
     ) -> None:
+        if early_stop is not None and validate is None:
+            raise ValueError(
+                "early_stop needs a validation split to score every epoch; none was given"
+            )
+        autocast(precision, device)  # an unknown precision fails here
+        self.precision, self.early_stop = precision, early_stop
+        # the epoch after which training stopped early (1-based), None while it has not
+        self.stopped_epoch: int | None = None
         self.augment = augment
         self.select_best = select_best and validate is not None
         self.method, self.train, self.run_dir, self.hparams = method, train, run_dir, hparams
@@ -161,6 +206,7 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(
             self.model.parameters(), hparams, steps_per_epoch=-(-len(train) // hparams.batch_size)
         )
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.per_step_schedule = hparams.lr_schedule in PER_STEP_SCHEDULES
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         # an EpochMethod's plan of the current epoch, and the epoch its pass last ran for
@@ -174,7 +220,7 @@ class Trainer:
 
     @property
     def finished(self) -> bool:
-        return self.epoch >= self.hparams.epochs
+        return self.epoch >= self.hparams.epochs or self.stopped_epoch is not None
 
     def state(self) -> dict:
         """The checkpoint's contents (a collective in a data-parallel run: it gathers every
@@ -193,9 +239,12 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
+            # the best validated epoch (its model with select_best, else None)
             "best": None
-            if self.best_model is None
+            if self.best_score is None
             else {"model": self.best_model, "score": self.best_score, "epoch": self.best_epoch},
+            "stopped_epoch": self.stopped_epoch,
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
             # the method's own state across steps (RedCore's supervision weights), if any
             "method": self.method.state_dict() if isinstance(self.method, StatefulMethod) else None,
             # an EpochMethod's plan of the current epoch and the epoch its pass ran for
@@ -233,6 +282,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
         rng, cuda_rng = (
             (state["rng"], state.get("cuda_rng"))
             if self.ranks is None
@@ -256,6 +307,7 @@ class Trainer:
                 best["score"],
                 best["epoch"],
             )
+        self.stopped_epoch = state.get("stopped_epoch")
 
     def _read_checkpoint(self) -> dict:
         state = load_checkpoint(
@@ -327,15 +379,17 @@ class Trainer:
         return finished
 
     def _select(self, logger: RunLogger | _NoLogger) -> None:
-        """Score the epoch just finished on the validation split; with ``select_best``, keep
-        its state if best (rank 0's score decides on every rank)."""
+        """Score the epoch just finished on the validation split; keep its state if best (with
+        ``select_best``), and stop when ``early_stop`` epochs passed without a better score
+        (rank 0's scores decide on every rank)."""
         distributed.broadcast_buffers(self.model)
         rng, cuda_rng = _rng_states()  # scoring draws nothing from the training's streams
-        score = distributed.broadcast_object(float(self.validate(self.model)))
+        scores = distributed.broadcast_object(_validation_scores(self.validate(self.model)))
         torch.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
-        logger.log(self.step - 1, self.epoch - 1, {self.validation_key: score})
+        score = scores["average"]
+        logger.log_validation(self.step - 1, self.epoch - 1, self.validation_key, scores)
         log.info(
             "%s epoch %d/%d: validation %s %.2f %% (average over the modality combinations)",
             self.method.name,
@@ -344,14 +398,28 @@ class Trainer:
             self.validation_name,
             100.0 * score,
         )
-        if not self.select_best:
-            return
         if self.best_score is None or score > self.best_score:
             self.best_score, self.best_epoch = score, self.epoch
-            self.best_model = {
-                key: value.detach().to("cpu", copy=True)
-                for key, value in self.model.state_dict().items()
-            }
+            if self.select_best:
+                self.best_model = {
+                    key: value.detach().to("cpu", copy=True)
+                    for key, value in self.model.state_dict().items()
+                }
+            return
+        stale = self.epoch - (self.best_epoch or 0)
+        if self.early_stop is not None and stale >= self.early_stop and not self.finished:
+            self.stopped_epoch = self.epoch
+            log.info(
+                "%s: early stop after epoch %d/%d, %d epoch(s) without a better validation "
+                "%s than epoch %d's %.2f %%",
+                self.method.name,
+                self.epoch,
+                self.hparams.epochs,
+                stale,
+                self.validation_name,
+                self.best_epoch,
+                100.0 * self.best_score,
+            )
 
     def _fit_epochs(
         self,
@@ -416,21 +484,29 @@ class Trainer:
         """One optimizer step: the step's logs and whether to stop (``interrupted``; in a
         data-parallel run, on any rank: the logs, the loss and the flags in one all-reduce,
         so that every rank sees the same values and stops at the same step)."""
+        with autocast(self.precision, self.device):
+            if self.step_module is None:
+                result = self.method.step(self.model, batch, self.step)
+            else:  # the method's step as the forward of the DistributedDataParallel module
+                result = self.step_module(batch, self.step)
+        loss = result.loss
         if self.step_module is None:
-            result = self.method.step(self.model, batch, self.step)
-            loss, logs, stop = result.loss, result.logs, interrupted
+            logs, stop = result.logs, interrupted
             self._check_finite(loss.item())
-        else:  # the method's step as the forward of the DistributedDataParallel module
-            result = self.step_module(batch, self.step)
-            loss = result.loss
         self.optimizer.zero_grad()
-        loss.backward()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         if self.step_module is not None:  # the gradients are averaged; so are the logs
             logs, mean_loss, stop = _mean_over_ranks(result.logs, loss.item(), interrupted)
             self._check_finite(mean_loss)
+        if self.scaler is not None:  # the true gradients, for clipping
+            self.scaler.unscale_(self.optimizer)
         if self.hparams.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hparams.grad_clip)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:  # skipped when the scaled gradients overflowed; the scale then shrinks
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.per_step_schedule:
             self._advance_schedule()
@@ -478,8 +554,29 @@ class _NoLogger:
     def log(self, step: int, epoch: int, values: dict[str, float]) -> None:
         pass
 
+    def log_validation(
+        self, step: int, epoch: int, key: str, scores: Mapping[str, float]
+    ) -> None:
+        pass
+
     def close(self) -> None:
         pass
+
+
+def _validation_scores(value: float | Mapping[str, float]) -> dict[str, float]:
+    """What ``validate`` returned as {combination or "average": score}.
+
+    Raises:
+        ValueError: a mapping without "average".
+    """
+    if not isinstance(value, Mapping):
+        return {"average": float(value)}
+    if "average" not in value:
+        raise ValueError(
+            f"validate must return a number or a mapping with an 'average', got keys "
+            f"{', '.join(map(str, value))}"
+        )
+    return {str(key): float(score) for key, score in value.items()}
 
 
 def _rng_states() -> tuple[torch.Tensor, list[torch.Tensor] | None]:

@@ -1,5 +1,6 @@
 """Data: multimodal data sets (in memory or read batch by batch), seeded missing-modality masks, readers per data set."""
 
+from mce.data.absent import presence_from_inputs
 from mce.data.dataset import Batch, MultimodalData
 from mce.data.lazy import LazyRows
 from mce.data.masks import (
@@ -19,4 +20,5 @@ __all__ = [
     "apply_missing_rates",
     "apply_quota_masks",
     "draw_presence",
+    "presence_from_inputs",
 ]

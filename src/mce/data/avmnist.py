@@ -10,6 +10,10 @@ clip's features are those of the 8 kHz release.
 
 Each recording is paired with a distinct MNIST training image of the same digit (seeded); the
 paper uses 1,500 pairs, 70% for training.
+
+New files, without labels (:func:`read_avmnist_files`): a folder holding one IDX image file
+(a name ending ``images-idx3-ubyte[.gz]``) and/or wav recordings (any ``*.wav`` under it);
+sample n pairs the n-th image with the n-th recording in path order.
 """
 
 from __future__ import annotations
@@ -111,3 +115,77 @@ def load_avmnist(
     target = torch.tensor(targets, dtype=torch.int64)
     present = torch.full_like(target, (1 << len(MODALITIES)) - 1)
     return MultimodalData(MODALITIES, {"image": image_tensor, "audio": audio}, target, present)
+
+
+def read_avmnist_files(
+    folder: str | Path, n_mfcc: int = 20, frames: int = 20
+) -> MultimodalData:
+    """Every sample of a folder of new AudioVisionMNIST files, without labels.
+
+    The folder holds one IDX file of 28 x 28 images (a name ending ``images-idx3-ubyte`` or
+    ``images-idx3-ubyte.gz``, e.g. MNIST's own) and/or wav recordings (``*.wav`` anywhere
+    under it, any sample rate). Sample n pairs the n-th image with the n-th recording in path
+    order; with only one kind of file, every sample lacks the other modality.
+
+    Returns:
+        Images [N, 1, 28, 28] in [0, 1] and MFCC maps [N, 1, n_mfcc, frames] (not
+        standardised), zeros where absent; ``ids``: each recording's path under the folder
+        without ``.wav`` (``fsdd/recordings/3_theo_0``), or the image's index when there are no
+        recordings; targets -1.
+
+    Raises:
+        ValueError: no image file nor recording, several image files, images that are not
+            28 x 28, image and recording counts that differ, or a file that cannot be read
+            (named).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"AudioVisionMNIST folder {folder} does not exist")
+    image_files = sorted(
+        path
+        for pattern in ("*images-idx3-ubyte", "*images-idx3-ubyte.gz")
+        for path in folder.rglob(pattern)
+        if path.is_file()
+    )
+    wavs = sorted(path for path in folder.rglob("*.wav") if path.is_file())
+    if len(image_files) > 1:
+        listed = ", ".join(str(path.relative_to(folder)) for path in image_files)
+        raise ValueError(f"AudioVisionMNIST folder {folder} holds several image files ({listed})")
+    if not image_files and not wavs:
+        raise ValueError(
+            f"AudioVisionMNIST folder {folder} holds no image file (*images-idx3-ubyte[.gz]) "
+            "and no recording (*.wav)"
+        )
+    images = None
+    if image_files:
+        images = read_idx(image_files[0])
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise ValueError(
+                f"IDX file {image_files[0]} holds shape {list(images.shape)}, expected "
+                "[N, 28, 28] images"
+            )
+        if wavs and len(images) != len(wavs):
+            raise ValueError(
+                f"AudioVisionMNIST folder {folder}: {image_files[0].name} holds {len(images)} "
+                f"images but there are {len(wavs)} recordings; sample n pairs image n with "
+                "recording n"
+            )
+    count = len(wavs) if wavs else len(images)  # type: ignore[arg-type]
+    image_tensor = torch.zeros(count, 1, 28, 28)
+    if images is not None:
+        image_tensor = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
+    audio = torch.zeros(count, 1, n_mfcc, frames)
+    for n, path in enumerate(wavs):
+        audio[n, 0] = clip_features(path, n_mfcc=n_mfcc, frames=frames)
+    if wavs:
+        ids = tuple(path.relative_to(folder).with_suffix("").as_posix() for path in wavs)
+    else:
+        ids = tuple(str(n) for n in range(count))
+    present = (1 if images is not None else 0) | (2 if wavs else 0)
+    return MultimodalData(
+        MODALITIES,
+        {"image": image_tensor, "audio": audio},
+        torch.full((count,), -1, dtype=torch.int64),
+        torch.full((count,), present, dtype=torch.int64),
+        ids=ids,
+    )

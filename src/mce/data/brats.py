@@ -44,6 +44,12 @@ are detected and rebuilt.
 The paper's 219/50/100 train/validation/test split is drawn by :func:`brats_split` (seeded) and
 written and read back by :func:`save_split` / :func:`load_split`.
 
+New cases, without a segmentation (:func:`list_new_cases`, :func:`read_new_case`): any folder
+holding some of the four sequences named ``<folder>_{t1,t1ce,flair,t2}.nii[.gz]`` (e.g. the
+official ``BraTS20_Validation_XXX`` folders); a sequence whose file is missing is absent from
+the case. :func:`write_label_map` writes a predicted class map of such a case as a NIfTI file
+in the grid (shape, orientation, affine) of its sequences as stored, with the BraTS labels.
+
 Every problem with the data raises ``ValueError`` naming the case and the file: a missing or
 unreadable file, a file named for another case, sequences of different shapes or affines (after
 the reorientation), a non-3-D volume, NaN or inf in a sequence, a label outside {0, 1, 2, 4}, an
@@ -84,15 +90,19 @@ __all__ = [
     "BratsCache",
     "BratsCase",
     "BratsSplit",
+    "NewCase",
     "brats_split",
     "case_files",
     "list_cases",
+    "list_new_cases",
     "load_split",
     "preprocess_brats",
     "read_case",
+    "read_new_case",
     "regions",
     "save_split",
     "split_sizes",
+    "write_label_map",
 ]
 
 MODALITIES = ("t1", "t1ce", "flair", "t2")
@@ -372,6 +382,179 @@ def regions(label: _T) -> _T:
     if isinstance(label, torch.Tensor):
         return torch.stack([wt, tc, et], dim=-4)
     return np.stack([wt, tc, et], axis=-4)
+
+
+# ---- new cases --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewCase:
+    """One case of new files (no segmentation), preprocessed as :func:`read_case`.
+
+    Attributes:
+        case_id: the case folder's name.
+        image: float32 [4, D, H, W] in ``MODALITIES`` order, cropped to the brain of the
+            sequences present and z-scored over it; zeros for a missing sequence.
+        present: per modality of ``MODALITIES``, whether its file is there.
+        bbox: int64 [3, 2], per axis the ``[start, stop)`` of the crop in the canonical grid.
+        source_shape: the canonical grid's shape (D, H, W) before the crop.
+        affine: float64 [4, 4], the sequences' affine as stored (before the reorientation).
+    """
+
+    case_id: str
+    image: np.ndarray
+    present: tuple[bool, ...]
+    bbox: np.ndarray
+    source_shape: tuple[int, int, int]
+    affine: np.ndarray
+
+
+def _sequence_files(case_dir: Path) -> dict[str, Path]:
+    """The sequences of a case folder found under their names (``.nii.gz`` first)."""
+    files = {}
+    for kind in MODALITIES:
+        found = [case_dir / f"{case_dir.name}_{kind}{ext}" for ext in EXTENSIONS]
+        found = [path for path in found if path.is_file()]
+        if found:
+            files[kind] = found[0]
+    return files
+
+
+def list_new_cases(root: str | os.PathLike[str]) -> list[str]:
+    """The sorted names of the folders under ``root`` that hold a sequence file named after
+    them (``<folder>_t1.nii.gz``, ...).
+
+    Raises:
+        ValueError: ``root`` is not a folder or holds no such folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"BraTS folder {root} is not a folder")
+    cases = sorted(p.name for p in root.iterdir() if p.is_dir() and _sequence_files(p))
+    if not cases:
+        raise ValueError(
+            f"BraTS folder {root} holds no case folder (a folder CASE holding some of "
+            "CASE_t1.nii.gz, CASE_t1ce.nii.gz, CASE_flair.nii.gz, CASE_t2.nii.gz)"
+        )
+    return cases
+
+
+def read_new_case(case_dir: str | os.PathLike[str], *, margin: int = 0) -> NewCase:
+    """Decodes, checks, crops and normalises the sequences of one case folder, as
+    :func:`read_case` but without a segmentation and with any sequence possibly missing.
+
+    Raises:
+        ValueError: naming the case and the file: no sequence file, or a problem listed in
+            the module doc.
+    """
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"margin must be a non-negative int, got {margin!r}")
+    case_dir = Path(case_dir)
+    case = case_dir.name
+    files = _sequence_files(case_dir)
+    if not files:
+        raise ValueError(
+            f"BraTS case {case}: no sequence file ({case}_t1.nii.gz, ...) in {case_dir}"
+        )
+    first = next(iter(files.values()))
+    volumes: dict[str, np.ndarray] = {}
+    shape: tuple[int, ...] = ()
+    affine = np.eye(4)
+    for kind, path in files.items():
+        data, this_affine = _read_volume(case, path)
+        if not volumes:
+            shape, affine = data.shape, this_affine
+        elif data.shape != shape:
+            raise ValueError(
+                f"BraTS case {case}: file {path.name} has shape {list(data.shape)} but "
+                f"{first.name} has {list(shape)}; a case's volumes must share one grid"
+            )
+        elif not np.allclose(this_affine, affine, rtol=0.0, atol=AFFINE_ATOL):
+            raise ValueError(
+                f"BraTS case {case}: file {path.name} has an affine that differs from "
+                f"{first.name}'s; a case's volumes must be co-registered"
+            )
+        if data.dtype.kind not in "iufb":
+            raise ValueError(
+                f"BraTS case {case}: file {path.name} has dtype {data.dtype}, expected numbers"
+            )
+        volume = data.astype(np.float32, copy=False)
+        if not np.isfinite(volume).all():
+            count = int((~np.isfinite(volume)).sum())
+            raise ValueError(
+                f"BraTS case {case}: file {path.name} holds NaN or inf in {count} voxels"
+            )
+        volumes[kind] = volume
+    brain = np.any(np.stack([volume != 0 for volume in volumes.values()]), axis=0)
+    if not brain.any():
+        raise ValueError(f"BraTS case {case}: empty brain mask: every voxel of its files is 0")
+    box = _bbox(brain, margin)
+    window = tuple(slice(int(a), int(b)) for a, b in box)
+    brain = brain[window]
+    image = np.zeros((len(MODALITIES), *brain.shape), dtype=np.float32)
+    for channel, kind in enumerate(MODALITIES):
+        if kind not in volumes:
+            continue
+        voxels = volumes[kind][window][brain].astype(np.float64)
+        mean, std = voxels.mean(), voxels.std()
+        if not std > 0:
+            raise ValueError(
+                f"BraTS case {case}: file {files[kind].name} is constant ({mean:g}) over the "
+                "brain mask (std 0); it cannot be z-scored"
+            )
+        image[channel][brain] = ((voxels - mean) / std).astype(np.float32)
+    stored = np.asarray(_nibabel().load(first).affine, dtype=np.float64)
+    present = tuple(kind in volumes for kind in MODALITIES)
+    source = tuple(int(s) for s in shape)
+    return NewCase(case, image, present, box, source, stored)  # type: ignore[arg-type]
+
+
+def write_label_map(
+    path: str | os.PathLike[str],
+    classes: np.ndarray,
+    bbox: np.ndarray,
+    source_shape: tuple[int, int, int],
+    affine: np.ndarray,
+) -> None:
+    """Write a class map of a case's crop as a NIfTI label map in its files' own grid.
+
+    Args:
+        path: the file to write (``.nii.gz`` compresses it).
+        classes: class indices 0..3 [d, h, w] of the crop ``bbox`` (its shape).
+        bbox: int [3, 2], the crop in the canonical grid (:attr:`NewCase.bbox`).
+        source_shape: the canonical grid's shape.
+        affine: the case's files' affine as stored: the map takes their orientation, shape
+            and affine, with the BraTS labels {0, 1, 2, 4} (class 3 written as 4) as uint8.
+
+    Raises:
+        ValueError: ``classes`` is not the crop's shape or holds a value outside 0..3.
+    """
+    nibabel = _nibabel()
+    from nibabel.orientations import (
+        apply_orientation,
+        axcodes2ornt,
+        io_orientation,
+        ornt_transform,
+    )
+
+    box = np.asarray(bbox, dtype=np.int64)
+    crop = tuple(int(b - a) for a, b in box)
+    classes = np.asarray(classes)
+    if classes.shape != crop:
+        raise ValueError(f"classes has shape {list(classes.shape)}, the crop {list(crop)}")
+    if classes.size and (classes.min() < 0 or classes.max() > 3):
+        raise ValueError("classes must hold class indices 0..3")
+    full = np.zeros(tuple(int(s) for s in source_shape), dtype=np.uint8)
+    full[tuple(slice(int(a), int(b)) for a, b in box)] = np.asarray(LABEL_VALUES, np.uint8)[
+        classes.astype(np.int64)
+    ]
+    affine = np.asarray(affine, dtype=np.float64)
+    to_stored = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(affine))
+    stored = np.ascontiguousarray(apply_orientation(full, to_stored)).astype(np.uint8)
+    image = nibabel.Nifti1Image(stored, affine)
+    image.header.set_data_dtype(np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    nibabel.save(image, str(path))
 
 
 # ---- cache ------------------------------------------------------------------------------------

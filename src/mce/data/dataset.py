@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from mce.bits import has_modality
+from mce.data.absent import presence_from_inputs
 from mce.data.lazy import LazyRows, read_ahead, take_rows
 
 PREFETCH = 4  # batches of a lazy split read ahead, each on its own thread
@@ -105,21 +106,30 @@ class MultimodalData:
     ) -> MultimodalData:
         """A data set from NumPy arrays or tensors, e.g. your own features.
 
+        Absent modalities, the one rule for a user's arrays
+        (:func:`mce.data.absent.presence_from_inputs` applies it): a sample's row of a
+        modality that is entirely NaN (or infinite) means the sample lacks that modality.
+        With ``presence`` given, the rows it marks absent are ignored and a row it marks
+        present must be finite. A row only partly NaN or infinite is an error (it is neither
+        absent nor valid), and so is a sample with no modality. Absent inputs are stored as
+        zeros.
+
         Args:
             inputs: modality name -> array [N, ...]; the order of the mapping fixes the
                 modality order (bit m of the presence masks). Floating arrays become float32.
             target: array [N] of class indices (or [N, ...] targets of another task).
-            presence: bool/0-1 array [N, M]: which modalities each sample has (default: all).
-                Inputs of absent modalities are replaced by zeros, so they may hold NaN.
+            presence: bool/0-1 array [N, M]: which modalities each sample has (default: those
+                whose rows are not entirely NaN).
             lengths: for sequence modalities stored padded as [N, T_max, F]: name -> integer
                 array [N] of valid frames per sample (1..T_max where present; absent samples'
                 values are ignored and set to 0). Frames past a length are set to zero and may
-                hold NaN.
+                hold NaN; a sequence row is absent when the whole padded row is NaN.
 
         Raises:
-            ValueError: naming the modality and sample of a NaN or infinite present input (in
-                its valid frames), a sample with no modality, arrays of mismatched lengths, or
-                bad sequence lengths (unknown modality, shape, integer type, range).
+            ValueError: naming the modality and sample of an input partly NaN or infinite (in
+                its valid frames) or marked present but entirely NaN; a sample with no
+                modality; arrays of mismatched lengths; bad sequence lengths (unknown
+                modality, shape, integer type, range).
 
         Example:
             >>> data = MultimodalData.from_arrays(
@@ -129,6 +139,10 @@ class MultimodalData:
             ... )
             >>> data.present.tolist()
             [3, 1, 2, 3]
+            >>> audio = np.array([[1.0, 2.0, 3.0], [np.nan] * 3])  # sample 1 lacks audio
+            >>> inputs = {"image": np.zeros((2, 8)), "audio": audio}
+            >>> MultimodalData.from_arrays(inputs, [0, 1]).present.tolist()
+            [3, 1]
         """
         from mce import bits
 
@@ -147,63 +161,34 @@ class MultimodalData:
                     f"modality {name!r} has shape {list(tensor.shape)}; expected {num_samples} "
                     "samples (the length of target) in its first dimension"
                 )
-        if presence is None:
-            matrix = torch.ones(num_samples, len(modalities), dtype=torch.bool)
-        else:
-            matrix = torch.as_tensor(np.asarray(presence))
-            if tuple(matrix.shape) != (num_samples, len(modalities)):
+        stated = None
+        if presence is not None:
+            stated = torch.as_tensor(np.asarray(presence))
+            if tuple(stated.shape) != (num_samples, len(modalities)):
                 raise ValueError(
                     f"presence must have shape [N, M] = [{num_samples}, {len(modalities)}], "
-                    f"got {list(matrix.shape)}"
+                    f"got {list(stated.shape)}"
                 )
-        if not bool(((matrix == 0) | (matrix == 1)).all()):
-            raise ValueError("presence must hold only booleans or 0/1")
-        matrix = matrix.bool()
+            if not bool(((stated == 0) | (stated == 1)).all()):
+                raise ValueError("presence must hold only booleans or 0/1")
+            stated = stated.bool()
+        length_tensors = {
+            name: _given_lengths(name, array, tensors, num_samples)
+            for name, array in (lengths or {}).items()
+        }
+        matrix = presence_from_inputs(tensors, modalities, stated, length_tensors)
         present = bits.present_masks(matrix)
-        empty = torch.nonzero(present == 0).flatten()
-        if empty.numel():
-            raise ValueError(
-                f"sample {int(empty[0])} has no modality present ({empty.numel()} such samples); "
-                "drop them first"
-            )
-        length_tensors = {}
-        for name, array in (lengths or {}).items():
-            if name not in tensors:
-                raise ValueError(f"lengths given for {name!r}, which is not among {modalities}")
-            value = torch.as_tensor(np.asarray(array) if not isinstance(array, Tensor) else array)
-            if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-                raise ValueError(
-                    f"lengths of modality {name!r} must be integers, got {value.dtype}"
-                )
+        for name, value in length_tensors.items():
             tensor = tensors[name]
-            if tensor.dim() < 2:
-                raise ValueError(
-                    f"modality {name!r} has shape {list(tensor.shape)}; a sequence modality with "
-                    "lengths must be padded as [N, T_max, ...]"
-                )
-            value = value.long()
-            if tuple(value.shape) != (num_samples,):
-                raise ValueError(
-                    f"lengths of modality {name!r} must have shape [{num_samples}], "
-                    f"got {list(value.shape)}"
-                )
             # absent samples: any value given, stored as 0
-            absent = ~matrix[:, modalities.index(name)].bool()
+            absent = ~matrix[:, modalities.index(name)]
             value = torch.where(absent, torch.zeros((), dtype=torch.int64), value)
             valid = _valid_frames(value.clamp(0, tensor.shape[1]), tensor.shape[1])
             valid = valid.view(*valid.shape, *([1] * (tensor.dim() - 2)))
             tensors[name] = torch.where(valid, tensor, torch.zeros((), dtype=tensor.dtype))
             length_tensors[name] = value
-        for m, name in enumerate(modalities):
-            tensor, has = tensors[name], matrix[:, m]
-            if tensor.is_floating_point():
-                bad = has & ~torch.isfinite(tensor.reshape(num_samples, -1)).all(dim=1)
-                if bool(bad.any()):
-                    first = int(torch.nonzero(bad)[0, 0])
-                    raise ValueError(
-                        f"modality {name!r} of sample {first} holds NaN or infinite values but "
-                        "is marked present (mark it absent in presence, or fix the input)"
-                    )
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point():  # absent rows (zeroed by with_presence) and padding
                 tensors[name] = torch.nan_to_num(tensor, nan=0.0, posinf=0.0, neginf=0.0)
         return cls(modalities, tensors, target, present, length_tensors).with_presence(present)
 
@@ -340,6 +325,30 @@ def _select(ids: tuple[str, ...], index: Tensor) -> tuple[str, ...]:
         return ()
     picked = torch.arange(len(ids))[torch.as_tensor(index)].flatten().tolist()
     return tuple(ids[i] for i in picked)
+
+
+def _given_lengths(
+    name: str, array: Any, tensors: Mapping[str, Tensor], num_samples: int
+) -> Tensor:
+    """The lengths given for sequence modality ``name`` as int64 [N], checked against its
+    padded inputs (type, shape; the range is checked once presence is known)."""
+    if name not in tensors:
+        raise ValueError(f"lengths given for {name!r}, which is not among {tuple(tensors)}")
+    value = torch.as_tensor(np.asarray(array) if not isinstance(array, Tensor) else array)
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise ValueError(f"lengths of modality {name!r} must be integers, got {value.dtype}")
+    tensor = tensors[name]
+    if tensor.dim() < 2:
+        raise ValueError(
+            f"modality {name!r} has shape {list(tensor.shape)}; a sequence modality with "
+            "lengths must be padded as [N, T_max, ...]"
+        )
+    if tuple(value.shape) != (num_samples,):
+        raise ValueError(
+            f"lengths of modality {name!r} must have shape [{num_samples}], "
+            f"got {list(value.shape)}"
+        )
+    return value.long()
 
 
 def _valid_frames(lengths: Tensor, num_frames: int) -> Tensor:

@@ -15,6 +15,9 @@ modality's input is a float32 tensor [N, T_max, F] padded with zeros after each 
 length, which is kept in ``MultimodalData.lengths[name]``. Only the acoustic features are
 normalised, ``(x - mean) / std`` with the fold's statistics (zero std read as 1); visual and
 lexical features are used raw, as in the reference code.
+
+New utterances, without labels or split lists (:func:`read_iemocap_files`): a folder holding
+some of the three feature files; an utterance lacks the modalities whose file does not hold it.
 """
 
 from __future__ import annotations
@@ -389,4 +392,78 @@ def load_iemocap(
         data["validation"],
         data["test"],
         ids={split: tuple(names[split]) for split in splits},
+    )
+
+
+def fold_statistics(path: str | Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) [130] of the acoustic features over a fold's training frames, read from a
+    ``comparE_mean_std.h5`` (zero std read as 1).
+
+    Raises:
+        ValueError: the file is missing or corrupt, or has no group for the fold (named).
+    """
+    return _mean_std(Path(path), fold, FEATURE_FILES["acoustic"][1])
+
+
+def read_iemocap_files(
+    root: str | Path, acoustic_statistics: tuple[np.ndarray, np.ndarray] | None = None
+) -> MultimodalData:
+    """Every utterance of a folder of new IEMOCAP features, without labels or split lists.
+
+    Args:
+        root: a folder holding some of ``A/comparE.h5``, ``L/bert_large.h5`` and
+            ``V/denseface.h5`` (one dataset per utterance id, as the release); an utterance
+            lacks the modalities whose file does not hold it.
+        acoustic_statistics: (mean, std) that normalise the acoustic features, the training
+            fold's (:func:`fold_statistics`); required when ``A/comparE.h5`` is there.
+
+    Returns:
+        The utterances in id order, inputs and lengths as :func:`load_iemocap` gives them
+        (zeros and length 0 where absent), ``ids`` the utterance ids, targets -1.
+
+    Raises:
+        ValueError: no feature file, acoustic features without statistics, or what
+            :func:`load_iemocap` raises for a bad feature file or utterance (named).
+    """
+    root = Path(root)
+    files = {m: root / FEATURE_FILES[m][0] for m in MODALITIES}
+    files = {m: path for m, path in files.items() if path.is_file()}
+    if not files:
+        listed = ", ".join(relative for relative, _ in FEATURE_FILES.values())
+        raise ValueError(f"IEMOCAP folder {root} holds none of the feature files {listed}")
+    if "acoustic" in files and acoustic_statistics is None:
+        raise ValueError(
+            f"IEMOCAP folder {root} has acoustic features: they need the training fold's mean "
+            f"and std ({MEAN_STD_FILE})"
+        )
+    names: dict[str, list[str]] = {}
+    for modality, path in files.items():
+        with _open_h5(path) as file:
+            names[modality] = sorted(file.keys())
+    ids = sorted(set().union(*names.values()))
+    if not ids:
+        raise ValueError(f"IEMOCAP folder {root}: its feature files hold no utterance")
+    row = {name: n for n, name in enumerate(ids)}
+    inputs, lengths = {}, {}
+    present = torch.zeros(len(ids), dtype=torch.int64)
+    for m, modality in enumerate(MODALITIES):
+        width = FEATURE_FILES[modality][1]
+        arrays = [np.zeros((0, width), dtype=np.float32)] * len(ids)
+        if modality in files:
+            normalise = acoustic_statistics if modality == "acoustic" else None
+            read = _read_features(files[modality], width, [names[modality]], None, normalise)[0]
+            for name, array in zip(names[modality], read):
+                arrays[row[name]] = array
+                present[row[name]] |= 1 << m
+        padded, counts = _pad(arrays, width)
+        if padded.shape[1] == 0:  # absent everywhere: one frame of zeros
+            padded = torch.zeros(len(ids), 1, width)
+        inputs[modality], lengths[modality] = padded, counts
+    return MultimodalData(
+        MODALITIES,
+        inputs,
+        torch.full((len(ids),), -1, dtype=torch.int64),
+        present,
+        lengths,
+        ids=tuple(ids),
     )

@@ -508,6 +508,26 @@ def presence_from_csv(path: str | os.PathLike[str], data: MultimodalData) -> Mas
     return MaskedSplit(masked, torch.arange(len(masked)), 0, dict(actual), actual)
 
 
+def as_it_is(data: MultimodalData) -> MaskedSplit:
+    """The split with its own presence, no masks drawn: what a run trains on when no missing
+    rates were stated and the data already lacks modalities. Its rates (stated and actual) are
+    the data's own, the least any stated rates can be (:func:`apply_missing_rates`).
+
+    Raises:
+        ValueError: a sample with no modality (named, with their count).
+    """
+    empty = torch.nonzero(data.present.cpu() == 0).flatten()
+    if empty.numel():
+        n = int(empty[0])
+        label = data.ids[n] if data.ids else str(n)
+        raise ValueError(
+            f"sample {label} has no modality in the data ({empty.numel()} such samples); "
+            "drop them first"
+        )
+    actual = _missing_rates(data)
+    return MaskedSplit(data, torch.arange(len(data)), 0, dict(actual), actual)
+
+
 def _missing_rates(data: MultimodalData) -> dict[str, float]:
     """Modality name -> the fraction of ``data``'s samples that miss it (1 for no sample)."""
     missing = (~presence_matrix(data.present, data.num_modalities)).sum(dim=0)

@@ -74,6 +74,7 @@ __all__ = [
     "NuScenesReader",
     "open_nuscenes",
     "split_tokens",
+    "all_tokens",
     "draw_vehicles",
 ]
 
@@ -195,6 +196,19 @@ def split_tokens(nusc: Any, split: str) -> list[str]:
     ]
     chosen.sort(key=lambda sample: (sample["scene_token"], sample["timestamp"]))
     return [sample["token"] for sample in chosen]
+
+
+def all_tokens(nusc: Any) -> list[str]:
+    """Sample tokens of every sample of the dataroot, whatever its split, ordered by (scene
+    token, timestamp).
+
+    Raises:
+        ValueError: the dataroot holds no sample.
+    """
+    samples = sorted(nusc.sample, key=lambda sample: (sample["scene_token"], sample["timestamp"]))
+    if not samples:
+        raise ValueError(f"nuScenes dataroot {nusc.dataroot} holds no sample")
+    return [sample["token"] for sample in samples]
 
 
 def _transform(translation: Sequence[float], rotation: Sequence[float]) -> np.ndarray:

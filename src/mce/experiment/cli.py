@@ -18,10 +18,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mce.cli import OneLineParser, flag_names, preset_hint
+from mce.checkpoint import disk_full_message, is_disk_full
+from mce.cli import (
+    OneLineParser,
+    available_cores,
+    default_threads,
+    flag_names,
+    preset_hint,
+)
 from mce.config import (
     HPARAM_NAMES,
     MASK_SCHEMES,
+    SCORE_ON,
     UPPER_BOUND_MODES,
     hparam_arguments,
     option_names,
@@ -181,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the unimodal upper-bound models (default: each cell's seed with "
         "available, 0 with complete)",
     )
+    group.add_argument(
+        "--score-on",
+        choices=SCORE_ON,
+        default="available",
+        help="test samples that score a combination: available (every sample that has one of "
+        "its modalities) or complete (only those that have all of them, the paper's protocol) "
+        "(default: available)",
+    )
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     group.add_argument("--cache-dir", default=None, help="upper-bound model cache")
     parser.add_argument(
@@ -195,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress bars nor log lines of the runs: one line per cell, its result",
     )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch's kernels in every cell (default: OMP_NUM_THREADS where "
+        f"set, else the cores this process may use, {available_cores()} here)",
+    )
     return parser
 
 
@@ -267,6 +290,7 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
             mask_scheme=args.mask_scheme,
             upper_bounds=args.upper_bounds or "available",
             pretrain_seed=args.pretrain_seed,
+            score_on=args.score_on,
             protocol=resolved.to_dict() if resolved is not None else None,
         )
         # build one cell's config now, so a bad value fails before anything runs
@@ -274,6 +298,8 @@ def parse_spec(argv: Sequence[str] | None = None) -> tuple[ExperimentSpec, argpa
             cells_of(spec, task)[0].config(spec, Path("."))
     except ValueError as error:
         parser.error(str(error))
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     return spec, args
 
 
@@ -284,16 +310,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", handlers=[console]
     )
     spec, args = parse_spec(argv)
-    if spec.protocol is not None and get_protocol(spec.protocol["name"]).kind == "costs":
-        return _costs(spec, Path(args.out or "runs/experiment-table8"))
+    costs = spec.protocol is not None and get_protocol(spec.protocol["name"]).kind == "costs"
     try:
+        if costs:
+            return _costs(spec, Path(args.out or "runs/experiment-table8"))
         summary = run_experiment(
-            spec, args.out, progress=not args.no_progress, figures=not args.no_figures
+            spec,
+            args.out,
+            progress=not args.no_progress,
+            figures=not args.no_figures,
+            threads=args.threads or default_threads(),
         )
     except KeyboardInterrupt:
         return 130
     except (ValueError, FloatingPointError) as error:
         print(f"{PROG}: error: {flag_names(str(error))}", file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError) as error:  # a full disk or an unwritable folder: one line
+        if not (isinstance(error, OSError) or is_disk_full(error)):
+            raise
+        message = str(error)
+        if is_disk_full(error):
+            folder = Path(args.out or f"runs/experiment-{spec.task}")
+            message = disk_full_message(folder, "run the same command again to continue")
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
     out = Path(args.out if args.out else f"runs/experiment-{summary['task']}")
     print(_without_figures((out / "summary.md").read_text()))

@@ -186,6 +186,7 @@ class ExperimentSpec:
             ``available`` (each cell's masked split: one set per setting and seed) or
             ``complete`` (the split before masking: one set for the whole experiment).
         pretrain_seed: their seed (None: as :class:`TrainConfig`).
+        score_on: which test samples score a combination (``TrainConfig.score_on``).
         protocol: the paper's experiment it runs, resolved
             (:meth:`mce.experiment.protocols.ResolvedProtocol.to_dict`), or None.
     """
@@ -205,6 +206,7 @@ class ExperimentSpec:
     upper_bounds: str = "available"
     pretrain_seed: int | None = None
     protocol: Mapping[str, Any] | None = None
+    score_on: str = "available"
 
     def __post_init__(self) -> None:
         for name in self.variants:
@@ -240,6 +242,7 @@ class ExperimentSpec:
             "upper_bounds": self.upper_bounds,
             "pretrain_seed": self.pretrain_seed,
             "protocol": dict(self.protocol) if self.protocol is not None else None,
+            "score_on": self.score_on,
         }
 
 
@@ -252,6 +255,7 @@ class Cell:
     rates: tuple[float, ...]
     seed: int
     fold: int | None = None
+    stated: bool = True  # False: the task's default rates, not a --settings entry
 
     @property
     def setting(self) -> str:
@@ -268,12 +272,15 @@ class Cell:
         settings = dict(spec.overrides)
         if self.variant.method == "mce":
             settings.update({key: self.variant.switches.get(key, True) for key in SWITCHES})
+        if self.stated:
+            settings["missing_rates"] = self.rates
+        # else the task's defaults, as mce.train without --missing-rates: data that already
+        # lacks modalities is then used as it is
         return config_for(
             spec.task,
             method=self.variant.method,
             seed=self.seed,
             fold=self.fold,
-            missing_rates=self.rates,
             device=spec.device,
             data_dir=spec.data_dir,
             cache_dir=spec.cache_dir,
@@ -282,6 +289,7 @@ class Cell:
             mask_scheme=spec.mask_scheme,
             upper_bounds=spec.upper_bounds,
             pretrain_seed=spec.pretrain_seed,
+            score_on=spec.score_on,
             out=str(self.folder(out)),
             progress=False,
             **settings,
@@ -291,8 +299,9 @@ class Cell:
 def cells_of(spec: ExperimentSpec, task: Task) -> list[Cell]:
     """Every cell of the grid, in the order they run (setting, fold, seed, variant)."""
     settings = spec.settings or (task.hparams.rates_for(task.modalities),)
+    stated = bool(spec.settings)
     return [
-        Cell(variant(name), tuple(rates), seed, fold)
+        Cell(variant(name), tuple(rates), seed, fold, stated)
         for rates in settings
         for fold in spec.folds or (None,)
         for seed in spec.seeds

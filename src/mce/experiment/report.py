@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mce.checkpoint import disk_full_message, is_disk_full
 from mce.experiment.grid import RESULTS
 from mce.experiment.summary import SUMMARY, markdown, upper_bound_scores
 from mce.loggers import read_log
@@ -597,6 +598,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = build_report(args.folder, args.step)
     except (ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError) as error:  # a full disk or an unwritable folder: one line
+        if not (isinstance(error, OSError) or is_disk_full(error)):
+            raise
+        message = str(error)
+        if is_disk_full(error):
+            message = disk_full_message(Path(args.folder), "run it again")
+        print(f"error: {message}", file=sys.stderr)
         return 1
     for path in figures:
         print(path)

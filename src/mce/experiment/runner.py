@@ -119,6 +119,7 @@ def run_experiment(
     progress: bool = True,
     figures: bool = True,
     task: Task | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run every unfinished cell of the grid, then write the summary (and figures).
 
@@ -132,6 +133,8 @@ def run_experiment(
         figures: build the figures of :mod:`mce.experiment.report` (needs matplotlib; skipped with a
             warning without it).
         task: a ``Task`` object to use instead of looking ``spec.task`` up.
+        threads: CPU threads of torch's kernels in every cell (``TrainConfig.threads``; None:
+            torch's own choice). Not recorded: it changes the time, not the results.
 
     Returns:
         The summary, as written to ``summary.json``.
@@ -164,7 +167,9 @@ def run_experiment(
                 _say(f"{name}: started")
             folder = cell.folder(out)
             resume = (folder / CONFIG).is_file()
-            config = dataclasses.replace(cell.config(spec, out), progress=progress)
+            config = dataclasses.replace(
+                cell.config(spec, out), progress=progress, threads=threads
+            )
             cell_started = time.perf_counter()
             with _cell_output(progress):
                 scores = train_run(config, resume=resume, task=task)

@@ -96,6 +96,8 @@ def summarize_experiment(out: Path, spec: ExperimentSpec, task: Task) -> dict[st
     raw: list[dict[str, Any]] = []
     for cell, record in results.items():
         rates = dict(zip(task.modalities, cell.rates))
+        if record.get("missing_rates", {}).get("source") == "data":  # used as it is
+            rates = dict(record["missing_rates"]["actual"])
         entry = settings.setdefault(cell.setting, {"rates": rates, "seeds": []})
         if cell.seed not in entry["seeds"]:
             entry["seeds"].append(cell.seed)

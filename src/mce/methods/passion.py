@@ -502,9 +502,11 @@ class PASSIONMethod:
             )
         pair = torch.full((num_samples, num_modalities), -1, dtype=torch.int64, device=device)
         pair[samples, modality] = torch.arange(samples.numel(), device=device)
-        sep = kl.new_zeros(samples.numel())
+        # at least float32: under bf16 autocast kl is bfloat16 and the head losses float32
+        sep = kl.new_zeros(samples.numel(), dtype=torch.promote_types(kl.dtype, torch.float32))
         for m, (index, head_out) in model.unimodal_outputs(h, present).items():
-            sep = sep.index_put((pair[index, m],), self.loss_fn(head_out, target[index]))
+            loss = self.loss_fn(head_out, target[index]).to(sep.dtype)
+            sep = sep.index_put((pair[index, m],), loss)
 
         # the global batch's size, gate and distance sums (one all-reduce; identity in one
         # process): every rank gates and accumulates alike

@@ -9,11 +9,20 @@ import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mce.tasks.base import Splits, Task, classification_loss, classification_utility
+from mce.tasks.base import (
+    NO_TARGET,
+    Splits,
+    Task,
+    TrainedOn,
+    classification_loss,
+    classification_utility,
+)
 
 __all__ = [
     "Task",
     "Splits",
+    "TrainedOn",
+    "NO_TARGET",
     "TASKS",
     "get_task",
     "task_from_arguments",

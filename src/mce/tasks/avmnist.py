@@ -1,16 +1,20 @@
 """AudioVisionMNIST (Section 4.2, Table 1): LeNet-5 on 28x28 images, MFCC audio, concatenation
-fusion, two-layer FC decoder; Adam, lr 1e-3, batch 128, 2.5k iterations, step decay."""
+fusion, two-layer FC decoder; Adam, lr 1e-3, batch 128, 2.5k iterations, step decay.
+
+New files (:func:`mce.data.avmnist.read_avmnist_files`) are standardised with the training
+split's audio statistics, read from the run's data folder."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from mce.config import HyperParameters
-from mce.data.avmnist import MODALITIES, load_avmnist
+from mce.data.avmnist import MODALITIES, load_avmnist, read_avmnist_files
 from mce.data.dataset import MultimodalData, standardize
 from mce.model import MultimodalModel
 from mce.nn import image_audio_classifier
-from mce.tasks.base import Task
+from mce.tasks.base import Task, TrainedOn
 
 N_MFCC, FRAMES = 20, 20
 TRAIN_FRACTION = 0.7
@@ -23,6 +27,24 @@ def load(data_dir: Path | None) -> tuple[MultimodalData, MultimodalData]:
         TRAIN_FRACTION, seed=0
     )
     return standardize(train, test, "audio", dims=(0, 3))  # per MFCC coefficient
+
+
+def read_new(folder: Path, trained_on: TrainedOn) -> MultimodalData:
+    """Every sample of a folder of new files, the audio standardised as the run's test split
+    (with the statistics of the training split of ``trained_on.data_dir``)."""
+    new = read_avmnist_files(folder, n_mfcc=N_MFCC, frames=FRAMES)
+    if not new.present.bitwise_and(2).any():  # no audio: no statistics needed
+        return new
+    why = "the avmnist task standardises new audio with its training split's statistics"
+    if trained_on.data_dir is None:
+        raise ValueError(f"{why}: give the run's AudioVisionMNIST folder (--data-dir)")
+    try:
+        train = load_avmnist(trained_on.data_dir, n_mfcc=N_MFCC, frames=FRAMES)
+    except ValueError as error:
+        raise ValueError(f"{why}, read from the run's data folder: {error}") from error
+    train = train.random_split(TRAIN_FRACTION, seed=0)[0]
+    scaled = standardize(train, new, "audio", dims=(0, 3))[1]
+    return dataclasses.replace(new, inputs=scaled.inputs).with_presence(new.present)
 
 
 def build_model() -> MultimodalModel:
@@ -44,4 +66,5 @@ TASK = Task(
         missing_rates=(0.0, 0.8),  # images always present, audio mostly missing
     ),
     needs_data_dir=True,
+    read_new=read_new,
 )

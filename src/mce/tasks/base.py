@@ -81,6 +81,24 @@ class Splits:
         )
 
 
+@dataclass(frozen=True)
+class TrainedOn:
+    """The data a run was trained on, for :attr:`Task.read_new` to read new files as the run
+    read its own (e.g. standardised with the training split's statistics).
+
+    Attributes:
+        data_dir: the run's data folder, or None (a task without one).
+        fold: the run's fold (a task with folds), or None.
+    """
+
+    data_dir: Path | None = None
+    fold: int | None = None
+
+
+NO_TARGET = -1
+"""The target of every sample of new files (:meth:`Task.load_new`): none is known."""
+
+
 LoadResult = (
     tuple[MultimodalData, MultimodalData]
     | tuple[MultimodalData, MultimodalData, MultimodalData]
@@ -108,7 +126,15 @@ class Task:
         loss: (outputs, target) -> per-sample loss [B].
         utility: (outputs, target) -> per-sample utility in [0, 1] [B] (the v of Eq. 4).
         metric_name: what the utility measures, for reports.
-        hparams: the task's hyper-parameters (its Table 1 row).
+        hparams: the task's hyper-parameters (its Table 1 row). Its ``missing_rates`` are
+            the default: they mask the training split when it is complete (every sample has
+            every modality before masking). Training data that already lacks modalities is
+            trained on as it is, with no masks drawn, unless a run states its rates
+            (``--missing-rates``, :func:`mce.run.config_for`'s ``missing_rates``); stated
+            rates count the data's own absences, so each must be at least the share of samples
+            the data already misses that modality in (the error names that achievable range),
+            and masks then remove more on top. The run records and prints the rates it
+            achieved, and their source (``results.json``: ``missing_rates``).
         needs_data_dir: whether ``--data-dir`` is required.
         metrics: extra split-level metrics reported next to the utility, name -> (outputs of
             every sample of one modality combination, concatenated; targets) -> value in
@@ -151,6 +177,14 @@ class Task:
             RedCoreConfig(eta_growth_every=20_000)}``); a run starts from them and its own
             settings (command-line flags, :func:`mce.run.config_for` fields) override single
             fields; a method missing here starts from its options type's defaults.
+        read_new: (folder, :class:`TrainedOn`) -> every sample of a folder of new files (no
+            labels, no split lists), read and preprocessed as the run's training data, with
+            ``ids`` naming the samples and ``present`` the modalities each has; call
+            :meth:`load_new`, which checks it and sets every target to :data:`NO_TARGET`.
+            None: the task cannot read new files.
+        save_prediction: (folder, one sample of :meth:`load_new`'s data, its predicted map
+            Tensor[...] int64, its scores Tensor[K, ...]) -> the file written under folder; for
+            tasks that predict maps (segmentation), e.g. a NIfTI label map. None: none.
     """
 
     name: str
@@ -174,6 +208,8 @@ class Task:
     configure: Callable[..., Task] | None = None
     runtime_options: frozenset[str] = frozenset()
     method_options: Mapping[str, Any] = field(default_factory=dict)
+    read_new: Callable[[Path, TrainedOn], MultimodalData] | None = None
+    save_prediction: Callable[[Path, MultimodalData, Tensor, Tensor], Path] | None = None
 
     def __post_init__(self) -> None:
         for method, value in self.method_options.items():
@@ -287,3 +323,33 @@ class Task:
         fold = self.check_fold(fold)
         value = self.load(data_dir) if fold is None else self.load(data_dir, fold)
         return Splits.of(value)
+
+    def load_new(self, folder: Path, trained_on: TrainedOn | None = None) -> MultimodalData:
+        """Every sample of a folder of new files (:attr:`read_new`), each named by its id, with
+        the target :data:`NO_TARGET`.
+
+        Raises:
+            ValueError: the task has no ``read_new`` (naming it), the folder does not exist,
+                or what ``read_new`` raises or returns is unfit (no samples, no ids, other
+                modalities).
+        """
+        if self.read_new is None:
+            raise ValueError(
+                f"task {self.name!r} cannot read new files (it defines no read_new); predict a "
+                "split of its data instead"
+            )
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"folder of new files {folder} does not exist")
+        data = self.read_new(folder, trained_on or TrainedOn())
+        if not isinstance(data, MultimodalData) or tuple(data.modalities) != self.modalities:
+            raise ValueError(
+                f"task {self.name!r}: read_new must return MultimodalData with the modalities "
+                f"{', '.join(self.modalities)}"
+            )
+        if len(data) == 0:
+            raise ValueError(f"{folder} holds no sample of task {self.name!r}")
+        if not data.ids:
+            raise ValueError(f"task {self.name!r}: read_new must name every sample (ids)")
+        target = torch.full((len(data),), NO_TARGET, dtype=torch.int64)
+        return dataclasses.replace(data, target=target)

@@ -7,6 +7,9 @@ Modalities are in the paper's order (A, L, V), so the presets a-f mean what Tabl
 ``--missing-rates a`` is (A, L, V) = (0.2, 0.5, 0.8). Ten folds (``--fold``); each has its own
 validation split (``--select validation`` picks the epoch by validation macro-F1, as MMIN; the
 paper's default is the last epoch).
+
+New utterances (:func:`mce.data.iemocap.read_iemocap_files`) are normalised with the run's fold
+statistics, from ``A/comparE_mean_std.h5`` of the run's data folder (else of the new folder).
 """
 
 from __future__ import annotations
@@ -17,11 +20,20 @@ from torch import nn
 
 from mce.config import HyperParameters
 from mce.data.dataset import MultimodalData
-from mce.data.iemocap import MODALITIES, NUM_CLASSES, NUM_FOLDS, load_iemocap
+from mce.data.iemocap import (
+    FEATURE_FILES,
+    MEAN_STD_FILE,
+    MODALITIES,
+    NUM_CLASSES,
+    NUM_FOLDS,
+    fold_statistics,
+    load_iemocap,
+    read_iemocap_files,
+)
 from mce.metrics import macro_f1, macro_recall
 from mce.model import MultimodalModel
 from mce.nn import ConcatFusion, LSTMEncoder, ReconstructionTransformer, TextCNN
-from mce.tasks.base import Task
+from mce.tasks.base import Task, TrainedOn
 
 DIM = 128  # feature size of every encoder (MMIN's embedding size)
 WIDTHS = {"acoustic": 130, "lexical": 1024, "visual": 342}
@@ -37,6 +49,26 @@ def load(
         )
     splits = load_iemocap(data_dir, fold)
     return splits.train, splits.validation, splits.test
+
+
+def read_new(folder: Path, trained_on: TrainedOn) -> MultimodalData:
+    """Every utterance of a folder of new features, the acoustic ones normalised with the
+    run's fold statistics (``A/comparE_mean_std.h5`` of the run's data folder, else of
+    ``folder``)."""
+    statistics = None
+    if (folder / FEATURE_FILES["acoustic"][0]).is_file():
+        places = [trained_on.data_dir, folder] if trained_on.data_dir is not None else [folder]
+        found = [Path(place) / MEAN_STD_FILE for place in places]
+        found = [path for path in found if path.is_file()]
+        if not found:
+            raise ValueError(
+                "the iemocap task normalises acoustic features with the training fold's "
+                f"statistics, {MEAN_STD_FILE}, found in neither "
+                + " nor ".join(str(place) for place in places)
+                + ": give the run's IEMOCAP folder (--data-dir)"
+            )
+        statistics = fold_statistics(found[0], trained_on.fold or 1)
+    return read_iemocap_files(folder, statistics)
 
 
 def build_model() -> MultimodalModel:
@@ -75,6 +107,7 @@ TASK = Task(
     selection_metric="f1",  # MMIN selects the epoch by validation macro-F1 (--select validation)
     folds=NUM_FOLDS,
     needs_data_dir=True,
+    read_new=read_new,
     hparams=HyperParameters(
         epochs=60,  # Table 1
         batch_size=128,

@@ -1,5 +1,6 @@
 """The BraTS2020 splits: every case preprocessed once into a cache, the paper's seeded
-219/50/100 split saved next to it, each split held in memory as float16."""
+219/50/100 split saved next to it, each split held in memory as float16; new cases (no
+segmentation) read the same way, and their predicted label maps written as NIfTI."""
 
 from __future__ import annotations
 
@@ -9,14 +10,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from mce.data.brats import MODALITIES, BratsCache, BratsCase, brats_split, load_split, save_split
+from mce.data.brats import (
+    MODALITIES,
+    BratsCache,
+    BratsCase,
+    brats_split,
+    list_new_cases,
+    load_split,
+    read_new_case,
+    save_split,
+    write_label_map,
+)
 from mce.data.dataset import MultimodalData
-from mce.tasks.base import Splits
+from mce.tasks.base import Splits, TrainedOn
 
-__all__ = ["SPLIT_SEED", "cache_dir_for", "load"]
+__all__ = ["SPLIT_SEED", "cache_dir_for", "load", "read_new", "save_prediction"]
 
 SPLIT_SEED = 0
+# context of new cases: the crop int64 [N, 3, 2] and the canonical grid's shape int64 [N, 3]
+# (see mce.data.brats.NewCase), the files' affine float64 [N, 4, 4]
+BBOX, SOURCE_SHAPE, AFFINE = "bbox", "source_shape", "affine"
 
 
 def cache_dir_for(root: Path) -> Path:
@@ -72,3 +87,44 @@ def load(data_dir: Path | None) -> Splits:
     split = _split(ids, cache_dir / "split.json")
     train, validation, test = (_stack([cache.load(i) for i in part]) for part in split)
     return Splits(train=train, validation=validation, test=test)
+
+
+def read_new(folder: Path, trained_on: TrainedOn) -> MultimodalData:
+    """Every case folder under ``folder`` (:func:`mce.data.brats.list_new_cases`; no
+    segmentation, any sequence possibly missing), preprocessed as the training cases and held
+    as float16, padded with background to the largest crop; each case's crop, grid and affine
+    are its context, for :func:`save_prediction`."""
+    root = Path(folder)
+    cases = [read_new_case(root / name) for name in list_new_cases(root)]
+    shape = tuple(max(case.image.shape[1 + axis] for case in cases) for axis in range(3))
+    images = np.zeros((len(cases), len(MODALITIES), *shape), dtype=np.float16)
+    for n, case in enumerate(cases):
+        d, h, w = case.image.shape[1:]
+        images[n, :, :d, :h, :w] = case.image
+    present = [sum(1 << m for m, has in enumerate(case.present) if has) for case in cases]
+    tensor = torch.from_numpy(images)
+    context = {
+        BBOX: torch.from_numpy(np.stack([case.bbox for case in cases]).astype(np.int64)),
+        SOURCE_SHAPE: torch.tensor([case.source_shape for case in cases], dtype=torch.int64),
+        AFFINE: torch.from_numpy(np.stack([case.affine for case in cases])),
+    }
+    return MultimodalData(
+        MODALITIES,
+        {name: tensor[:, m : m + 1] for m, name in enumerate(MODALITIES)},
+        torch.zeros(len(cases), dtype=torch.int64),
+        torch.tensor(present, dtype=torch.int64),
+        ids=tuple(case.case_id for case in cases),
+        context=context,
+    )
+
+
+def save_prediction(folder: Path, sample: MultimodalData, labels: Tensor, scores: Tensor) -> Path:
+    """Write the predicted class map [D, H, W] of one case of :func:`read_new` as
+    ``folder/<case>.nii.gz``: the BraTS labels {0, 1, 2, 4} in the grid and affine of the
+    case's files."""
+    box = sample.context[BBOX][0].numpy()
+    d, h, w = (int(b - a) for a, b in box)
+    path = Path(folder) / f"{sample.ids[0]}.nii.gz"
+    source = tuple(int(s) for s in sample.context[SOURCE_SHAPE][0])
+    write_label_map(path, labels[:d, :h, :w].cpu().numpy(), box, source, sample.context[AFFINE][0])
+    return path

@@ -27,10 +27,18 @@ class BratsEvaluator(Evaluator):
         return self.window(model, x)
 
     def evaluate(
-        self, task, model, data: MultimodalData, device: torch.device | str, progress: bool
+        self,
+        task,
+        model,
+        data: MultimodalData,
+        device: torch.device | str,
+        progress: bool,
+        score_on: str = "available",
     ) -> Evaluation:
         """Dice of every modality combination (:func:`mce.segmentation.evaluate_segmentation`)."""
-        return evaluate_segmentation(model, data, self.window, device=device, progress=progress)
+        return evaluate_segmentation(
+            model, data, self.window, device=device, progress=progress, score_on=score_on
+        )
 
     def evaluate_heads(
         self, task, model, data: MultimodalData, device: torch.device | str

@@ -12,7 +12,7 @@ from mce.data.brats import MODALITIES
 from mce.methods.redcore import RedCoreConfig
 from mce.segmentation import SlidingWindow, TumourCrop, dice_ce_loss, dice_utility
 from mce.tasks.base import Task, inputs_transform
-from mce.tasks.brats.data import load
+from mce.tasks.brats.data import load, read_new, save_prediction
 from mce.tasks.brats.evaluator import BratsEvaluator
 from mce.tasks.brats.model import build_model, build_unimodal
 from mce.tasks.brats.options import BratsOptions
@@ -55,6 +55,8 @@ def brats_task(**options: Any) -> Task:
         evaluator=evaluator,
         options=dataclasses.asdict(settings),
         configure=brats_task,
+        read_new=read_new,
+        save_prediction=save_prediction,
         # RedCore's schedule carried over to batch 1 and the run's length
         method_options={"redcore": RedCoreConfig(schedule="released")},
         hparams=HyperParameters(

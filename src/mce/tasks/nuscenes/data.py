@@ -1,11 +1,13 @@
 """The nuScenes splits in the task's layout: sensors held in memory or streamed batch by batch,
-targets (vehicle, visible), calibrations and vehicle footprints as context."""
+targets (vehicle, visible), calibrations and vehicle footprints as context; every sample of a
+dataroot read the same way for prediction, and the predicted BEV maps written as ``.npz``."""
 
 from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,14 +19,22 @@ from mce.data.nuscenes import (
     MODALITIES,
     NuScenesReader,
     NuScenesSample,
+    all_tokens,
     open_nuscenes,
     split_tokens,
 )
 from mce.nn.bev import CAMERA_GEOMETRY, Grid3D, camera_geometry
-from mce.tasks.base import Splits
+from mce.tasks.base import Splits, TrainedOn
 from mce.tasks.nuscenes.options import NuScenesOptions
 
-__all__ = ["RADAR_CHANNELS", "VEHICLES", "VEHICLE_STATE", "load_splits"]
+__all__ = [
+    "RADAR_CHANNELS",
+    "VEHICLES",
+    "VEHICLE_STATE",
+    "load_splits",
+    "read_new",
+    "save_prediction",
+]
 
 RADAR_CHANNELS = 16
 VEHICLES = "vehicles"  # context: vehicle footprint corners [N, V, 4, 3] (zero-padded)
@@ -48,17 +58,52 @@ def load_splits(options: NuScenesOptions, grid: Grid3D, data_dir: Path | None) -
     tokens_of = {split: split_tokens(nusc, split) for split in ("train", "val")}
     if options.check_files == "true":
         reader.check_files([token for tokens in tokens_of.values() for token in tokens])
-    splits = []
-    for tokens in tokens_of.values():
-        if options.storage == "memory":
-            splits.append(_stack(reader.read_all(tokens, workers=options.workers)))
-        else:
-            identity = (
-                f"nuscenes|{Path(nusc.dataroot).resolve()}|{nusc.version}|{options.image_size}|"
-                f"{options.lidar_sweeps}|{options.radar_sweeps}"
-            )
-            splits.append(_streamed(reader, tokens, options.workers, identity))
+    splits = [_samples(options, nusc, reader, tokens) for tokens in tokens_of.values()]
     return Splits(train=splits[0], test=splits[1])
+
+
+def read_new(
+    options: NuScenesOptions, grid: Grid3D, folder: Path, trained_on: TrainedOn
+) -> MultimodalData:
+    """Every sample of the dataroot ``folder``, whatever its split, read as the training
+    samples (its tables are needed: the calibrations and poses place each sensor)."""
+    nusc = open_nuscenes(folder, options.version or None)
+    reader = NuScenesReader(
+        nusc,
+        grid,
+        options.image_size,
+        lidar_sweeps=options.lidar_sweeps,
+        radar_sweeps=options.radar_sweeps,
+    )
+    tokens = all_tokens(nusc)
+    if options.check_files == "true":
+        reader.check_files(tokens)
+    return _samples(options, nusc, reader, tokens)
+
+
+def save_prediction(folder: Path, sample: MultimodalData, labels: Tensor, scores: Tensor) -> Path:
+    """Write one sample's predicted BEV map as ``folder/<sample token>.npz``: ``vehicle``
+    uint8 [Z, X] (1: a vehicle, probability > 0.5) and ``probability`` float32 [Z, X], in the
+    task's grid (rows along the front camera's z, forward; columns along its x, right)."""
+    path = Path(folder) / f"{sample.ids[0]}.npz"
+    vehicle = labels.cpu().numpy().astype(np.uint8)
+    probability = scores.reshape(vehicle.shape).cpu().numpy().astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, vehicle=vehicle, probability=probability)
+    return path
+
+
+def _samples(
+    options: NuScenesOptions, nusc: Any, reader: NuScenesReader, tokens: list[str]
+) -> MultimodalData:
+    """The samples ``tokens`` in memory or streamed, as ``options.storage`` says."""
+    if options.storage == "memory":
+        return _stack(reader.read_all(tokens, workers=options.workers))
+    identity = (
+        f"nuscenes|{Path(nusc.dataroot).resolve()}|{nusc.version}|{options.image_size}|"
+        f"{options.lidar_sweeps}|{options.radar_sweeps}"
+    )
+    return _streamed(reader, tokens, options.workers, identity)
 
 
 def _placeholder_if_empty(cloud: np.ndarray, width: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from mce.methods.mbt_sample import MBTSampleConfig
 from mce.methods.redcore import RedCoreConfig
 from mce.tasks.base import Task
 from mce.tasks.nuscenes.augmentation import RandomReferenceCamera
-from mce.tasks.nuscenes.data import load_splits
+from mce.tasks.nuscenes.data import load_splits, read_new, save_prediction
 from mce.tasks.nuscenes.evaluator import BevEvaluator
 from mce.tasks.nuscenes.loss import bev_loss, iou_utility
 from mce.tasks.nuscenes.model import bev_grid, build_model, build_unimodal
@@ -50,6 +50,8 @@ def nuscenes_task(**options: Any) -> Task:
         options=dataclasses.asdict(settings),
         configure=nuscenes_task,
         runtime_options=RUNTIME,
+        read_new=partial(read_new, settings, grid),
+        save_prediction=save_prediction,
         # RedCore's schedule carried over to batch 1 and the run's length; MBT-Sample's warm-up
         # cut to the first of the two epochs (the released 5 of 60 would never end)
         method_options={
