@@ -15,22 +15,14 @@ import time
 import bench_step  # beside this script: python puts the script's folder first on the path
 import torch
 
+from mce.experiment.costs import training_step
+
 
 def make_step(variant: str):
     torch.manual_seed(0)
     model = bench_step.build_model(variant)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     batch, upper = bench_step._batch("cpu")
-    method = bench_step.make_method(variant, batch, upper)
-    counter = iter(range(10**9))
-
-    def step() -> None:
-        result = method.step(model, batch, next(counter))
-        optimizer.zero_grad()
-        result.loss.backward()
-        optimizer.step()
-
-    return step
+    return training_step(model, bench_step.make_method(variant, batch, upper), batch, "cpu")
 
 
 def main(rounds: int) -> None:

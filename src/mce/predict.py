@@ -39,7 +39,7 @@ import torch
 
 from mce.checkpoint import write_atomic
 from mce.data.dataset import MultimodalData
-from mce.data.presence import MCE_NUSCENES_HEADER, PASSION_HEADER, read_presence
+from mce.data.presence import MCE_NUSCENES_HEADER, PASSION_HEADER, read_csv_rows, read_presence
 from mce.inference import Prediction, Predictor, load
 from mce.records import read_config
 from mce.tasks import TrainedOn, get_task
@@ -185,14 +185,7 @@ def presence_from_file(path: str | Path, data: MultimodalData) -> MultimodalData
     """
     path = Path(path)
     where = f"presence CSV {path}"
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            reader = csv.reader(file)
-            rows = [(reader.line_num, row) for row in reader if any(f.strip() for f in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"{where} cannot be read: {error}") from error
-    if not rows:
-        raise ValueError(f"{where} is empty")
+    rows = read_csv_rows(path, where)
     header = [name.strip() for name in rows[0][1]]
     if tuple(header) in (PASSION_HEADER, MCE_NUSCENES_HEADER):
         return data.with_presence(read_presence(path, data))

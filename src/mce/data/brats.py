@@ -253,6 +253,19 @@ def _label_classes(case: str, path: Path, seg: np.ndarray) -> np.ndarray:
     return classes
 
 
+def _finite_volume(case: str, path: Path, data: np.ndarray) -> np.ndarray:
+    """A sequence's voxels as float32, checked: numbers, every one finite."""
+    if data.dtype.kind not in "iufb":
+        raise ValueError(
+            f"BraTS case {case}: file {path.name} has dtype {data.dtype}, expected numbers"
+        )
+    volume = data.astype(np.float32, copy=False)
+    if not np.isfinite(volume).all():
+        count = int((~np.isfinite(volume)).sum())
+        raise ValueError(f"BraTS case {case}: file {path.name} holds NaN or inf in {count} voxels")
+    return volume
+
+
 def _bbox(mask: np.ndarray, margin: int) -> np.ndarray:
     """int64 [ndim, 2] ``[start, stop)`` of the mask's non-zero voxels, widened by margin."""
     box = np.empty((mask.ndim, 2), dtype=np.int64)
@@ -312,16 +325,7 @@ def read_case(case_dir: str | os.PathLike[str], *, margin: int = 0) -> BratsCase
         if kind == SEG:
             label = _label_classes(case, path, data)
             continue
-        if data.dtype.kind not in "iufb":
-            raise ValueError(
-                f"BraTS case {case}: file {path.name} has dtype {data.dtype}, expected numbers"
-            )
-        volume = data.astype(np.float32, copy=False)
-        if not np.isfinite(volume).all():
-            count = int((~np.isfinite(volume)).sum())
-            raise ValueError(
-                f"BraTS case {case}: file {path.name} holds NaN or inf in {count} voxels"
-            )
+        volume = _finite_volume(case, path, data)
         volumes.append(volume)
     image = np.stack(volumes)  # [4, D, H, W]
     brain = np.any(image != 0, axis=0)
@@ -474,16 +478,7 @@ def read_new_case(case_dir: str | os.PathLike[str], *, margin: int = 0) -> NewCa
                 f"BraTS case {case}: file {path.name} has an affine that differs from "
                 f"{first.name}'s; a case's volumes must be co-registered"
             )
-        if data.dtype.kind not in "iufb":
-            raise ValueError(
-                f"BraTS case {case}: file {path.name} has dtype {data.dtype}, expected numbers"
-            )
-        volume = data.astype(np.float32, copy=False)
-        if not np.isfinite(volume).all():
-            count = int((~np.isfinite(volume)).sum())
-            raise ValueError(
-                f"BraTS case {case}: file {path.name} holds NaN or inf in {count} voxels"
-            )
+        volume = _finite_volume(case, path, data)
         volumes[kind] = volume
     brain = np.any(np.stack([volume != 0 for volume in volumes.values()]), axis=0)
     if not brain.any():

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from mce.data.dataset import MultimodalData
 
-__all__ = ["PASSION_MASKS", "read_presence"]
+__all__ = ["PASSION_MASKS", "read_csv_rows", "read_presence"]
 
 # PASSION's table of the 15 non-empty BraTS masks (``mask_array`` of its ``datasets_nii.py``):
 # mask_id -> (flair, t1ce, t1, t2), True = present.
@@ -120,7 +120,7 @@ def read_presence(path: str | os.PathLike[str], data: MultimodalData) -> Tensor:
     """
     path = Path(path)
     where = f"presence CSV {path}"
-    rows = _rows(path, where)
+    rows = read_csv_rows(path, where)
     layout = _layout([name.strip() for name in rows[0][1]], data, where)
     order = [data.modalities.index(name) for name in layout.modalities]
     ids: list[str | None] = []
@@ -156,8 +156,9 @@ def read_presence(path: str | os.PathLike[str], data: MultimodalData) -> Tensor:
     return present
 
 
-def _rows(path: Path, where: str) -> list[tuple[int, list[str]]]:
-    """The non-blank rows with their line numbers; the header first."""
+def read_csv_rows(path: Path, where: str) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV with their line numbers, the header first; an unreadable or
+    empty file is a ``ValueError`` starting with ``where``."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: a spreadsheet's BOM
             reader = csv.reader(file)

@@ -38,6 +38,7 @@ __all__ = [
     "draw_lengths",
     "iemocap_like_batch",
     "measure_costs",
+    "training_step",
 ]
 
 MODALITIES = ("acoustic", "lexical", "visual")
@@ -98,8 +99,16 @@ def _method(recipe: str, batch: Batch, upper: torch.Tensor) -> TrainingMethod:
 def _step(recipe: str, batch: Batch, upper: torch.Tensor, device: torch.device) -> Callable:
     torch.manual_seed(0)
     model = build_model().to(device)
+    return training_step(model, _method(recipe, batch, upper.to(device)), batch, device)
+
+
+def training_step(
+    model: torch.nn.Module, method: TrainingMethod, batch: Batch, device: str | torch.device
+) -> Callable[[], None]:
+    """() -> one training step of ``method`` on ``batch``: forward, backward, an Adam update
+    (lr 2e-4), synchronised on a GPU so that a timer around it measures the step."""
+    device = torch.device(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
-    method = _method(recipe, batch, upper.to(device))
     counter = iter(range(10**9))
 
     def step() -> None:
