@@ -148,8 +148,24 @@ def test_report_lives_in_experiment() -> None:
     assert GRAPH["mce.report"] == {"mce.experiment.report"}  # the command's name only
 
 
-def test_shapley_weight_lives_in_shapley() -> None:
-    tree = ast.parse(MODULES["mce.shapley"].read_text())
-    assert "shapley_weight" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    tree = ast.parse(MODULES["mce.reference"].read_text())
-    assert "shapley_weight" not in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+def _defines(module: str, name: str) -> bool:
+    tree = ast.parse(MODULES[module].read_text())
+    return name in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def test_shapley_weight_lives_on_the_floor_once() -> None:
+    assert _defines("mce.bits", "shapley_weight")
+    assert not _defines("mce.shapley", "shapley_weight")
+    assert not _defines("mce.reference", "shapley_weight")
+
+
+def test_the_references_never_import_the_method_layer() -> None:
+    science = ("mce.shapley", "mce.lce", "mce.rce", "mce.sampling", "mce.methods")
+    assert _importers("mce.reference", science) == []
+    assert _importers("mce.ops", science) == []
+
+
+def test_running_weights_is_the_record_and_lce_is_free_of_model_code() -> None:
+    assert "mce.inference" not in GRAPH["mce.run"]  # training does not depend on prediction
+    assert _importers("mce.lce", ("mce.model", "mce.nn")) == []
+    assert _importers("mce.nn", ("mce.data",)) == []  # the BEV grid lives on the floor

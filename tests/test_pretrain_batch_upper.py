@@ -9,7 +9,7 @@ from torch import nn
 
 from mce.config import HyperParameters
 from mce.data.dataset import Batch
-from mce.lce import BatchUpperBounds
+from mce.pretrain import BatchUpperBounds
 from mce.pretrain import cache_key
 from mce.records import config_differences
 from mce.run import config_for

@@ -19,6 +19,7 @@ __all__ = [
     "presence_matrix",
     "present_masks",
     "samples_with_modality",
+    "shapley_weight",
 ]
 
 MAX_MODALITIES = 31
@@ -57,3 +58,16 @@ def has_modality(present: Tensor, m: int) -> Tensor:
 def samples_with_modality(present: Tensor, m: int) -> Tensor:
     """Tensor[K] int64: indices (increasing) of the samples whose mask has modality m present."""
     return torch.nonzero(has_modality(present, m)).flatten()
+
+
+def shapley_weight(s: Tensor | int, a: Tensor | int) -> Tensor:
+    """Exact Shapley weight ``w(s, a) = s! (a - s - 1)! / a!`` (Eq. 5), float64, broadcasting.
+
+    The weight of a coalition of s players out of a (0 <= s < a); the Python twin of
+    ``csrc/include/mce/shapley_weights.h`` and the one place Python writes it, on the floor so
+    that the Shapley code, the pure-torch references and the authors' formula all read it
+    from here.
+    """
+    s = torch.as_tensor(s, dtype=torch.float64)
+    a = torch.as_tensor(a, dtype=torch.float64, device=s.device)
+    return torch.exp(torch.lgamma(s + 1) + torch.lgamma(a - s) - torch.lgamma(a + 1))

@@ -13,8 +13,7 @@ from tqdm.auto import tqdm
 from mce import distributed
 from mce.config import SCORE_ON
 from mce.data.dataset import Batch, MultimodalData
-from mce.lce import run_unimodal
-from mce.model import MultimodalModel, combination_rows
+from mce.model import MultimodalModel, combination_rows, run_unimodal
 
 __all__ = [
     "CombinationScores",
@@ -354,5 +353,5 @@ class Evaluator:
         context: Mapping[str, Tensor] | None = None,
     ) -> Tensor:
         """A unimodal model's outputs on a batch of one modality's inputs
-        (:func:`mce.lce.run_unimodal`)."""
+        (:func:`mce.model.run_unimodal`)."""
         return run_unimodal(model, x, lengths, context)

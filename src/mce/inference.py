@@ -16,7 +16,6 @@ selected best epoch when it holds one).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,13 +27,18 @@ import torch
 from torch import Tensor
 
 from mce.bits import presence_matrix, present_masks
-from mce.checkpoint import load_checkpoint, write_atomic
-from mce.config import TrainConfig
+from mce.checkpoint import load_checkpoint
 from mce.data.absent import presence_from_inputs
 from mce.data.dataset import MultimodalData
 from mce.methods import get_method
 from mce.model import MultimodalModel, full_rows, run_encoder
-from mce.records import CONFIG, config_from_dict, read_config, write_config
+from mce.records import (  # save_model: its import path before it moved to the record
+    CONFIG,
+    WEIGHTS,
+    config_from_dict,
+    read_config,
+    save_model,
+)
 from mce.shapley import coalition_plan, plan_shapley
 from mce.tasks import TASKS, Task, get_task
 from mce.tasks.base import classification_loss, classification_utility
@@ -44,7 +48,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Prediction", "Predictor", "load", "save_model", "WEIGHTS"]
 
-WEIGHTS = "model.safetensors"  # the final weights of a method, in <run>/<method>/
 CHECKPOINT = "checkpoint.pt"
 COMPARE = ("mce", "baseline")  # what a run with method "compare" trains
 
@@ -533,29 +536,6 @@ def load(
             f"{method}: {str(error).splitlines()[0]}"
         ) from error
     return Predictor(model.to(device), task, method)
-
-
-def save_model(folder: Path, model: torch.nn.Module, config: TrainConfig, method: str) -> None:
-    """Write ``model``'s weights as ``<folder>/<method>/model.safetensors`` (atomically), with
-    the config in the file's metadata, and ``<folder>/config.json`` when the folder has none.
-    """
-    folder = Path(folder)
-    from safetensors.torch import save
-
-    state = {
-        key: value.detach().to("cpu").clone().contiguous()
-        for key, value in model.state_dict().items()
-    }
-    metadata = {
-        "format": "mce",
-        "method": method,
-        "task": config.task,
-        "config": json.dumps(config.to_dict()),
-    }
-    data = save(state, metadata=metadata)
-    write_atomic(folder / method / WEIGHTS, lambda file: file.write(data))
-    if not (folder / CONFIG).is_file():
-        write_config(folder, config, resume=False)
 
 
 def _recorded_task(run_dir: Path, name: str) -> Task:

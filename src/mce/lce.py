@@ -7,26 +7,21 @@ which :class:`BatchUpperBounds` measures on a batch's own inputs where they chan
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mce import ops
-from mce.bits import presence_matrix, samples_with_modality
-from mce.data.dataset import Batch
-from mce.model import UnimodalModel, run_encoder
+from mce.bits import presence_matrix
 from mce.typing import Phi, PresentMask
 
 __all__ = [
-    "BatchUpperBounds",
     "LCEFactors",
     "presence_counts",
     "dataset_factor",
     "lce_factors",
     "batch_factor",
-    "run_unimodal",
 ]
 
 
@@ -106,59 +101,3 @@ def batch_factor(upper: Tensor, phi: Tensor, batch_counts: Tensor) -> Tensor:
     gap = (upper.float().double() - phi.double()).clamp(min=0)
     counts = batch_counts.double()
     return torch.where(counts > 0, gap / counts.clamp(min=1), 0.0).float()
-
-
-def run_unimodal(
-    model: nn.Module,
-    x: Tensor,
-    lengths: Tensor | None = None,
-    context: Mapping[str, Tensor] | None = None,
-) -> Tensor:
-    """A unimodal model's outputs: :class:`~mce.model.UnimodalModel` takes the context mapping;
-    any other module is called as an encoder would be (:func:`mce.model.run_encoder`)."""
-    if isinstance(model, UnimodalModel):
-        return model(x, lengths, context)
-    return run_encoder(model, x, lengths, context)
-
-
-class BatchUpperBounds:
-    """U of a batch from the frozen unimodal models run on that batch's own inputs.
-
-    For tasks whose training inputs change every step (random crops), a per-sample table
-    measured on whole inputs would compare a different quantity with the Shapley values of the
-    batch; this scores each sample where modality m is present with m's frozen model, in eval
-    mode and without gradients (one forward pass per modality and step).
-
-    Args:
-        models: modality -> frozen unimodal model (input [B, ...] -> outputs).
-        modalities: the task's modality order (column m of the result).
-        utility: (outputs, target) -> per-sample utility in [0, 1].
-    """
-
-    def __init__(
-        self,
-        models: Mapping[str, nn.Module],
-        modalities: Sequence[str],
-        utility: Callable[[Tensor, Tensor], Tensor],
-    ) -> None:
-        self.models, self.modalities, self.utility = dict(models), tuple(modalities), utility
-        for model in self.models.values():
-            model.eval()
-            model.requires_grad_(False)
-
-    @torch.no_grad()
-    def __call__(self, batch: Batch) -> Tensor:
-        """Tensor[N_b, M]: utility of m's model on each sample of ``batch`` (0 where absent)."""
-        values = torch.zeros(
-            batch.present.shape[0], len(self.modalities), device=batch.present.device
-        )
-        for m, name in enumerate(self.modalities):
-            index = samples_with_modality(batch.present, m)
-            if not index.numel():
-                continue
-            lengths = batch.lengths[name][index] if name in batch.lengths else None
-            context = {key: value[index] for key, value in batch.context.items()}
-            x = batch.inputs[name][index].float()
-            outputs = run_unimodal(self.models[name], x, lengths, context)
-            values[index, m] = self.utility(outputs, batch.target[index]).float()
-        return values

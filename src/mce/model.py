@@ -244,3 +244,16 @@ class UnimodalModel(nn.Module):
         sequence modality (None for the others); context: the samples' side data, for an
         encoder with a ``context_key`` -> the head's output."""
         return self.head(run_encoder(self.encoder, x, lengths, context))
+
+
+def run_unimodal(
+    model: nn.Module,
+    x: Tensor,
+    lengths: Tensor | None = None,
+    context: Mapping[str, Tensor] | None = None,
+) -> Tensor:
+    """A unimodal model's outputs: :class:`UnimodalModel` takes the context mapping;
+    any other module is called as an encoder would be (:func:`run_encoder`)."""
+    if isinstance(model, UnimodalModel):
+        return model(x, lengths, context)
+    return run_encoder(model, x, lengths, context)

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,7 @@ from mce.checkpoint import load_checkpoint, save_atomic
 from mce.config import HyperParameters
 from mce.data.dataset import PREFETCH, Batch, MultimodalData
 from mce.data.lazy import LazyRows, read_ahead, take_rows
-from mce.lce import BatchUpperBounds, run_unimodal
-from mce.model import UnimodalModel
+from mce.model import UnimodalModel, run_unimodal
 from mce.records import package_version
 from mce.seeding import stream
 from mce.tasks.base import Task
@@ -56,6 +55,49 @@ CACHE_FORMAT = 5
 """Version of the training procedure and file layout; bump it when either changes."""
 
 
+class BatchUpperBounds:
+    """U of a batch from the frozen unimodal models run on that batch's own inputs.
+
+    For tasks whose training inputs change every step (random crops), a per-sample table
+    measured on whole inputs would compare a different quantity with the Shapley values of the
+    batch; this scores each sample where modality m is present with m's frozen model, in eval
+    mode and without gradients (one forward pass per modality and step).
+
+    Args:
+        models: modality -> frozen unimodal model (input [B, ...] -> outputs).
+        modalities: the task's modality order (column m of the result).
+        utility: (outputs, target) -> per-sample utility in [0, 1].
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, nn.Module],
+        modalities: Sequence[str],
+        utility: Callable[[Tensor, Tensor], Tensor],
+    ) -> None:
+        self.models, self.modalities, self.utility = dict(models), tuple(modalities), utility
+        for model in self.models.values():
+            model.eval()
+            model.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> Tensor:
+        """Tensor[N_b, M]: utility of m's model on each sample of ``batch`` (0 where absent)."""
+        values = torch.zeros(
+            batch.present.shape[0], len(self.modalities), device=batch.present.device
+        )
+        for m, name in enumerate(self.modalities):
+            index = samples_with_modality(batch.present, m)
+            if not index.numel():
+                continue
+            lengths = batch.lengths[name][index] if name in batch.lengths else None
+            context = {key: value[index] for key, value in batch.context.items()}
+            x = batch.inputs[name][index].float()
+            outputs = run_unimodal(self.models[name], x, lengths, context)
+            values[index, m] = self.utility(outputs, batch.target[index]).float()
+        return values
+
+
 @dataclass(frozen=True)
 class UpperBounds:
     """The unimodal upper bounds of a training split and how their models were obtained.
@@ -71,7 +113,7 @@ class UpperBounds:
             state), ``stopped_early`` (before the step budget) and ``cached`` (reused from the
             cache rather than trained in this call). JSON-ready.
         models: modality -> the frozen unimodal model (for
-            :class:`~mce.lce.BatchUpperBounds`).
+            :class:`BatchUpperBounds`).
     """
 
     table: Tensor
@@ -406,7 +448,7 @@ def upper_bound_table(
         progress: show progress bars.
         no_cache: retrain even when a cached model matches, and overwrite it.
         score_training: score every training sample (the table); False for a task whose
-            inputs change every step, whose U comes from :class:`~mce.lce.BatchUpperBounds`
+            inputs change every step, whose U comes from :class:`BatchUpperBounds`
             instead: the table is then zeros and ``training_utility`` None.
         fit_data: the split the models learn from, when not ``train``: the training split
             before masking for upper bounds "trained with complete single-modal data" (the

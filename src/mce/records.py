@@ -13,6 +13,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from mce.checkpoint import write_atomic
 from mce.config import HyperParameters, TrainConfig
 from mce.methods import METHODS
 from mce.methods.mce import MCEConfig
@@ -26,9 +29,12 @@ __all__ = [
     "ablation_label",
     "package_version",
     "git_commit",
+    "save_model",
+    "WEIGHTS",
 ]
 
 CONFIG = "config.json"
+WEIGHTS = "model.safetensors"  # the final weights of a method, in <run>/<method>/
 RESULTS = "results.json"
 # where python -m mce.report's figures section of results.md begins
 FIGURES_MARKER = "<!-- mce.report: figures (rebuilt by python -m mce.report) -->"
@@ -439,3 +445,27 @@ class RunRecord:
             if FIGURES_MARKER in text:
                 markdown = markdown.rstrip("\n") + "\n\n" + text[text.index(FIGURES_MARKER) :]
         write_text(previous, markdown)
+
+
+def save_model(folder: Path, model: torch.nn.Module, config: TrainConfig, method: str) -> None:
+    """Write ``model``'s weights (the run's record of what was tested; :func:`mce.load` reads
+    them) as ``<folder>/<method>/model.safetensors`` (atomically), with
+    the config in the file's metadata, and ``<folder>/config.json`` when the folder has none.
+    """
+    folder = Path(folder)
+    from safetensors.torch import save
+
+    state = {
+        key: value.detach().to("cpu").clone().contiguous()
+        for key, value in model.state_dict().items()
+    }
+    metadata = {
+        "format": "mce",
+        "method": method,
+        "task": config.task,
+        "config": json.dumps(config.to_dict()),
+    }
+    data = save(state, metadata=metadata)
+    write_atomic(folder / method / WEIGHTS, lambda file: file.write(data))
+    if not (folder / CONFIG).is_file():
+        write_config(folder, config, resume=False)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from mce.bits import popcount, presence_matrix
-from mce.shapley import shapley_weight
+from mce.bits import shapley_weight
 
 __all__ = [
     "exact_plan_reference",

@@ -34,12 +34,25 @@ from mce.data.masks import (
     presence_from_csv,
 )
 from mce.evaluate import Evaluation
-from mce.inference import save_model
-from mce.lce import BatchUpperBounds, presence_counts
+from mce.lce import presence_counts
 from mce.loggers import read_log, write_hparams
 from mce.methods import METHODS, MethodInputs, MethodSpec, get_method
-from mce.pretrain import UpperBounds, unimodal_model, unimodal_scores, upper_bound_table
-from mce.records import CONFIG, RESULTS, RunRecord, config_differences, read_config, write_config
+from mce.pretrain import (
+    BatchUpperBounds,
+    UpperBounds,
+    unimodal_model,
+    unimodal_scores,
+    upper_bound_table,
+)
+from mce.records import (
+    CONFIG,
+    RESULTS,
+    RunRecord,
+    config_differences,
+    read_config,
+    save_model,
+    write_config,
+)
 from mce.run_folder import lock_folder, read_json, remove_temporaries
 from mce.seeding import stream
 from mce.tasks import Task, get_task

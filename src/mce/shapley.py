@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mce import ops
-from mce.bits import MAX_MODALITIES, presence_matrix, present_masks
+from mce.bits import MAX_MODALITIES, presence_matrix, present_masks, shapley_weight
 from mce.sampling import sampled_plan
 from mce.typing import Coef, Phi, PresentMask, Rows
 
@@ -237,14 +237,3 @@ def shapley_values(
         raise ValueError(f"utility(rows) must return a Tensor[{plan.num_rows}], got {shape}")
     return plan_shapley(plan, v)
 
-
-def shapley_weight(s: Tensor | int, a: Tensor | int) -> Tensor:
-    """Exact Shapley weight ``w(s, a) = s! (a - s - 1)! / a!`` (Eq. 5), float64, broadcasting.
-
-    The weight of a coalition of s players out of a (0 <= s < a); the Python twin of
-    ``csrc/include/mce/shapley_weights.h`` and the one place Python writes it (the
-    reference implementations and the authors' formula read it from here).
-    """
-    s = torch.as_tensor(s, dtype=torch.float64)
-    a = torch.as_tensor(a, dtype=torch.float64, device=s.device)
-    return torch.exp(torch.lgamma(s + 1) + torch.lgamma(a - s) - torch.lgamma(a + 1))

@@ -61,7 +61,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mce._optional import require
-from mce.data.grid import Grid3D
+from mce.grid import Grid3D
 
 __all__ = [
     "MODALITIES",

@@ -52,7 +52,7 @@ class MethodInputs:
         upper: Tensor[N_train, M] utility of the frozen unimodal model of m on each training
             sample (0 where m is absent), when the method needs it (factor B, Eq. 8); or, for
             tasks whose training inputs change every step (random crops), an :data:`UpperFn`
-            scoring each batch's own inputs (:class:`mce.lce.BatchUpperBounds`).
+            scoring each batch's own inputs (:class:`mce.pretrain.BatchUpperBounds`).
         ranks: in a data-parallel run (torchrun), this process's rank and the world size;
             the batch a method receives is then this rank's slice of the global batch, and a
             method computes its share of the global batch's loss (see

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from mce.bits import modality_bits
 from mce.rce import RowTotals
-from mce.shapley import shapley_weight
+from mce.bits import shapley_weight
 from mce.shapley import CoalitionPlan, mask_to_presence
 from mce.typing import Phi
 
