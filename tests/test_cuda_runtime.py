@@ -32,7 +32,7 @@ pytestmark = pytest.mark.cuda
 
 REQUIRED_DRIVER = (
     "the statically linked CUDA 13 runtime needs an NVIDIA driver of the R580 branch or newer "
-    "(>= 580, CUDA 13.x minor-version compatibility; see README, 'GPU')"
+    "(>= 580, CUDA 13.x minor-version compatibility; see docs/building.md, 'GPU')"
 )
 
 # The Monte Carlo plan of the pressure probe: moderate, two radix passes (M > 8), a few MB.
@@ -103,8 +103,8 @@ def test_a_kernel_runs_on_the_gpu():
     except RuntimeError as error:
         raise AssertionError(
             f"exact_plan failed on {_gpu_name()}: {error}. 'no kernel image' means the build's "
-            "CMAKE_CUDA_ARCHITECTURES do not cover this GPU (README, 'Building with or without "
-            "CUDA')"
+            "CMAKE_CUDA_ARCHITECTURES do not cover this GPU (docs/building.md, 'Building with "
+            "or without CUDA')"
         ) from error
     assert torch.equal(rows.cpu(), expected)
 

@@ -1,4 +1,4 @@
-"""Every Python block of the README runs as written."""
+"""Every Python block of the README and of the pages under docs/ runs as written."""
 
 from __future__ import annotations
 
@@ -10,12 +10,27 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+BLOCKS = [
+    block
+    for page in PAGES
+    for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+]
 
 
-def test_the_readme_has_python_blocks() -> None:
-    assert len(BLOCKS) >= 2
+def test_the_readme_and_the_docs_have_python_blocks() -> None:
+    assert len(BLOCKS) >= 3
+    assert re.findall(r"```python\n", README.read_text())
+
+
+def test_the_readme_stays_short_and_its_links_resolve() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (ROOT / target).is_file(), f"README links to {target}, which does not exist"
 
 
 @pytest.mark.slow
@@ -31,7 +46,7 @@ def test_a_readme_block_runs(index: int, tmp_path: Path) -> None:
         timeout=600,
         check=False,
     )
-    assert done.returncode == 0, f"README block {index} failed:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"block {index} failed:\n{done.stderr[-3000:]}"
 
 
 @pytest.mark.slow

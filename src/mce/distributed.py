@@ -7,7 +7,7 @@ those variables nothing here starts anything: every helper is the identity of a 
 process (:func:`sum_across_ranks` returns its argument, :func:`shard` the whole split,
 :func:`ranks` None), so a plain ``python -m mce.train`` runs exactly as it always has.
 
-Conventions of a data-parallel run (see the README's "Several GPUs or nodes"):
+Conventions of a data-parallel run (see docs/distributed.md):
 
 - Rank 0 does every file operation (run folder, checkpoints, logs, results, the upper-bound
   cache); the other ranks receive what they need from it (:func:`on_main`), so no shared

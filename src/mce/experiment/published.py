@@ -17,8 +17,8 @@ Example:
     PublishedValue(mean=60.93, std=1.39, ci=None, runs=10)
     >>> str(published_table("table2", task="iemocap").value("mce", "a"))
     '60.93 ± 1.39 [59.94, 61.92]'
-    >>> [c.holds(t5.mean) for c in t5.claims]
-    [True]
+    >>> all(claim.holds(t5.mean) for claim in t5.claims)
+    True
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ evaluation, inside ``forward_rows``). A step's loss is::
 - beta: per-modality supervision weights updated from the relative advantage of each
   modality's smoothed imagination loss (:class:`SupervisionWeights`), after this step's update.
 
-Where the released code does something unsound, this does the sound thing (see the README):
+Where the released code does something unsound, this does the sound thing (see docs/methods.md):
 z = mu at evaluation (the released code samples at test time); one modality order for the
 imagination inputs and the fusion (the released code's contradict each other); absent
 modalities are not encoded (their token is zero, where the released code encodes a zero
@@ -114,7 +114,7 @@ class RedCoreConfig:
     initial_log_var: float = _option(
         -6.0,
         "log sigma^2 of the variational encoders' noise at initialisation (0: sigma 1, as the "
-        "released code's initialisation; see the README)",
+        "released code's initialisation; see docs/methods.md)",
     )
 
     def __post_init__(self) -> None:

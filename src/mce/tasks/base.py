@@ -123,8 +123,8 @@ class Task:
             called ``load(data_dir, fold)`` with fold in 1..folds. Call :meth:`splits`, which
             normalises the result, rather than ``load`` itself.
         build_model: () -> a fresh MultimodalModel (seeded by the caller).
-        loss: (outputs, target) -> per-sample loss [B].
-        utility: (outputs, target) -> per-sample utility in [0, 1] [B] (the v of Eq. 4).
+        loss: (outputs, target) -> per-sample loss, Tensor[B].
+        utility: (outputs, target) -> per-sample utility in [0, 1], Tensor[B] (the v of Eq. 4).
         metric_name: what the utility measures, for reports.
         hparams: the task's hyper-parameters (its Table 1 row). Its ``missing_rates`` are
             the default: they mask the training split when it is complete (every sample has

@@ -39,7 +39,7 @@ TASK = Task(
         pretrain_steps=600,  # early stopping on a held-out fifth usually ends far sooner
         # image (the strong modality) missing in half the samples, audio in a fifth: imbalanced,
         # and 30% of the samples keep both, so L_aux, L_sub and the Shapley interactions act
-        # (at rates summing to 1 or more no sample keeps two modalities: see the README)
+        # (at rates summing to 1 or more no sample keeps two modalities: see docs/running.md)
         missing_rates=(0.5, 0.2),
     ),
 )
