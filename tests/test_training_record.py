@@ -147,7 +147,8 @@ def test_early_stop_stops_records_and_resumes_exactly(tmp_path):
     )
 
 
-def _mce_step_inputs():
+def _digits_step_inputs():
+    """The digits task, a batch of 64 and the methods' inputs (a random upper-bound table)."""
     task = get_task("digits")
     train = task.splits(None).train
     batch = next(iter(train.batches(64, torch.arange(len(train)))))
@@ -158,11 +159,14 @@ def _mce_step_inputs():
         dataset_size=len(train),
         seed=0,
         upper=torch.rand(len(train), 2, generator=torch.Generator().manual_seed(0)),
-        ranks=None,
         batch_size=64,
         steps=10,
-        augment=None,
     )
+    return task, batch, inputs
+
+
+def _mce_step_inputs():
+    task, batch, inputs = _digits_step_inputs()
     return task, batch, get_method("mce").build(inputs, task.options_for_method("mce"))
 
 
@@ -188,19 +192,7 @@ def test_bf16_step_matches_float32_on_the_cpu():
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_steps_under_bf16_autocast(name):
-    task = get_task("digits")
-    train = task.splits(None).train
-    batch = next(iter(train.batches(64, torch.arange(len(train)))))
-    inputs = MethodInputs(
-        loss=task.loss,
-        utility=task.utility,
-        counts=presence_counts(train.present, 2),
-        dataset_size=len(train),
-        seed=0,
-        upper=torch.rand(len(train), 2, generator=torch.Generator().manual_seed(0)),
-        batch_size=64,
-        steps=10,
-    )
+    task, batch, inputs = _digits_step_inputs()
     spec, options = METHODS[name], task.options_for_method(name)
     torch.manual_seed(0)
     model = task.build_model()

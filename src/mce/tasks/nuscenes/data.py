@@ -47,14 +47,7 @@ def load_splits(options: NuScenesOptions, grid: Grid3D, data_dir: Path | None) -
     read as ``options`` say (storage, sweeps, image size, workers, file check)."""
     if data_dir is None:
         raise ValueError("the nuscenes task needs --data-dir, the nuScenes dataroot")
-    nusc = open_nuscenes(data_dir, options.version or None)
-    reader = NuScenesReader(
-        nusc,
-        grid,
-        options.image_size,
-        lidar_sweeps=options.lidar_sweeps,
-        radar_sweeps=options.radar_sweeps,
-    )
+    nusc, reader = _open(options, grid, data_dir)
     tokens_of = {split: split_tokens(nusc, split) for split in ("train", "val")}
     if options.check_files == "true":
         reader.check_files([token for tokens in tokens_of.values() for token in tokens])
@@ -67,7 +60,16 @@ def read_new(
 ) -> MultimodalData:
     """Every sample of the dataroot ``folder``, whatever its split, read as the training
     samples (its tables are needed: the calibrations and poses place each sensor)."""
-    nusc = open_nuscenes(folder, options.version or None)
+    nusc, reader = _open(options, grid, folder)
+    tokens = all_tokens(nusc)
+    if options.check_files == "true":
+        reader.check_files(tokens)
+    return _samples(options, nusc, reader, tokens)
+
+
+def _open(options: NuScenesOptions, grid: Grid3D, dataroot: Path) -> tuple[Any, NuScenesReader]:
+    """The dataroot's tables and a reader of its samples, as ``options`` say."""
+    nusc = open_nuscenes(dataroot, options.version or None)
     reader = NuScenesReader(
         nusc,
         grid,
@@ -75,10 +77,7 @@ def read_new(
         lidar_sweeps=options.lidar_sweeps,
         radar_sweeps=options.radar_sweeps,
     )
-    tokens = all_tokens(nusc)
-    if options.check_files == "true":
-        reader.check_files(tokens)
-    return _samples(options, nusc, reader, tokens)
+    return nusc, reader
 
 
 def save_prediction(folder: Path, sample: MultimodalData, labels: Tensor, scores: Tensor) -> Path:
