@@ -1,5 +1,5 @@
 """The package's import structure: no import circles, and the layering rules (which parts
-never import which).
+never import which), read from the tables of ``docs/architecture.md``.
 
 Every ``import`` of an ``mce`` module counts, at module level or inside a function, except
 those under ``if TYPE_CHECKING:`` (annotations only, never executed). ``from mce.a import b``
@@ -9,11 +9,13 @@ depends on ``mce.a.b`` when that is a module, else on ``mce.a``.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import mce
 
 ROOT = Path(mce.__file__).parent
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 
 
 def _module_name(path: Path) -> str:
@@ -169,3 +171,49 @@ def test_running_weights_is_the_record_and_lce_is_free_of_model_code() -> None:
     assert "mce.inference" not in GRAPH["mce.run"]  # training does not depend on prediction
     assert _importers("mce.lce", ("mce.model", "mce.nn")) == []
     assert _importers("mce.nn", ("mce.data",)) == []  # the BEV grid lives on the floor
+
+
+def _tables() -> tuple[dict[str, list[str]], list[tuple[str, str, str]]]:
+    """(part -> its files and folders, [(from, to, why)]) from ``docs/architecture.md``."""
+    text = ARCHITECTURE.read_text()
+    parts_text = text.split("## Parts")[1].split("## Never")[0]
+    parts = {
+        match[1]: re.findall(r"`([^`]+)`", match[2])
+        for match in re.finditer(r"^\| (\w+) \| (`.*?`) \| .* \|$", parts_text, flags=re.M)
+    }
+    never_text = text.split("## Never")[1].split("\n## ")[0]
+    rules = re.findall(r"^\| (\w+) \| (\w+) \| (.+) \|$", never_text, flags=re.M)
+    return parts, [rule for rule in rules if rule[0] != "from"]
+
+
+PARTS, RULES = _tables()
+
+
+def _part(module: str) -> str | None:
+    path = "src/" + MODULES[module].relative_to(ROOT.parent).as_posix()
+    for name, places in PARTS.items():
+        for place in places:
+            if path == place or (place.endswith("/") and path.startswith(place)):
+                return name
+    return None
+
+
+def test_the_tables_are_read() -> None:
+    assert {"Face", "Driver", "Science", "Base"} <= set(PARTS) and len(RULES) >= 15
+    assert all(a in PARTS and b in PARTS for a, b, _ in RULES)
+
+
+def test_every_module_belongs_to_one_part() -> None:
+    assert [module for module in MODULES if _part(module) is None] == []
+
+
+def test_no_import_breaks_a_rule_of_the_docs() -> None:
+    broken = [
+        f"{module} -> {target} ({a} never imports {b}: {why})"
+        for a, b, why in RULES
+        for module, targets in GRAPH.items()
+        if _part(module) == a
+        for target in targets
+        if _part(target) == b
+    ]
+    assert broken == []
