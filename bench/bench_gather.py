@@ -7,7 +7,7 @@ import torch
 from conftest import CUDA_PRESENT, NO_CUDA
 
 from mce import ops
-from mce.reference import subset_gather_reference
+from mce.ops.reference import subset_gather_reference
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_PRESENT, reason=NO_CUDA))]
 

@@ -11,8 +11,8 @@ import torch
 from conftest import CUDA_PRESENT, NO_CUDA
 
 from mce import ops
-from mce.reference import shapley_brute_force, shapley_from_rows_reference
-from mce.shapley import coalition_plan, plan_shapley
+from mce.ops.reference import shapley_brute_force, shapley_from_rows_reference
+from mce.science.shapley import coalition_plan, plan_shapley
 
 MODALITIES = [2, 3, 4, 8, 12, 16]
 SAMPLES = [1, 128, 1024]

@@ -18,10 +18,10 @@ from conftest import CUDA_PRESENT, NO_CUDA
 from mce.data.dataset import Batch
 from mce.experiment import costs
 from mce.experiment.costs import LENGTHS, MODALITIES, draw_lengths  # noqa: F401 - bench scripts
-from mce.lce import presence_counts
 from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs, TrainingMethod
 from mce.methods.redcore import RedCoreMethod, adapt_model
-from mce.model import MultimodalModel
+from mce.nn.model import MultimodalModel
+from mce.science.lce import presence_counts
 from mce.tasks import classification_loss, classification_utility
 from mce.tasks.iemocap import build_model as _build_iemocap_model
 

@@ -31,10 +31,10 @@ from mce.methods import MethodInputs
 from mce.methods.baseline import BaselineMethod
 from mce.methods.mce import MCEConfig, MCEMethod
 from mce.nn.bev import CAMERA_GEOMETRY, camera_geometry
-from mce.pretrain import BatchUpperBounds
-from mce.segmentation import dice_ce_loss, dice_utility
 from mce.tasks.brats import build_model, build_unimodal
+from mce.tasks.brats.segmentation import dice_ce_loss, dice_utility
 from mce.tasks.nuscenes import bev_loss, iou_utility, nuscenes_task
+from mce.training.pretrain import BatchUpperBounds
 
 VARIANTS = ("baseline", "exact", "sampled")
 

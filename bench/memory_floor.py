@@ -29,7 +29,7 @@ import time
 import bench_shapley  # beside this script: python puts the script's folder first on the path
 import torch
 
-from mce.shapley import coalition_plan, plan_shapley
+from mce.science.shapley import coalition_plan, plan_shapley
 
 CASES = [("exact", 16, 128), ("exact", 16, 1024), ("mc100", 16, 1024)]
 REPS, WARMUP = 30, 3

@@ -25,8 +25,8 @@ import torch
 
 from mce.data.dataset import MultimodalData
 from mce.data.masks import draw_presence
-from mce.lce import presence_counts
 from mce.methods import METHODS, EpochMethod, MethodInputs, get_method
+from mce.science.lce import presence_counts
 from mce.tasks import classification_loss, classification_utility
 from mce.tasks.iemocap import WIDTHS
 

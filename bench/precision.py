@@ -25,11 +25,11 @@ from pathlib import Path
 import bench_step  # beside this script: python puts the script's folder first on the path
 import torch
 
-from mce.lce import presence_counts
 from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs
-from mce.run import config_for, run
+from mce.science.lce import presence_counts
 from mce.tasks import get_task
-from mce.trainer import autocast
+from mce.training.run import config_for, run
+from mce.training.trainer import autocast
 
 CPU = torch.device("cpu")
 

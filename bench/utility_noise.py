@@ -21,10 +21,10 @@ from pathlib import Path
 import bench_step  # beside this script
 import torch
 
-from mce.checkpoint import load_checkpoint
 from mce.data.masks import apply_missing_rates
 from mce.methods import MCEConfig, MCEMethod, MethodInputs
-from mce.shapley import coalition_plan, plan_shapley
+from mce.science.shapley import coalition_plan, plan_shapley
+from mce.support.checkpoint import load_checkpoint
 from mce.tasks import classification_loss, classification_utility, get_task
 from mce.train import config_for, run
 

@@ -18,21 +18,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from mce import distributed
 from mce.data.masks import apply_missing_rates
-from mce.evaluate import evaluate_combinations, evaluate_unimodal_heads
-from mce.lce import presence_counts
+from mce.evaluation.combinations import evaluate_combinations, evaluate_unimodal_heads
+from mce.evaluation.metrics import CLASSIFICATION_METRICS
 from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs
-from mce.methods.pmr import PMRConfig, PMRMethod
 from mce.methods.passion import PASSIONMethod
+from mce.methods.pmr import PMRConfig, PMRMethod
 from mce.methods.redcore import RedCoreMethod, adapt_model
 from mce.methods.shaspec import ShaSpecMethod
 from mce.methods.shaspec import adapt_model as adapt_shaspec
-from mce.metrics import CLASSIFICATION_METRICS
-from mce.model import MultimodalModel
+from mce.nn.model import MultimodalModel
+from mce.science.lce import presence_counts
+from mce.support import distributed
 from mce.tasks.digits import TASK as DIGITS
 from mce.train import config_for, run
-from mce.trainer import _mean_over_ranks, _MethodStep
+from mce.training.trainer import _mean_over_ranks, _MethodStep
 
 
 def _no_dropout_model() -> MultimodalModel:

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from mce import distributed
 from mce.data.masks import apply_missing_rates
-from mce.lce import presence_counts
 from mce.methods import MethodInputs, get_method
+from mce.science.lce import presence_counts
+from mce.support import distributed
 from mce.tasks.digits import TASK as DIGITS
 
 EPOCH = 1  # an epoch after MBT-Sample's warm-up (warmup=1) and PMR's first pass

@@ -47,7 +47,7 @@ def shapley_by_permutations(
 ) -> list[list[float]]:
     """Per-sample Shapley values (Eq. 5) as m's marginal contribution averaged over every order
     in which sample n's modalities can join: no subset weights, so independent of the weighted
-    sum in mce.reference. ``utility(n, subset_mask)`` is v_n(S); v_n(empty) = 0."""
+    sum in mce.ops.reference. ``utility(n, subset_mask)`` is v_n(S); v_n(empty) = 0."""
     phi = []
     for n, mask in enumerate(present):
         members = [m for m in range(num_modalities) if (mask >> m) & 1]

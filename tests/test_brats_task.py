@@ -13,10 +13,10 @@ import pytest
 import torch
 from data.brats_fixture import write_brats_fixture
 
-from mce.run import config_for
 from mce.tasks import get_task
 from mce.tasks.brats import PRESETS, cache_dir_for, load
 from mce.train import parse_config
+from mce.training.run import config_for
 
 SMALL = ["--task-option", "crop=16", "--task-option", "base=4", "--task-option", "levels=3"]
 
@@ -150,7 +150,7 @@ def one_thread():
 def test_resume_equals_uninterrupted(brats_dir, tmp_path, cache_home, one_thread) -> None:
     """Crops draw from torch's RNG, which the checkpoint keeps: a stopped and resumed run ends
     with the same weights and results as an uninterrupted one."""
-    from mce.checkpoint import load_checkpoint
+    from mce.support.checkpoint import load_checkpoint
     from mce.train import run
 
     base = dict(

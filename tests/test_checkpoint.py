@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mce.checkpoint import load_checkpoint, save_atomic
+from mce.support.checkpoint import load_checkpoint, save_atomic
 
 
 def test_round_trip_and_no_leftover_files(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mce.data.dataset import MultimodalData
-from mce.model import run_encoder
+from mce.nn.model import run_encoder
 
 
 def _data() -> MultimodalData:

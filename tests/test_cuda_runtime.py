@@ -26,7 +26,8 @@ import pytest
 import torch
 
 import mce
-from mce import _ext, ops
+from mce import ops
+from mce.ops import _ext
 
 pytestmark = pytest.mark.cuda
 

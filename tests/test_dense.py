@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from mce.data.dataset import Batch
-from mce.dense import DenseMultimodalModel, MultiScaleFeatures
 from mce.methods import MethodInputs
 from mce.methods.mce import MCEConfig, MCEMethod
-from mce.model import full_rows
+from mce.nn.dense import DenseMultimodalModel, MultiScaleFeatures
+from mce.nn.model import full_rows
 from mce.nn.unet3d import SkipFusion
-from mce.segmentation import dice_ce_loss, dice_utility
-from mce.shapley import coalition_plan
+from mce.science.shapley import coalition_plan
 from mce.tasks.brats import build_model
+from mce.tasks.brats.segmentation import dice_ce_loss, dice_utility
 
 CROP = 8
 

@@ -17,10 +17,16 @@ import pytest
 import torch
 from torch import nn
 
-from mce import checkpoint
-from mce.checkpoint import TEMPORARY_SUFFIX, DiskFull, is_disk_full, save_atomic, write_atomic
-from mce.model import MultimodalModel
 from mce.nn.fusion import ConcatFusion
+from mce.nn.model import MultimodalModel
+from mce.support import checkpoint
+from mce.support.checkpoint import (
+    TEMPORARY_SUFFIX,
+    DiskFull,
+    is_disk_full,
+    save_atomic,
+    write_atomic,
+)
 from mce.tasks.digits import TASK as DIGITS
 from mce.train import main
 
@@ -136,16 +142,18 @@ def test_torch_shaped_error_at_the_first_checkpoint_is_one_line(
 
 
 def test_a_full_disk_outside_the_atomic_writes_is_one_line(tmp_path, monkeypatch, capsys):
-    import mce.cli
+    import mce.training.cli
 
     def full(*args, **kwargs):
         raise _torch_disk_full()
 
-    monkeypatch.setattr(mce.cli, "run", full)
+    monkeypatch.setattr(mce.training.cli, "run", full)
     assert main([*ARGV, "--out", str(tmp_path / "run")]) == 1
     line = _one_line(capsys.readouterr().err)
     assert line.startswith(f"error: no space left on the device of {tmp_path / 'run'} (")
-    monkeypatch.setattr(mce.cli, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(
+        mce.training.cli, "run", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x"))
+    )
     with pytest.raises(RuntimeError, match="x"):  # not a full disk: not swallowed
         main([*ARGV, "--out", str(tmp_path / "other")])
 

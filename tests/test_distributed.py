@@ -27,14 +27,14 @@ import ddp_workers
 import pytest
 import torch
 
-from mce import distributed
-from mce.checkpoint import load_checkpoint
 from mce.data.dataset import MultimodalData
-from mce.lce import batch_factor, lce_factors
 from mce.methods import MCEConfig, MCEMethod, MethodInputs
 from mce.methods.official import official_average_rows, official_row_weights
-from mce.rce import RowTotals, average_rows, single_loss, subset_row_weights
-from mce.shapley import coalition_plan
+from mce.science.lce import batch_factor, lce_factors
+from mce.science.rce import RowTotals, average_rows, single_loss, subset_row_weights
+from mce.science.shapley import coalition_plan
+from mce.support import distributed
+from mce.support.checkpoint import load_checkpoint
 from mce.tasks.digits import TASK as DIGITS
 from mce.train import config_for, run
 

@@ -21,9 +21,9 @@ from mce.experiment import (
     parse_spec,
     run_experiment,
 )
-from mce.records import FIGURES_MARKER as MARKER
-from mce.stats import paired_difference, summarize
+from mce.experiment.stats import paired_difference, summarize
 from mce.tasks import get_task
+from mce.training.records import FIGURES_MARKER as MARKER
 
 # 1 epoch of one step (the ~1,000 training samples fit one batch). lsub-only needs no unimodal
 # upper bounds, so no pretraining: the grid runs in seconds.

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import mce
-from mce import _ext
+from mce.ops import _ext
 
 
 @pytest.mark.skipif(os.environ.get("MCE_REQUIRE_EXT") != "1", reason="MCE_REQUIRE_EXT is not 1")

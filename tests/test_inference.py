@@ -14,15 +14,15 @@ import torch
 from torch import nn
 
 import mce
-from mce.config import HyperParameters
 from mce.data.dataset import MultimodalData
 from mce.inference import Predictor, save_model
-from mce.model import MultimodalModel
 from mce.nn import ConcatFusion, LSTMEncoder, ReconstructionTransformer
+from mce.nn.model import MultimodalModel
 from mce.predict import main as predict_main
-from mce.run import config_for
 from mce.tasks import Task, get_task
 from mce.train import main as train_main
+from mce.training.config import HyperParameters
+from mce.training.run import config_for
 
 FAST = ["--epochs", "1", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 
@@ -221,7 +221,7 @@ def test_the_model_moves_only_when_a_device_is_given(monkeypatch) -> None:
 
 
 def test_an_input_shape_is_checked_once_and_a_new_one_again(monkeypatch) -> None:
-    import mce.inference as inference
+    import mce.inference.predictor as inference
 
     predictor = Predictor(three_modality_model(), THREE, "mce")
     inputs = {name: torch.randn(8, 6) for name in MODALITIES3}

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import mce
-from mce.model import full_rows
-from mce.run import config_for
+from mce.nn.model import full_rows
 from mce.train import run
+from mce.training.run import config_for
 
 
 def _train(task: str, out: Path, data_dir: Path, **settings) -> Path:
@@ -34,7 +34,7 @@ def test_brats_predicts_whole_volumes_as_the_evaluation(tmp_path, monkeypatch) -
     pytest.importorskip("monai", reason="the brats task needs monai (pip install '.[brats]')")
     from data.brats_fixture import write_brats_fixture
 
-    from mce.segmentation import evaluate_segmentation, region_dice
+    from mce.tasks.brats.segmentation import evaluate_segmentation, region_dice
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data_dir = write_brats_fixture(tmp_path / "data", cases=8)

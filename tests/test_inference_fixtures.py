@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from data.iemocap_fixture import write_iemocap_fixture
 from data.avmnist_fixture import write_avmnist_fixture
+from data.iemocap_fixture import write_iemocap_fixture
 
 import mce
 from mce.tasks import get_task

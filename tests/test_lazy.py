@@ -11,7 +11,7 @@ import torch
 
 from mce.data.dataset import MultimodalData
 from mce.data.lazy import LazyRows
-from mce.pretrain import data_fingerprint
+from mce.training.pretrain import data_fingerprint
 
 
 class Store:

@@ -9,9 +9,9 @@ import logging
 import pytest
 import torch
 
-from mce.activity import INACTIVE_RATES_WARNING, closing_lines, term_activity
-from mce.loggers import read_log
 from mce.train import main, parse_config
+from mce.training.activity import INACTIVE_RATES_WARNING, closing_lines, term_activity
+from mce.training.loggers import read_log
 
 FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 

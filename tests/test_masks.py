@@ -294,9 +294,9 @@ def test_presets_are_the_six_permutations():
     ],
 )
 def test_bad_rates(text, message):
-    """The one missing-rates parser (:func:`mce.config.parse_rates`), then one rate per
+    """The one missing-rates parser (:func:`mce.training.config.parse_rates`), then one rate per
     modality."""
-    from mce.config import HyperParameters, parse_rates
+    from mce.training.config import HyperParameters, parse_rates
 
     with pytest.raises(ValueError, match=message):
         HyperParameters(missing_rates=parse_rates(text)).rates_for(("image", "audio"))

@@ -14,10 +14,7 @@ from data.nuscenes_fixture import write_nuscenes_fixture
 from ddp_workers import spawn
 from oracles import shapley_by_permutations
 
-from mce.bits import popcount
-from mce.checkpoint import load_checkpoint
 from mce.data.masks import apply_missing_rates
-from mce.lce import presence_counts
 from mce.methods import (
     METHODS,
     BaselineMethod,
@@ -30,7 +27,10 @@ from mce.methods import (
     register_method,
 )
 from mce.methods.mbt_sample import copies_from_values
-from mce.shapley import coalition_plan, plan_shapley
+from mce.science.lce import presence_counts
+from mce.science.shapley import coalition_plan, plan_shapley
+from mce.support.bits import popcount
+from mce.support.checkpoint import load_checkpoint
 from mce.tasks.digits import TASK as DIGITS
 from mce.train import config_for, main, run
 

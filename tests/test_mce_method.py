@@ -20,14 +20,14 @@ from oracles import random_digit_inputs, random_present, shapley_by_permutations
 from torch import nn
 
 from mce.data.dataset import Batch
-from mce.lce import presence_counts
 from mce.methods import MCEConfig, MCEMethod, MethodInputs
 from mce.methods import mce as mce_method
 from mce.methods.official import official_batch_shapley
-from mce.model import MultimodalModel, full_rows
 from mce.nn import ConcatFusion, ReconstructionTransformer
-from mce.reference import shapley_brute_force
-from mce.shapley import coalition_plan, plan_shapley
+from mce.nn.model import MultimodalModel, full_rows
+from mce.ops.reference import shapley_brute_force
+from mce.science.lce import presence_counts
+from mce.science.shapley import coalition_plan, plan_shapley
 from mce.tasks.digits import TASK
 
 

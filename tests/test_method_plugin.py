@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mce.config import TrainConfig
 from mce.methods import METHODS, MethodSpec
-from mce.records import config_differences
-from mce.run import config_for, resolve_config
 from mce.train import build_parser
+from mce.training.config import TrainConfig
+from mce.training.records import config_differences
+from mce.training.run import config_for, resolve_config
 
 MODULE = "user_method"
 USER_MODULE = '''
@@ -28,7 +28,7 @@ USER_MODULE = '''
 from dataclasses import dataclass, field
 
 from mce.methods import MethodSpec, StepResult, register_method
-from mce.model import full_rows
+from mce.nn.model import full_rows
 from mce.tasks import get_task
 
 

@@ -24,8 +24,8 @@ from mce.methods import (
     get_method,
     register_method,
 )
-from mce.model import MultimodalModel
 from mce.nn.fusion import ConcatFusion
+from mce.nn.model import MultimodalModel
 
 NUM_SAMPLES, DIM = 11, 4
 _METHODS_DIR = Path(importlib.util.find_spec("mce.methods").origin).parent
@@ -85,7 +85,7 @@ def test_method_inputs_are_checked(seed):
 def _is_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # an attribute of a plain module: "mce.model.full_rows"
+    except ModuleNotFoundError:  # an attribute of a plain module: "mce.nn.model.full_rows"
         return False
 
 
@@ -118,8 +118,8 @@ def test_methods_do_not_import_tasks():
         if module not in seen:
             seen.add(module)
             todo.extend(_mce_imports(module) - seen)
-    assert "mce.methods.official" in seen and "mce.rce" in seen
-    assert not {m for m in seen if m.startswith(("mce.tasks", "mce.train", "mce.config"))}
+    assert "mce.methods.official" in seen and "mce.science.rce" in seen
+    assert not {m for m in seen if m.startswith(("mce.tasks", "mce.train", "mce.training.config"))}
 
 
 def test_builtin_methods_are_registered(seed):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from sklearn.metrics import recall_score
 
-from mce.evaluate import Evaluation, evaluate_combinations
-from mce.metrics import CLASSIFICATION_METRICS, macro_f1, macro_recall
+from mce.evaluation.combinations import Evaluation, evaluate_combinations
+from mce.evaluation.metrics import CLASSIFICATION_METRICS, macro_f1, macro_recall
 from mce.tasks import classification_utility, get_task
 
 

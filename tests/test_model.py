@@ -6,8 +6,8 @@ import pytest
 import torch
 from oracles import random_digit_inputs, random_present
 
-from mce.model import full_rows
-from mce.shapley import coalition_plan
+from mce.nn.model import full_rows
+from mce.science.shapley import coalition_plan
 from mce.tasks.digits import build_model
 
 
@@ -58,7 +58,7 @@ def test_decoder_features_are_what_the_last_layer_reads() -> None:
     the decoder's last layer (a Sequential's dropout before it left out)."""
     from torch import nn
 
-    from mce.model import decode_with_features
+    from mce.nn.model import decode_with_features
     from mce.tasks.iemocap import build_model
 
     torch.manual_seed(0)

@@ -20,7 +20,6 @@ pytest.importorskip(
 )
 from data.nuscenes_fixture import write_nuscenes_fixture
 
-from mce.run import config_for
 from mce.data.nuscenes import (
     RADAR_FEATURES,
     NuScenesReader,
@@ -29,6 +28,7 @@ from mce.data.nuscenes import (
 )
 from mce.nn.bev import Grid3D
 from mce.tasks.nuscenes import bev_loss, iou_utility
+from mce.training.run import config_for
 
 SMALL = {"image_height": 36, "image_width": 64, "cells": 16, "dim": 8, "radar_sweeps": 2}
 SMALL_ARGS = [item for k, v in SMALL.items() for item in ("--task-option", f"{k}={v}")]
@@ -277,7 +277,7 @@ def test_cli_trains_and_evaluates_every_combination(dataroot, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(dataroot, tmp_path, monkeypatch) -> None:
-    from mce.checkpoint import load_checkpoint
+    from mce.support.checkpoint import load_checkpoint
     from mce.train import run
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -303,16 +303,16 @@ def test_resume_equals_uninterrupted(dataroot, tmp_path, monkeypatch) -> None:
 
 
 def test_a_missing_extra_is_named(monkeypatch, capsys) -> None:
-    import mce._optional
+    import mce.support.optional
 
-    real = mce._optional.importlib.import_module
+    real = mce.support.optional.importlib.import_module
 
     def without_devkit(name: str):
         if name.startswith("nuscenes"):
             raise ImportError(f"No module named {name!r}")
         return real(name)
 
-    monkeypatch.setattr(mce._optional.importlib, "import_module", without_devkit)
+    monkeypatch.setattr(mce.support.optional.importlib, "import_module", without_devkit)
     from mce.train import main
 
     assert main(["--task", "nuscenes", "--data-dir", ".", "--no-progress"]) == 1

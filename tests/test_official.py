@@ -12,8 +12,8 @@ from mce.methods.official import (
     official_batch_shapley,
     official_contributions,
 )
-from mce.rce import aux_loss, subset_loss
-from mce.shapley import coalition_plan, shapley_values
+from mce.science.rce import aux_loss, subset_loss
+from mce.science.shapley import coalition_plan, shapley_values
 
 
 def test_official_formula_hand_computed():

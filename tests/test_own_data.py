@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from mce import MultimodalData, config_for, run
-from mce.config import TrainConfig
 from mce.data import presence_from_inputs
-from mce.evaluate import Evaluator, evaluate_combinations
-from mce.model import combination_rows
-from mce.records import config_differences
+from mce.evaluation.combinations import Evaluator, evaluate_combinations
+from mce.nn.model import combination_rows
+from mce.training.config import TrainConfig
+from mce.training.records import config_differences
 
 MODULE = "user_incomplete"
 USER_MODULE = '''

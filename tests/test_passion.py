@@ -17,7 +17,6 @@ from data.iemocap_fixture import write_iemocap_fixture
 from data.nuscenes_fixture import write_nuscenes_fixture
 from torch import nn
 
-from mce.checkpoint import load_checkpoint
 from mce.data.dataset import Batch
 from mce.methods import METHODS, MethodInputs, PASSIONConfig, PASSIONMethod, get_method
 from mce.methods.passion import (
@@ -26,8 +25,9 @@ from mce.methods.passion import (
     dense_prototype_terms,
     preference_gate,
 )
-from mce.model import MultimodalModel
 from mce.nn.fusion import ConcatFusion
+from mce.nn.model import MultimodalModel
+from mce.support.checkpoint import load_checkpoint
 from mce.tasks.brats import build_model as build_brats_model
 from mce.train import config_for, main, parse_config, run
 

@@ -20,15 +20,15 @@ from data.iemocap_fixture import write_iemocap_fixture
 from data.nuscenes_fixture import write_nuscenes_fixture
 from torch import nn
 
-from mce.checkpoint import load_checkpoint
 from mce.data.dataset import Batch, MultimodalData
 from mce.data.masks import apply_missing_rates
-from mce.lce import presence_counts
 from mce.methods import METHODS, MethodInputs, PMRConfig, PMRMethod, get_method
 from mce.methods.pmr import modulation_weights, position_labels, prototype_subset
-from mce.model import MultimodalModel
 from mce.nn.fusion import ConcatFusion
-from mce.seeding import stream
+from mce.nn.model import MultimodalModel
+from mce.science.lce import presence_counts
+from mce.support.checkpoint import load_checkpoint
+from mce.support.seeding import stream
 from mce.tasks.brats import build_model as build_brats_model
 from mce.tasks.digits import TASK as DIGITS
 from mce.train import config_for, main, parse_config, run

@@ -16,9 +16,9 @@ from data.avmnist_fixture import write_avmnist_fixture, write_idx, write_wav
 
 import mce
 from mce.predict import main as predict
-from mce.run import config_for, run
 from mce.tasks import NO_TARGET, TrainedOn, get_task
 from mce.train import main as train
+from mce.training.run import config_for, run
 
 FAST = ["--epochs", "1", "--pretrain-steps", "2", "--no-progress"]
 
@@ -129,8 +129,8 @@ def test_avmnist_predicts_a_folder_of_new_files(tmp_path: Path) -> None:
     read = predictor.task.load_new(new, TrainedOn(data))
     assert torch.equal(read.target, torch.full((3,), NO_TARGET))
     assert torch.allclose(read.inputs["image"][:, 0], torch.from_numpy(images / 255.0).float())
-    from mce.data.avmnist import clip_features, load_avmnist
     from mce.data.audio import read_wav
+    from mce.data.avmnist import clip_features, load_avmnist
 
     train_audio = load_avmnist(data).random_split(0.7, 0)[0].inputs["audio"]
     mean = train_audio.mean(dim=(0, 3), keepdim=True)
@@ -442,7 +442,7 @@ def test_a_run_of_a_users_task_predicts_with_task_module_attr(
 
 
 def test_closing_lines_name_a_command_that_works(user_task) -> None:
-    from mce.activity import closing_lines
+    from mce.training.activity import closing_lines
 
     scores = {"mce": {"average": 1.0}, "baseline": {"average": 2.0}}
     own = closing_lines(scores, None, task="toy3", rates=(0.2,), seed=0, out="runs/x")[0]

@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from mce.config import TrainConfig
 from mce.data.dataset import MultimodalData
 from mce.data.masks import apply_quota_masks, pattern_quotas, presence_from_csv
 from mce.tasks import get_task
 from mce.train import main
+from mce.training.config import TrainConfig
 
 BRATS = ("t1", "t1ce", "flair", "t2")  # mce.data.brats.MODALITIES
 NUSCENES = ("camera", "lidar", "radar")  # mce.data.nuscenes.MODALITIES

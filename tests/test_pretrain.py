@@ -12,16 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from mce.seeding import stream
-from mce import pretrain
-from mce.config import HyperParameters, TrainConfig
 from mce.data.dataset import MultimodalData
 from mce.data.masks import apply_missing_rates
-from mce.pretrain import cache_key, data_fingerprint, split_holdout, unimodal_model
-from mce.pretrain import upper_bound_table as _upper_bound_table
+from mce.support.seeding import stream
 from mce.tasks import get_task
 from mce.tasks.base import Task
 from mce.train import parse_config
+from mce.training import pretrain
+from mce.training.config import HyperParameters, TrainConfig
+from mce.training.pretrain import cache_key, data_fingerprint, split_holdout, unimodal_model
+from mce.training.pretrain import upper_bound_table as _upper_bound_table
 
 TINY = {
     "batch_size": 64,
@@ -61,7 +61,7 @@ def test_same_settings_reuse_the_cache_and_changing_the_lr_retrains(digits, tmp_
     task, train = digits
     first = upper_bound_table(task, train, tmp_path)
     assert cached(first) == [False, False] and len(list(tmp_path.iterdir())) == 2
-    with caplog.at_level(logging.INFO, logger="mce.pretrain"):
+    with caplog.at_level(logging.INFO, logger="mce.training.pretrain"):
         again = upper_bound_table(task, train, tmp_path)
     assert cached(again) == [True, True] and "reusing" in caplog.text
     assert torch.equal(again.table, first.table) and again.report.keys() == first.report.keys()
@@ -92,7 +92,7 @@ def test_the_report_gives_held_out_utility_and_u_per_modality(digits, tmp_path):
 def test_the_training_split_is_left_unscored_when_u_comes_per_batch(digits, tmp_path, caplog):
     task, train = digits
     scored = upper_bound_table(task, train, tmp_path)
-    with caplog.at_level(logging.INFO, logger="mce.pretrain"):
+    with caplog.at_level(logging.INFO, logger="mce.training.pretrain"):
         unscored = _upper_bound_table(
             task, train, hparams=HyperParameters(**TINY), seed=0, setting="0.8-0.2",
             cache_dir=tmp_path, progress=False, score_training=False,
@@ -112,7 +112,7 @@ def test_a_corrupt_or_stale_cache_file_is_retrained(digits, tmp_path, caplog):
     image.write_bytes(b"not a checkpoint")
     state = torch.load(audio, weights_only=True)
     torch.save({**state, "key": state["key"].replace('"lr":0.001', '"lr":0.5')}, audio)
-    with caplog.at_level(logging.WARNING, logger="mce.pretrain"):
+    with caplog.at_level(logging.WARNING, logger="mce.training.pretrain"):
         again = upper_bound_table(task, train, tmp_path)
     assert cached(again) == [False, False]
     assert "unusable" in caplog.text and "other settings" in caplog.text
@@ -146,7 +146,7 @@ def test_a_cache_file_with_flipped_weight_bytes_is_retrained(digits, tmp_path, c
     after = torch.load(image, weights_only=True)["model"]  # still loads: only the hash tells
     changed = [name for name in before if not torch.equal(before[name], after[name])]
     assert len(changed) == 1 and before.keys() == after.keys()
-    with caplog.at_level(logging.WARNING, logger="mce.pretrain"):
+    with caplog.at_level(logging.WARNING, logger="mce.training.pretrain"):
         again = upper_bound_table(task, train, tmp_path)
     assert cached(again) == [False, True]
     assert f"cache file {image} is corrupt (its weights do not match their sha256)" in caplog.text

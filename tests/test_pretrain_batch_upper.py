@@ -7,14 +7,13 @@ import json
 import torch
 from torch import nn
 
-from mce.config import HyperParameters
 from mce.data.dataset import Batch
-from mce.pretrain import BatchUpperBounds
-from mce.pretrain import cache_key
-from mce.records import config_differences
-from mce.run import config_for
 from mce.tasks import get_task
 from mce.tasks.base import classification_utility
+from mce.training.config import HyperParameters
+from mce.training.pretrain import BatchUpperBounds, cache_key
+from mce.training.records import config_differences
+from mce.training.run import config_for
 
 
 def test_batch_upper_bounds_score_each_present_sample_with_its_modality_model() -> None:

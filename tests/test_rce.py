@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mce.rce import aux_loss, average_rows, per_subset_mean, single_loss, subset_loss
+from mce.science.rce import aux_loss, average_rows, per_subset_mean, single_loss, subset_loss
 
 
 def test_subset_loss_averages_per_subset_then_over_subsets():

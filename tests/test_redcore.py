@@ -11,24 +11,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from data.avmnist_fixture import write_avmnist_fixture
 from data.brats_fixture import write_brats_fixture
 from data.iemocap_fixture import write_iemocap_fixture
 from data.nuscenes_fixture import write_nuscenes_fixture
-from data.avmnist_fixture import write_avmnist_fixture
 from torch import nn
 
-from mce.checkpoint import load_checkpoint
-from mce.config import HPARAM_NAMES, TrainConfig, option_names
 from mce.data.dataset import Batch
 from mce.methods import METHODS, MethodInputs, RedCoreConfig, RedCoreMethod, get_method
 from mce.methods.redcore import SupervisionWeights, adapt_model, released_schedule
-from mce.model import MultimodalModel, full_rows, run_encoder
 from mce.nn.fusion import ConcatFusion
+from mce.nn.model import MultimodalModel, full_rows, run_encoder
 from mce.nn.redcore import CrossModalImagination, VariationalEncoder
-from mce.records import config_differences
+from mce.support.checkpoint import load_checkpoint
 from mce.tasks import get_task
 from mce.tasks.brats import build_model as build_brats_model
 from mce.train import config_for, main, parse_config, resolve_config, run
+from mce.training.config import HPARAM_NAMES, TrainConfig, option_names
+from mce.training.records import config_differences
 
 MODALITIES = ("a", "b", "c")
 DIM = 4

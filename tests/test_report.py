@@ -11,11 +11,11 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from mce import experiment
-from mce.config import HPARAM_NAMES
-from mce.run import config_for
 from mce.experiment import ExperimentSpec, report, run_experiment, upper_bound_scores
 from mce.report import MARKER, batch_view, build_report, main, read_log
 from mce.train import run
+from mce.training.config import HPARAM_NAMES
+from mce.training.run import config_for
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # the smallest unimodal upper-bound budget of the pretraining code in this tree

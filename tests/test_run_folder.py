@@ -10,11 +10,12 @@ import os
 
 import pytest
 
-from mce import checkpoint, run_folder
-from mce.checkpoint import TEMPORARY_SUFFIX, DiskFull, write_atomic
-from mce.records import FIGURES_MARKER
-from mce.run_folder import LOCK, lock_folder, remove_temporaries
+from mce.support import checkpoint
+from mce.support.checkpoint import TEMPORARY_SUFFIX, DiskFull, write_atomic
 from mce.train import main
+from mce.training import run_folder
+from mce.training.records import FIGURES_MARKER
+from mce.training.run_folder import LOCK, lock_folder, remove_temporaries
 
 FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 BASELINE = FAST + ["--method", "baseline"]
@@ -101,7 +102,7 @@ def test_a_second_process_is_refused_while_the_first_runs(tmp_path) -> None:
     out = tmp_path / "run"
     with subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from mce.run_folder import lock_folder\n"
+         "from mce.training.run_folder import lock_folder\n"
          "with lock_folder(Path(sys.argv[1])):\n"
          "    print('held', flush=True); time.sleep(60)", str(out)],
         stdout=subprocess.PIPE,

@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from mce.cli import build_parser
 from mce.train import config_for, main, run
+from mce.training.cli import build_parser
 
 FAST = ["--epochs", "2", "--batch-size", "256", "--no-progress", "--method", "baseline"]
 
@@ -82,7 +82,7 @@ def test_validation_share_zero_trains_on_every_sample(tmp_path):
 
 
 def test_the_flat_hparams_are_tensorboard_scalars():
-    from mce.loggers import flat_hparams
+    from mce.training.loggers import flat_hparams
 
     flat = flat_hparams({"a": {"b": (0.5, 0.2), "c": None}, "d": 3, "e": "x", "f": True})
     assert flat == {"a/b": "0.5,0.2", "a/c": "None", "d": 3, "e": "x", "f": True}
@@ -156,7 +156,7 @@ def test_task_option_help_lists_every_task_options():
 
 
 def test_a_config_written_before_validation_share_held_nothing_out():
-    from mce.records import config_differences
+    from mce.training.records import config_differences
 
     config = config_for("digits", epochs=2, validation_share=0.1)
     saved = json.loads(json.dumps(config.to_dict()))

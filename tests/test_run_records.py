@@ -7,13 +7,15 @@ import json
 import re
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
-from mce.config import HyperParameters, TrainConfig
+import mce
 from mce.tasks import get_task
 from mce.train import config_for, main, parse_config, resolve_config, run
+from mce.training.config import HyperParameters, TrainConfig
 
 FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
 
@@ -106,7 +108,7 @@ def test_config_json_holds_the_resolved_values(tmp_path):
     assert hparams["missing_rates"] == [0.5, 0.2]
     assert None not in hparams.values()
     assert record["config"]["task"] == "digits" and record["config"]["method"] == "baseline"
-    assert record["mce_version"] == "0.1.0"
+    assert record["mce_version"] == "0.2.0"
     commit = record["git_commit"]
     assert commit is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit)
 
@@ -224,3 +226,8 @@ def test_an_empty_split_is_named():
     train, test = get_task("digits").splits(None).train, get_task("digits").splits(None).test
     with pytest.raises(ValueError, match="validation split holds no samples"):
         Splits.of((train, train.subset(torch.arange(0)), test))
+
+
+def test_the_package_version_is_the_project_version() -> None:
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', pyproject, flags=re.M)[1] == mce.__version__

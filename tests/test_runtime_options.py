@@ -10,12 +10,12 @@ import json
 import pytest
 from torch import nn
 
-from mce.config import HyperParameters
 from mce.experiment import ExperimentSpec, run_experiment
-from mce.pretrain import cache_key
-from mce.records import config_differences
 from mce.tasks import Task, get_task
 from mce.train import config_for, run
+from mce.training.config import HyperParameters
+from mce.training.pretrain import cache_key
+from mce.training.records import config_differences
 
 DIGITS = get_task("digits")
 ONE_STEP = {"epochs": 1, "batch_size": 2048}  # the ~1,000 training samples in one batch

@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from oracles import random_digit_inputs, random_game, random_present, table_lookup
 from torch import nn
 
-from mce.bits import popcount
 from mce.data.dataset import Batch
 from mce.methods import MCEConfig, MCEMethod, MethodInputs
-from mce.model import MultimodalModel
 from mce.nn import ConcatFusion, ReconstructionTransformer
-from mce.reference import shapley_brute_force
-from mce.sampling import sampled_plan
-from mce.shapley import coalition_plan, plan_shapley, shapley_values
+from mce.nn.model import MultimodalModel
+from mce.ops.reference import shapley_brute_force
+from mce.science.sampling import sampled_plan
+from mce.science.shapley import coalition_plan, plan_shapley, shapley_values
+from mce.support.bits import popcount
 from mce.tasks.digits import TASK
 from mce.train import main, parse_config
 
@@ -271,7 +271,7 @@ def test_cli_takes_sampled_and_row_budget(capsys):
 
 
 def test_a_plan_over_max_rows_names_its_rows_and_bytes():
-    from mce.sampling import sampled_plan
+    from mce.science.sampling import sampled_plan
 
     present = torch.full((128,), (1 << 31) - 1, dtype=torch.int64)
     with pytest.raises(
@@ -285,7 +285,7 @@ def test_a_plan_over_max_rows_names_its_rows_and_bytes():
 
 
 def test_a_plan_that_cannot_be_allocated_names_its_rows_and_bytes(monkeypatch):
-    from mce import sampling
+    from mce.science import sampling
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mce.config import HyperParameters
-from mce.trainer import build_optimizer
+from mce.training.config import HyperParameters
+from mce.training.trainer import build_optimizer
 
 
 def test_poly_schedule() -> None:

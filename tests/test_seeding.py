@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mce.bits import presence_matrix
 from mce.data.masks import draw_presence
-from mce.seeding import stream, stream_seed
-from mce.trainer import epoch_order
+from mce.support.bits import presence_matrix
+from mce.support.seeding import stream, stream_seed
+from mce.training.trainer import epoch_order
 
 
 def test_streams_are_reproducible_and_distinct() -> None:

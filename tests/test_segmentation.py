@@ -9,9 +9,10 @@ import torch
 
 from mce.data.brats import regions
 from mce.data.dataset import MultimodalData
-from mce.evaluate import combination_name
-from mce.model import full_rows
-from mce.segmentation import (
+from mce.evaluation.combinations import combination_name
+from mce.nn.model import full_rows
+from mce.tasks.brats import build_model
+from mce.tasks.brats.segmentation import (
     SlidingWindow,
     TumourCrop,
     content_box,
@@ -21,7 +22,6 @@ from mce.segmentation import (
     evaluate_segmentation,
     region_dice,
 )
-from mce.tasks.brats import build_model
 
 
 def numpy_dice(pred: np.ndarray, true: np.ndarray) -> float:

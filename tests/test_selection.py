@@ -11,12 +11,12 @@ import types
 import pytest
 import torch
 
-from mce.checkpoint import load_checkpoint
-from mce.config import TrainConfig
-from mce.evaluate import evaluate_combinations
-from mce.metrics import CLASSIFICATION_METRICS
+from mce.evaluation.combinations import evaluate_combinations
+from mce.evaluation.metrics import CLASSIFICATION_METRICS
+from mce.support.checkpoint import load_checkpoint
 from mce.tasks import Splits, Task, get_task
 from mce.train import UsageError, config_for, main, run
+from mce.training.config import TrainConfig
 
 DIGITS = get_task("digits")
 

@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData, standardize
-from mce.evaluate import evaluate_combinations
-from mce.lce import presence_counts
+from mce.evaluation.combinations import evaluate_combinations
 from mce.methods import MCEConfig, MCEMethod, MethodInputs
-from mce.model import MultimodalModel
 from mce.nn import ConcatFusion, LSTMEncoder, ReconstructionTransformer, TextCNN
-from mce.pretrain import unimodal_model, upper_bound_table
+from mce.nn.model import MultimodalModel
+from mce.science.lce import presence_counts
 from mce.tasks.base import Task
+from mce.training.config import HyperParameters
+from mce.training.pretrain import unimodal_model, upper_bound_table
 
 _NAMES = ("acoustic", "visual", "lexical")
 _FEATURES = (5, 4, 6)

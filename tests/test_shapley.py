@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from oracles import random_game, random_present, table_lookup
 
-from mce.shapley import (
+from mce.science.shapley import (
     coalition_plan,
     mask_to_presence,
     presence_to_mask,

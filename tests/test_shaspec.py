@@ -19,17 +19,17 @@ from data.nuscenes_fixture import write_nuscenes_fixture
 from torch import nn
 
 import mce
-from mce.checkpoint import load_checkpoint
-from mce.config import HPARAM_NAMES, TrainConfig, option_names
 from mce.data.dataset import Batch
 from mce.methods import METHODS, MethodInputs, ShaSpecConfig, ShaSpecMethod, get_method
 from mce.methods.shaspec import adapt_model
-from mce.model import MultimodalModel, combination_rows, full_rows
 from mce.nn.fusion import ConcatFusion
+from mce.nn.model import MultimodalModel, combination_rows, full_rows
 from mce.nn.shaspec import ChannelMLP, fresh_copy, same_architecture
+from mce.support.checkpoint import load_checkpoint
 from mce.tasks import get_task
 from mce.tasks.brats import build_model as build_brats_model
 from mce.train import config_for, main, parse_config, run
+from mce.training.config import HPARAM_NAMES, TrainConfig, option_names
 
 MODALITIES = ("a", "b", "c")
 DIM = 4

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mce.stats import fmt, fmt_p, paired_difference, summarize
+from mce.experiment.stats import fmt, fmt_p, paired_difference, summarize
 
 T_975_DF3 = 3.182446305284263  # Student t quantile 0.975 with 3 degrees of freedom (tables: 3.182)
 T_975_DF2 = 4.302652729749464  # ... with 2 degrees of freedom (tables: 4.303)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mce.checkpoint import load_checkpoint
+from mce.support.checkpoint import load_checkpoint
 from mce.train import config_for, main, run
 
 FAST = ["--epochs", "2", "--pretrain-steps", "2", "--batch-size", "256", "--no-progress"]
@@ -78,7 +78,7 @@ def test_upper_bounds_are_cached_and_reused(tmp_path, caplog):
         progress=False,
         cache_dir=str(tmp_path / "cache"),
     )
-    with caplog.at_level(logging.INFO, logger="mce.pretrain"):
+    with caplog.at_level(logging.INFO, logger="mce.training.pretrain"):
         run(config_for(out=str(tmp_path / "a"), **base))
         assert "trained and cached" in caplog.text and "reusing" not in caplog.text
         caplog.clear()

@@ -11,14 +11,14 @@ import math
 import pytest
 import torch
 
-from mce.checkpoint import load_checkpoint
-from mce.config import TrainConfig
-from mce.lce import presence_counts
-from mce.loggers import read_log
 from mce.methods import METHODS, MethodInputs, get_method
+from mce.science.lce import presence_counts
+from mce.support.checkpoint import load_checkpoint
 from mce.tasks import get_task
 from mce.train import UsageError, config_for, main, run
-from mce.trainer import autocast
+from mce.training.config import TrainConfig
+from mce.training.loggers import read_log
+from mce.training.trainer import autocast
 
 # 1,257 training samples, 126 held out: 1,131 trained on, 5 steps of 256 per epoch
 BASE = dict(method="baseline", batch_size=256, progress=False, seed=3, validation_share=0.1)
@@ -281,7 +281,7 @@ def test_experiment_threads_reach_every_cell(tmp_path, monkeypatch):
 
 
 def test_reference_model_progress_bar_says_what_it_trains(tmp_path, monkeypatch):
-    from mce import pretrain
+    from mce.training import pretrain
 
     class Seen(Exception):
         pass

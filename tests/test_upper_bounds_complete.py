@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from mce.config import HyperParameters, TrainConfig
 from mce.data.masks import apply_missing_rates
 from mce.experiment import parse_spec
-from mce.pretrain import upper_bound_table
-from mce.run import config_for, run
 from mce.tasks import get_task
 from mce.train import parse_config
+from mce.training.config import HyperParameters, TrainConfig
+from mce.training.pretrain import upper_bound_table
+from mce.training.run import config_for, run
 
 TINY = HyperParameters(batch_size=64, pretrain_steps=4, pretrain_eval_every=2, pretrain_patience=1)
 

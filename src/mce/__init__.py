@@ -1,24 +1,29 @@
 """mce: Modality Capability Enhancement for multimodal learning with missing modalities.
 
-Kernel ops live in :mod:`mce.ops`; Shapley values in :mod:`mce.shapley`; LCE factors in
-:mod:`mce.lce`; RCE losses in :mod:`mce.rce`; the model contract in :mod:`mce.model`; training
-in :mod:`mce.run` (``python -m mce.train``, or ``torchrun ... -m mce.train`` on several
-processes: :mod:`mce.distributed`); your own data through :class:`Task`,
-:class:`MultimodalData` and :func:`run` (see ``examples/own_data.py``).
+The package face: the names most users need, re-exported from the parts, which are packages:
+
+- :mod:`mce.science`: Shapley values, LCE factors A and B, RCE losses (MCE's own method);
+- :mod:`mce.methods`: the training objectives by name (MCE and the compared methods);
+- :mod:`mce.nn`: the model contract (encode once, forward over rows) and reusable modules;
+- :mod:`mce.tasks`: the recipes of the data sets; :mod:`mce.data`: data, masks, readers;
+- :mod:`mce.training`: the command line, a run, the epoch loop, the settings, the run folder;
+- :mod:`mce.evaluation`: scores over every modality combination;
+- :mod:`mce.inference`: a trained run's predictions and their attribution;
+- :mod:`mce.experiment`: grids of runs, summaries, statistics, reports;
+- :mod:`mce.ops`: the C++/CUDA kernels' torch face; :mod:`mce.support`: what every part uses.
+
+The entry points are ``python -m mce.train``, ``mce.predict``, ``mce.experiment`` and
+``mce.report``; ``torchrun ... -m mce.train`` on several processes. Your own data goes through
+:class:`Task`, :class:`MultimodalData` and :func:`run` (see ``examples/own_data.py``).
 """
 
-from mce._ext import has_cpu_kernels, has_cuda_kernels
-from mce._version import __version__
-from mce.config import HyperParameters, TrainConfig
 from mce.data.dataset import MultimodalData
 from mce.inference import load
-from mce.lce import LCEFactors, dataset_factor, lce_factors, presence_counts
-from mce.model import MultimodalModel, UnimodalModel
+from mce.nn.model import MultimodalModel, UnimodalModel
 from mce.ops import exact_plan, mc_plan, shapley_from_rows, subset_gather
-# imported as names, so that ``mce.run`` is the function (the module stays ``from mce.run
-# import ...``)
-from mce.run import config_for, run
-from mce.shapley import (
+from mce.ops._ext import has_cpu_kernels, has_cuda_kernels
+from mce.science.lce import LCEFactors, dataset_factor, lce_factors, presence_counts
+from mce.science.shapley import (
     CoalitionPlan,
     coalition_plan,
     mask_to_presence,
@@ -26,7 +31,13 @@ from mce.shapley import (
     presence_to_mask,
     shapley_values,
 )
+from mce.support import moved as _moved
+from mce.support.version import __version__
 from mce.tasks.base import Task
+from mce.training.config import HyperParameters, TrainConfig
+from mce.training.run import config_for, run
+
+_moved.install()  # the old top-level module paths, for one release (``mce.run`` is the function)
 
 __all__ = [
     "__version__",

@@ -2,17 +2,17 @@
 modality combination. With no arguments: the bundled digits task on the CPU, MCE next to the
 baseline.
 
-The command line is :mod:`mce.cli`, the run :mod:`mce.run`; this module is the entry point and
-keeps their names importable from ``mce.train``.
+The command line is :mod:`mce.training.cli`, the run :mod:`mce.training.run`; this module is the
+entry point and keeps their names importable from ``mce.train``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from mce.cli import Command, build_parser, main, parse_command, parse_config
-from mce.config import HyperParameters, TrainConfig
-from mce.run import UsageError, config_for, resolve_config, run
+from mce.training.cli import Command, build_parser, main, parse_command, parse_config
+from mce.training.config import HyperParameters, TrainConfig
+from mce.training.run import UsageError, config_for, resolve_config, run
 
 __all__ = [
     "TrainConfig",

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from avmnist_fixture import write_idx, write_wav
 
 from mce.data.audio import mfcc, read_wav, resample

@@ -9,7 +9,7 @@ import torch
 
 from mce import ops
 from mce.ops import _checks
-from mce.shapley import coalition_plan, presence_to_mask, shapley_values
+from mce.science.shapley import coalition_plan, presence_to_mask, shapley_values
 
 PRESENT = torch.tensor([0b011, 0b101, 0b110])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mce import _ext
+from mce.ops import _ext
 
 try:
     from mce import _C_cuda

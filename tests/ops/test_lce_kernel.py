@@ -7,8 +7,8 @@ import torch
 from oracles import random_present
 
 from mce import ops
-from mce.lce import dataset_factor, lce_factors, presence_counts
-from mce.reference import lce_factors_reference
+from mce.ops.reference import lce_factors_reference
+from mce.science.lce import dataset_factor, lce_factors, presence_counts
 
 
 def test_matches_reference(device, seed):
@@ -49,7 +49,7 @@ def test_dataset_factor_and_counts():
 
 
 def test_batch_factor_refuses_non_finite_totals():
-    from mce.lce import batch_factor
+    from mce.science.lce import batch_factor
 
     counts = torch.tensor([2.0, 3.0])
     for upper, phi in (

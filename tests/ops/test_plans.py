@@ -7,7 +7,7 @@ import torch
 from oracles import random_present
 
 from mce import ops
-from mce.reference import exact_plan_reference, mc_plan_reference
+from mce.ops.reference import exact_plan_reference, mc_plan_reference
 
 
 @pytest.mark.parametrize("num_modalities", [1, 2, 3, 5, 8, 11])

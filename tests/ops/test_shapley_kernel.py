@@ -7,8 +7,8 @@ import torch
 from oracles import random_game, random_present, table_lookup
 
 from mce import ops
-from mce.reference import shapley_brute_force, shapley_from_rows_reference
-from mce.shapley import coalition_plan, plan_shapley, shapley_values
+from mce.ops.reference import shapley_brute_force, shapley_from_rows_reference
+from mce.science.shapley import coalition_plan, plan_shapley, shapley_values
 
 
 @pytest.mark.parametrize("num_modalities", range(1, 9))

@@ -9,7 +9,7 @@ import torch
 from oracles import random_present
 
 from mce import ops
-from mce.reference import subset_gather_reference
+from mce.ops.reference import subset_gather_reference
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

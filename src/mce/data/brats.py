@@ -72,8 +72,6 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from mce._optional import require
-from mce.checkpoint import write_atomic
 from mce.data.brats_split import (  # re-exported: the reader's public names
     SPLIT_SIZES,
     BratsSplit,
@@ -82,6 +80,8 @@ from mce.data.brats_split import (  # re-exported: the reader's public names
     save_split,
     split_sizes,
 )
+from mce.support.checkpoint import write_atomic
+from mce.support.optional import require
 
 __all__ = [
     "MODALITIES",

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mce.checkpoint import write_atomic
+from mce.support.checkpoint import write_atomic
 
 __all__ = ["SPLIT_SIZES", "BratsSplit", "brats_split", "load_split", "save_split", "split_sizes"]
 

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mce.bits import has_modality
 from mce.data.absent import presence_from_inputs
 from mce.data.lazy import LazyRows, read_ahead, take_rows
+from mce.support.bits import has_modality
 
 PREFETCH = 4  # batches of a lazy split read ahead, each on its own thread
 
@@ -144,7 +144,7 @@ class MultimodalData:
             >>> MultimodalData.from_arrays(inputs, [0, 1]).present.tolist()
             [3, 1]
         """
-        from mce import bits
+        from mce.support import bits
 
         modalities = tuple(inputs)
         tensors = {}

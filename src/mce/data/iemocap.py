@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mce._optional import require
 from mce.data.dataset import MultimodalData
+from mce.support.optional import require
 
 if TYPE_CHECKING:
     import h5py

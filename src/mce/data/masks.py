@@ -10,7 +10,7 @@ raises a ``ValueError`` that says why and which rates would work. Only when aske
 dropped, with the actual rates reported instead.
 
 The masks are seeded (one ``torch.Generator`` per call, the stream ``(seed, "masks")`` of
-:mod:`mce.seeding`) and the same for the same arguments.
+:mod:`mce.support.seeding`) and the same for the same arguments.
 
 Two schemes draw masks, and files can give them instead. ``exact`` (:func:`apply_missing_rates`)
 fixes each modality's missing count, as above. ``quota`` (:func:`apply_quota_masks`, the
@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mce.bits import presence_matrix, present_masks
 from mce.data.dataset import MultimodalData
 from mce.data.presence import read_presence
-from mce.seeding import stream
+from mce.support.bits import presence_matrix, present_masks
+from mce.support.seeding import stream
 
 # The paper's six settings a-f: the permutations of (0.2, 0.5, 0.8) over three modalities.
 PRESETS: dict[str, tuple[float, ...]] = {
@@ -420,7 +420,7 @@ def apply_quota_masks(data: MultimodalData, rates: Sequence[float], seed: int) -
     modality. So no sample misses every modality, and the rates are not exact: modality m
     misses the quotas of the patterns without m plus the leftover samples drawn without it
     (near N r_m, usually a little under: the leftovers are never empty). Seeded by the stream
-    ``(seed, "masks")`` of :mod:`mce.seeding`; the same for the same arguments.
+    ``(seed, "masks")`` of :mod:`mce.support.seeding`; the same for the same arguments.
 
     :func:`apply_missing_rates` (the ``exact`` scheme) instead fixes how many samples miss each
     modality (N r_m rounded half up, exactly) and draws which, leaving the patterns to chance;

@@ -60,8 +60,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from mce._optional import require
-from mce.grid import Grid3D
+from mce.support.grid import Grid3D
+from mce.support.optional import require
 
 __all__ = [
     "MODALITIES",

@@ -1,6 +1,6 @@
 """`python -m mce.experiment`: variants x missing-rate settings x seeds of one task, one table.
 
-Each cell (variant, setting, seed) is an ordinary run folder written by :func:`mce.run.run`
+Each cell (variant, setting, seed) is an ordinary run folder written by :func:`mce.training.run.run`
 under ``OUT/cells/<variant>/<setting>/seed<k>/``; a cell whose ``results.json`` exists is
 finished and never recomputed, and a cell interrupted mid-training resumes from its checkpoint.
 The summary (``summary.json``, ``summary.md``, ``summary.csv``, ``cells.csv``) gives, per setting
@@ -50,8 +50,8 @@ from mce.experiment.grid import (
     ExperimentSpec,
     Variant,
     cells_of,
-    setting_name,
     settable_names,
+    setting_name,
     variant,
 )
 from mce.experiment.protocols import PROTOCOLS, Protocol, get_protocol, resolve_protocol

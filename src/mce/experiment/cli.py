@@ -18,15 +18,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mce.checkpoint import disk_full_message, is_disk_full
-from mce.cli import (
+from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of, settable_names
+from mce.experiment.protocols import PROTOCOLS, get_protocol, resolve_protocol
+from mce.experiment.runner import run_experiment
+from mce.methods import METHODS
+from mce.support.checkpoint import disk_full_message, is_disk_full
+from mce.tasks import Task, task_from_arguments
+from mce.training.cli import (
     OneLineParser,
     available_cores,
     default_threads,
     flag_names,
     preset_hint,
 )
-from mce.config import (
+from mce.training.config import (
     HPARAM_NAMES,
     MASK_SCHEMES,
     SCORE_ON,
@@ -36,13 +41,8 @@ from mce.config import (
     parse_option,
     parse_rates,
 )
-from mce.experiment.grid import ABLATIONS, VARIANTS, ExperimentSpec, cells_of, settable_names
-from mce.experiment.protocols import PROTOCOLS, get_protocol, resolve_protocol
-from mce.experiment.runner import run_experiment
-from mce.methods import METHODS
-from mce.records import FIGURES_MARKER, package_version
-from mce.run_folder import write_text
-from mce.tasks import Task, task_from_arguments
+from mce.training.records import FIGURES_MARKER, package_version
+from mce.training.run_folder import write_text
 
 PROG = "python -m mce.experiment"
 COST_ROUNDS = 20  # interleaved steps per recipe of --protocol table8

@@ -26,8 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mce.data.dataset import Batch
 from mce.data.masks import draw_presence
-from mce.lce import presence_counts
 from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs, TrainingMethod
+from mce.science.lce import presence_counts
 from mce.tasks import classification_loss, classification_utility
 from mce.tasks.iemocap import WIDTHS, build_model
 

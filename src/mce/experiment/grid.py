@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mce.config import HPARAM_NAMES, TrainConfig, option_names
 from mce.methods import METHODS
-from mce.run import config_for
 from mce.tasks import Task
+from mce.training.config import HPARAM_NAMES, TrainConfig, option_names
+from mce.training.run import config_for
 
 RESULTS = "results.json"
 OTHER_COMPONENTS = {"redcore": ("L_single",)}  # MCE's terms that another method trains too

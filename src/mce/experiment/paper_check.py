@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mce.experiment.published import Claim, PublishedTable, published_table
-from mce.stats import paired_difference, summarize
+from mce.experiment.stats import paired_difference, summarize
 
 __all__ = ["FIG7_COMBINATION", "VERDICTS", "compare", "markdown_lines"]
 

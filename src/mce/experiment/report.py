@@ -29,13 +29,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mce.checkpoint import disk_full_message, is_disk_full
 from mce.experiment.grid import RESULTS
+from mce.experiment.stats import MIN_INTERVAL_N
 from mce.experiment.summary import SUMMARY, markdown, upper_bound_scores
-from mce.loggers import read_log
-from mce.records import FIGURES_MARKER
-from mce.run_folder import write_text
-from mce.stats import MIN_INTERVAL_N
+from mce.support.checkpoint import disk_full_message, is_disk_full
+from mce.training.loggers import read_log
+from mce.training.records import FIGURES_MARKER
+from mce.training.run_folder import write_text
 
 __all__ = [
     "batch_view",

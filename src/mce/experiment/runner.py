@@ -16,13 +16,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mce.config import TrainConfig
 from mce.experiment.grid import RESULTS, ExperimentSpec, cells_of
 from mce.experiment.summary import SUMMARY, summarize_experiment, write_summary
-from mce.run_folder import read_json, write_text
-from mce.records import CONFIG, config_differences
 from mce.tasks import Task, get_task
-from mce.run import run as train_run
+from mce.training.config import TrainConfig
+from mce.training.records import CONFIG, config_differences
+from mce.training.run import run as train_run
+from mce.training.run_folder import read_json, write_text
 
 log = logging.getLogger("mce.experiment")
 

@@ -28,10 +28,16 @@ from mce.experiment.grid import (
 )
 from mce.experiment.paper_check import compare as compare_with_paper
 from mce.experiment.paper_check import markdown_lines as paper_markdown
-from mce.records import package_version
-from mce.run_folder import write_csv, write_text
-from mce.stats import MIN_INTERVAL_N, PairedDifference, Summary, paired_difference, summarize
+from mce.experiment.stats import (
+    MIN_INTERVAL_N,
+    PairedDifference,
+    Summary,
+    paired_difference,
+    summarize,
+)
 from mce.tasks import Task
+from mce.training.records import package_version
+from mce.training.run_folder import write_csv, write_text
 
 SUMMARY = "summary.json"
 

@@ -15,28 +15,29 @@ from mce.methods.base import (
     EpochMethod,
     EpochPlan,
     LossFn,
-    epoch_batches,
     MethodInputs,
     MethodSpec,
     StatefulMethod,
     StepResult,
     TrainingMethod,
     UtilityFn,
+    epoch_batches,
 )
 from mce.methods.baseline import SPEC as BASELINE_SPEC
 from mce.methods.baseline import BaselineMethod
+from mce.methods.mbt_sample import SPEC as MBT_SAMPLE_SPEC
+from mce.methods.mbt_sample import MBTSampleConfig, MBTSampleMethod
 from mce.methods.mce import SPEC as MCE_SPEC
 from mce.methods.mce import MCEConfig, MCEMethod
-from mce.methods.redcore import SPEC as REDCORE_SPEC
-from mce.methods.redcore import RedCoreConfig, RedCoreMethod
-from mce.methods.shaspec import SPEC as SHASPEC_SPEC, ShaSpecConfig, ShaSpecMethod
 from mce.methods.passion import SPEC as PASSION_SPEC
 from mce.methods.passion import PASSIONConfig, PASSIONMethod
 from mce.methods.pmr import SPEC as PMR_SPEC
 from mce.methods.pmr import PMRConfig, PMRMethod
-from mce.methods.mbt_sample import SPEC as MBT_SAMPLE_SPEC
-from mce.methods.mbt_sample import MBTSampleConfig, MBTSampleMethod
+from mce.methods.redcore import SPEC as REDCORE_SPEC
+from mce.methods.redcore import RedCoreConfig, RedCoreMethod
 from mce.methods.registry import METHODS, get_method, register_method
+from mce.methods.shaspec import SPEC as SHASPEC_SPEC
+from mce.methods.shaspec import ShaSpecConfig, ShaSpecMethod
 
 register_method(MCE_SPEC)
 register_method(BASELINE_SPEC)

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from mce.data.dataset import Batch, MultimodalData
-from mce.distributed import Ranks
-from mce.model import MultimodalModel
+from mce.nn.model import MultimodalModel
+from mce.support.distributed import Ranks
 
 __all__ = [
     "LossFn",
@@ -52,7 +52,7 @@ class MethodInputs:
         upper: Tensor[N_train, M] utility of the frozen unimodal model of m on each training
             sample (0 where m is absent), when the method needs it (factor B, Eq. 8); or, for
             tasks whose training inputs change every step (random crops), an :data:`UpperFn`
-            scoring each batch's own inputs (:class:`mce.pretrain.BatchUpperBounds`).
+            scoring each batch's own inputs (:class:`mce.training.pretrain.BatchUpperBounds`).
         ranks: in a data-parallel run (torchrun), this process's rank and the world size;
             the batch a method receives is then this rank's slice of the global batch, and a
             method computes its share of the global batch's loss (see
@@ -235,14 +235,14 @@ def epoch_batches(
 class EpochMethod(Protocol):
     """A method that acts between epochs (optional part of the contract).
 
-    Before every epoch (epoch 0 included) the trainer calls :meth:`begin_epoch` with the model
-    in eval mode and gradients off. A pass over the training split there divides it between the
-    ranks of a data-parallel run (:meth:`MethodInputs.shard`) and sums its statistics over them
+    Before every epoch (epoch 0 included) the trainer calls :meth:`begin_epoch` with the model in
+    eval mode and gradients off. A pass over the training split there divides it between the ranks
+    of a data-parallel run (:meth:`MethodInputs.shard`) and sums its statistics over them
     (:meth:`MethodInputs.sum_over_ranks`), so every rank ends with the same state. It must be a
-    function of the model, the split, the epoch and the method's own state (its own random
-    draws from :func:`mce.seeding.stream`; the trainer restores the global generators after the
-    pass, so ``inputs.augment``'s draws there change nothing that follows), and a method with it is also a
-    :class:`StatefulMethod`: the trainer checkpoints the state after the pass and the plan it
+    function of the model, the split, the epoch and the method's own state (its own random draws
+    from :func:`mce.support.seeding.stream`; the trainer restores the global generators after the
+    pass, so ``inputs.augment``'s draws there change nothing that follows), and a method with it is
+    also a :class:`StatefulMethod`: the trainer checkpoints the state after the pass and the plan it
     returned, so a run killed at any point resumes bit-identically.
 
     ``begin_epoch`` returns the epoch's sample list (:class:`EpochPlan`), or None for the
@@ -264,7 +264,7 @@ class MethodSpec:
         options: the dataclass of the method's options (e.g. ``MCEConfig``), or None. Every
             field needs a default; each becomes a command-line flag of ``python -m mce.train``
             (``--field-name``; a bool field's flag sets the opposite of its default), a
-            setting of :func:`mce.run.config_for` and of ``python -m mce.experiment --set``,
+            setting of :func:`mce.config_for` and of ``python -m mce.experiment --set``,
             and part of ``config.json``. A field's metadata may give ``help``, ``flag`` (another
             flag, e.g. ``--no-a``), ``minimum``, ``choices`` (else a ``Literal`` type's values)
             and ``items`` (what a tuple field's comma-separated items are, for errors).

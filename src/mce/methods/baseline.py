@@ -9,7 +9,7 @@ from torch import Tensor
 
 from mce.data.dataset import Batch
 from mce.methods.base import MethodInputs, MethodSpec, StepResult
-from mce.model import MultimodalModel, full_rows
+from mce.nn.model import MultimodalModel, full_rows
 
 __all__ = ["BaselineMethod", "SPEC"]
 

@@ -5,14 +5,13 @@ The released code (``sample_level.py``) trains with the plain task loss. After a
 resamples the epoch:
 
 1. **Valuation** (no gradients, the whole training split, sharded over the ranks): every
-   non-empty subset S of each sample's present set A_n runs through fusion and decoder (one
-   exact coalition plan per batch, the encoders once), with the value
-   ``v_n(S) = |S| * utility(prediction from S)`` and v(empty) = 0. Exact per-sample Shapley
-   values phi[n, m] follow (:func:`mce.shapley.plan_shapley`). With two modalities and accuracy
-   as the utility this is the released value function (v_all = 2 * correct, v_m = correct,
-   phi_a = (v_a + v_all - v_v) / 2); with M modalities it is its generalisation with the same
-   scale (phi summing to M for a sample every subset predicts correctly), and with Dice or IoU
-   as the utility it values segmentations.
+   non-empty subset S of each sample's present set A_n runs through fusion and decoder (one exact
+   coalition plan per batch, the encoders once), with the value ``v_n(S) = |S| * utility(prediction
+   from S)`` and v(empty) = 0. Exact per-sample Shapley values phi[n, m] follow
+   (:func:`mce.science.shapley.plan_shapley`). With two modalities and accuracy as the utility this
+   is the released value function (v_all = 2 * correct, v_m = correct, phi_a = (v_a + v_all - v_v) /
+   2); with M modalities it is its generalisation with the same scale (phi summing to M for a sample
+   every subset predicts correctly), and with Dice or IoU as the utility it values segmentations.
 2. **Resampling**: the epoch holds every sample once with all its modalities, plus, for each
    present modality m, ``k[n, m]`` copies of sample n with only m kept, by the released
    thresholds (strict inequalities, as the released code):
@@ -41,7 +40,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from mce.bits import popcount, presence_matrix
 from mce.data.dataset import Batch, MultimodalData
 from mce.methods.base import (
     EpochPlan,
@@ -51,8 +49,9 @@ from mce.methods.base import (
     epoch_batches,
 )
 from mce.methods.baseline import BaselineMethod
-from mce.model import MultimodalModel
-from mce.shapley import coalition_plan, plan_shapley
+from mce.nn.model import MultimodalModel
+from mce.science.shapley import coalition_plan, plan_shapley
+from mce.support.bits import popcount, presence_matrix
 
 __all__ = ["MBTSampleConfig", "MBTSampleMethod", "sample_values", "copies_from_values", "SPEC"]
 

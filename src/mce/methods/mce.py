@@ -20,13 +20,26 @@ import torch
 from torch import Tensor
 
 from mce.data.dataset import Batch
-from mce.lce import batch_factor, dataset_factor
 from mce.methods.base import MethodInputs, MethodSpec, StepResult
 from mce.methods.official import official_contributions, official_row_weights
-from mce.model import MultimodalModel, full_rows
-from mce.rce import RowTotals, RowWeights, aux_loss, single_loss, subset_loss, subset_row_weights
-from mce.shapley import CoalitionPlan, Method, coalition_plan, mask_to_presence, plan_shapley
-from mce.typing import Phi, Rows
+from mce.nn.model import MultimodalModel, full_rows
+from mce.science.lce import batch_factor, dataset_factor
+from mce.science.rce import (
+    RowTotals,
+    RowWeights,
+    aux_loss,
+    single_loss,
+    subset_loss,
+    subset_row_weights,
+)
+from mce.science.shapley import (
+    CoalitionPlan,
+    Method,
+    coalition_plan,
+    mask_to_presence,
+    plan_shapley,
+)
+from mce.support.typing import Phi, Rows
 
 __all__ = ["ShapleyMode", "Weighting", "Contribution", "MCEConfig", "MCEMethod", "SPEC"]
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mce.bits import modality_bits
-from mce.rce import RowTotals
-from mce.bits import shapley_weight
-from mce.shapley import CoalitionPlan, mask_to_presence
-from mce.typing import Phi
+from mce.science.rce import RowTotals
+from mce.science.shapley import CoalitionPlan, mask_to_presence
+from mce.support.bits import modality_bits, shapley_weight
+from mce.support.typing import Phi
 
 __all__ = [
     "official_batch_shapley",
@@ -101,12 +100,12 @@ def official_contributions(plan: CoalitionPlan, v: Tensor) -> Phi:
 
 
 def official_average_rows(values: Tensor, rows: Tensor, present: Tensor) -> Tensor:
-    """The authors' code's row averaging of L_sub and L_aux (a :data:`~mce.rce.RowAverage`).
+    """The authors' code's row averaging of L_sub and L_aux (a :data:`~mce.science.rce.RowAverage`).
 
     Only rows with a proper subset of the sample's present set count (the full set is L_task);
     each is divided by its sample's number of rows (2^|A_n| - 1 for exact plans), summed, and
     divided by the number of samples. Eqs. 11 and 13 instead average per subset
-    (:func:`mce.rce.average_rows`).
+    (:func:`mce.science.rce.average_rows`).
 
     Args:
         values: Tensor[R] one value per row. rows: Tensor[R, 2] (sample, subset) of an exact
@@ -123,7 +122,7 @@ def official_average_rows(values: Tensor, rows: Tensor, present: Tensor) -> Tens
 
 def official_row_weights(rows: Tensor, present: Tensor, totals: RowTotals) -> Tensor:
     """Row weights of :func:`official_average_rows` over the global batch of a data-parallel
-    step (a :data:`~mce.rce.RowWeights`): ``1 / (rows of the sample x samples of the global
+    step (a :data:`~mce.science.rce.RowWeights`): ``1 / (rows of the sample x samples of the global
     batch)`` for a proper subset, 0 for a full set."""
     samples, subsets = rows[:, 0], rows[:, 1]
     proper = (subsets != present[samples]).double()

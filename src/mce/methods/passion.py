@@ -1,6 +1,6 @@
 """PASSION (Shi et al., ACM MM 2024) as its released code trains it, on any task's model.
 
-Every step runs, in one :meth:`~mce.model.MultimodalModel.forward_rows_features` call, the full
+Every step runs, in one :meth:`~mce.nn.model.MultimodalModel.forward_rows_features` call, the full
 row (n, A_n) of each sample and a single-modality row (n, {m}) for each of its present
 modalities m (fusion and decoder see m alone; every path masks its own modality). Per pair
 (n, m):
@@ -62,10 +62,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mce.bits import presence_matrix
 from mce.data.dataset import Batch, MultimodalData
 from mce.methods.base import EpochPlan, MethodInputs, MethodSpec, StepResult
-from mce.model import MultimodalModel
+from mce.nn.model import MultimodalModel
+from mce.support.bits import presence_matrix
 
 __all__ = [
     "SPEC",

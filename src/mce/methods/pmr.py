@@ -14,7 +14,7 @@ of m's prototype classifier (neither a logit nor a target) until it has one.
 After ``pmr_modulation_ends`` the prototypes are no longer used and the pass is skipped.
 
 **Features**. Vector tasks: the encoder features h[n, m] (the released code's pooled encoder
-features). Dense tasks (:class:`~mce.dense.MultiScaleFeatures`): the bottleneck, one feature
+features). Dense tasks (:class:`~mce.nn.dense.MultiScaleFeatures`): the bottleneck, one feature
 vector per voxel or BEV cell (the most semantic level, the one the fusion reads), with the
 target brought to its grid by a majority vote over each cell's voxels (adaptive average
 pooling of the one-hot labels; ties go to the lower class, and a cell where unlabelled voxels
@@ -58,12 +58,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mce.bits import samples_with_modality
 from mce.data.dataset import Batch, MultimodalData
-from mce.dense import MultiScaleFeatures
 from mce.methods.base import EpochPlan, MethodInputs, MethodSpec, StepResult
-from mce.model import MultimodalModel, full_rows
-from mce.seeding import stream
+from mce.nn.dense import MultiScaleFeatures
+from mce.nn.model import MultimodalModel, full_rows
+from mce.support.bits import samples_with_modality
+from mce.support.seeding import stream
 
 __all__ = [
     "PMRConfig",

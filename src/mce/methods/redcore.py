@@ -41,12 +41,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from mce.bits import samples_with_modality
 from mce.data.dataset import Batch
 from mce.methods.base import MethodInputs, MethodSpec, StepResult
-from mce.model import MultimodalModel, full_rows
+from mce.nn.model import MultimodalModel, full_rows
 from mce.nn.redcore import CrossModalImagination, VariationalEncoder
-from mce.rce import single_loss
+from mce.science.rce import single_loss
+from mce.support.bits import samples_with_modality
 
 __all__ = [
     "RedCoreConfig",

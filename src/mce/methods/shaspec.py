@@ -45,10 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mce.bits import presence_matrix, samples_with_modality
 from mce.data.dataset import Batch
 from mce.methods.base import MethodInputs, MethodSpec, StepResult
-from mce.model import MultimodalModel, full_rows
+from mce.nn.model import MultimodalModel, full_rows
 from mce.nn.shaspec import (
     ChannelMLP,
     ComposedHalf,
@@ -58,6 +57,7 @@ from mce.nn.shaspec import (
     fresh_copy,
     same_architecture,
 )
+from mce.support.bits import presence_matrix, samples_with_modality
 
 __all__ = ["ShaSpecConfig", "ShaSpecMethod", "adapt_model", "SPEC"]
 

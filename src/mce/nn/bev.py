@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mce.grid import Grid3D
+from mce.support.grid import Grid3D
 
 __all__ = [
     "Grid3D",

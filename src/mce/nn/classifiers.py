@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from mce.model import MultimodalModel
 from mce.nn.encoders import LeNet5
 from mce.nn.fusion import ConcatFusion
+from mce.nn.model import MultimodalModel
 from mce.nn.reconstruction import ReconstructionTransformer
 
 

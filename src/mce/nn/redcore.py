@@ -9,7 +9,7 @@ encoders and cross-modal imagination.
 - :class:`CrossModalImagination` holds one :class:`ResidualXE` per modality, imagining that
   modality's token from the other modalities' tokens, and imputes absent tokens with their
   imagined value. It takes the place of a model's reconstruction module, so
-  :meth:`mce.model.MultimodalModel.forward_rows` (and the dense model's, voxel by voxel) imputes
+  :meth:`mce.nn.model.MultimodalModel.forward_rows` (and the dense model's, voxel by voxel) imputes
   every missing modality with no change elsewhere.
 """
 
@@ -36,7 +36,7 @@ class VariationalEncoder(nn.Module):
     Each call keeps the per-sample KL divergence to N(0, I) in :attr:`last_kl`, Tensor[B]:
     ``-(1 + logvar - mu^2 - exp(logvar))`` summed over channels, without the usual 1/2 (as the
     released code), and averaged over the spatial positions of dense features. Encoders run on
-    the present samples only (:meth:`mce.model.MultimodalModel.encode`), so it covers present
+    the present samples only (:meth:`mce.nn.model.MultimodalModel.encode`), so it covers present
     modalities only.
 
     The log-variance head starts at ``initial_log_var`` for every input (zero weights), so
@@ -69,7 +69,7 @@ class VariationalEncoder(nn.Module):
 
     @property
     def context_key(self) -> str | None:
-        """The wrapped encoder's ``context_key`` (read by :func:`mce.model.run_encoder`)."""
+        """The wrapped encoder's ``context_key`` (read by :func:`mce.nn.model.run_encoder`)."""
         return getattr(self.encoder, "context_key", None)
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor | tuple[Tensor, ...]:
@@ -181,7 +181,7 @@ class CrossModalImagination(nn.Module):
 
     def imagine_features(self, features: Tensor, m: int) -> Tensor:
         """:meth:`imagine_modality` at every position of channel-major features:
-        Tensor[N, M, C P] (P positions, as :meth:`mce.dense.DenseMultimodalModel.feature_tokens`
+        Tensor[N, M, C P] (P positions, as :meth:`mce.nn.dense.DenseMultimodalModel.feature_tokens`
         lays them out; P = 1 for [N, M, C]) -> Tensor[N, C P], modality m imagined at each
         position from the others' tokens there."""
         num, modalities, size = features.shape

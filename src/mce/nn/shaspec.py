@@ -4,7 +4,7 @@ the compositional layer, the domain classifier and the substitution of absent mo
 An adapted encoder (:class:`SharedSpecificEncoder`) returns ``[composed; shared]`` stacked on
 the channel dimension (dim 1) of its last level: ``2 C`` channels, the first ``C`` the
 composed feature ``f = shared + W cat(shared, specific)``, the last ``C`` the shared feature.
-So the features ``h`` of :meth:`mce.model.MultimodalModel.encode` carry each present (sample,
+So the features ``h`` of :meth:`mce.nn.model.MultimodalModel.encode` carry each present (sample,
 modality)'s shared feature to ``forward_rows``, whose reconstruction slot
 (:class:`SharedSubstitution`) puts the shared feature of a row's first kept modality in place
 of each absent modality's composed feature; the fusion and the unimodal heads read the composed
@@ -180,7 +180,7 @@ class SharedSpecificEncoder(nn.Module):
 
     @property
     def context_key(self) -> str | None:
-        """The wrapped encoder's ``context_key`` (read by :func:`mce.model.run_encoder`)."""
+        """The wrapped encoder's ``context_key`` (read by :func:`mce.nn.model.run_encoder`)."""
         return getattr(self.specific, "context_key", None)
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor | tuple[Tensor, ...]:

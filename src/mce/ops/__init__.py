@@ -14,7 +14,8 @@ module                    kernels                tests
 ========================  =====================  ==================================
 
 :mod:`mce.ops._checks` holds the shared argument checks and the one launch helper; it is the only
-module that imports :mod:`mce._ext`. Pure-torch twins of every op live in :mod:`mce.reference`.
+module that imports :mod:`mce.ops._ext`. Pure-torch twins of every op live in
+:mod:`mce.ops.reference`.
 
 Checking policy (the same for the CPU and the CUDA twin of every op): the public functions here
 validate their input and raise ``ValueError`` naming the problem before any kernel runs. The one
@@ -33,11 +34,11 @@ in increasing sample order, as the plans produce them.
 
 from __future__ import annotations
 
-from mce.bits import MAX_MODALITIES, popcount
 from mce.ops.gather import subset_gather
 from mce.ops.lce import lce_factors
 from mce.ops.plans import DEFAULT_MAX_ROWS, exact_plan, exact_plan_size, mc_plan
 from mce.ops.shapley import shapley_from_rows
+from mce.support.bits import MAX_MODALITIES, popcount
 
 __all__ = [
     "DEFAULT_MAX_ROWS",

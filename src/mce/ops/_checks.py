@@ -1,7 +1,7 @@
 """Argument checks shared by the op families, and the one helper that launches a kernel.
 
 Every check raises ``ValueError`` naming the argument, what was expected and what was received.
-This is the only module of :mod:`mce` that imports :mod:`mce._ext`.
+This is the only module of :mod:`mce` that imports :mod:`mce.ops._ext`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mce import _ext
-from mce.bits import MAX_MODALITIES
+from mce.ops import _ext
+from mce.support.bits import MAX_MODALITIES
 
 FLOAT_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 """Floating dtypes of feature tensors and their codes in ``csrc/include/mce/half.h``."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mce.bits import MAX_MODALITIES, popcount
 from mce.ops import _checks
 from mce.ops._checks import (
     check_num_modalities,
@@ -18,6 +17,7 @@ from mce.ops._checks import (
     exclusive_cumsum,
     launch,
 )
+from mce.support.bits import MAX_MODALITIES, popcount
 
 __all__ = ["DEFAULT_MAX_ROWS", "exact_plan", "exact_plan_size", "mc_plan", "row_offsets"]
 

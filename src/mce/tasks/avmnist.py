@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from mce.config import HyperParameters
 from mce.data.avmnist import MODALITIES, load_avmnist, read_avmnist_files
 from mce.data.dataset import MultimodalData, standardize
-from mce.model import MultimodalModel
 from mce.nn import image_audio_classifier
+from mce.nn.model import MultimodalModel
 from mce.tasks.base import Task, TrainedOn
+from mce.training.config import HyperParameters
 
 N_MFCC, FRAMES = 20, 20
 TRAIN_FRACTION = 0.7

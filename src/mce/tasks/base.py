@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mce.config import HyperParameters
 from mce.data.dataset import Batch, MultimodalData
-from mce.evaluate import Evaluator
+from mce.evaluation.combinations import Evaluator
 from mce.methods import METHODS, get_method
-from mce.model import MultimodalModel
+from mce.nn.model import MultimodalModel
+from mce.training.config import HyperParameters
 
 
 def classification_loss(outputs: Tensor, target: Tensor) -> Tensor:
@@ -130,7 +130,7 @@ class Task:
             the default: they mask the training split when it is complete (every sample has
             every modality before masking). Training data that already lacks modalities is
             trained on as it is, with no masks drawn, unless a run states its rates
-            (``--missing-rates``, :func:`mce.run.config_for`'s ``missing_rates``); stated
+            (``--missing-rates``, :func:`mce.config_for`'s ``missing_rates``); stated
             rates count the data's own absences, so each must be at least the share of samples
             the data already misses that modality in (the error names that achievable range),
             and masks then remove more on top. The run records and prints the rates it
@@ -138,7 +138,7 @@ class Task:
         needs_data_dir: whether ``--data-dir`` is required.
         metrics: extra split-level metrics reported next to the utility, name -> (outputs of
             every sample of one modality combination, concatenated; targets) -> value in
-            [0, 1] (e.g. :data:`mce.metrics.CLASSIFICATION_METRICS`: ``uar``, ``f1``).
+            [0, 1] (e.g. :data:`mce.evaluation.metrics.CLASSIFICATION_METRICS`: ``uar``, ``f1``).
             Evaluation keeps each combination's outputs on the CPU to compute them, which
             suits classification; dense tasks will need streaming metrics instead.
         selection_metric: what ``--select validation`` maximises, averaged over the modality
@@ -157,10 +157,10 @@ class Task:
         inference_batch: samples per no-grad forward outside training (the upper-bound
             utilities): 512 by default, 1 for whole volumes or full-resolution camera rigs.
         evaluator: how the trained models are scored outside training: every modality
-            combination, the unimodal heads, and a unimodal model on whole inputs (the
-            upper-bound utilities); a :class:`~mce.evaluate.Evaluator` (the default: by
-            ``utility`` and ``metrics``, batch by batch) or a subclass (dense tasks: whole
-            volumes, dataset-level metrics).
+            combination, the unimodal heads, and a unimodal model on whole inputs (the upper-bound
+            utilities); a :class:`~mce.evaluation.combinations.Evaluator` (the default: by
+            ``utility`` and ``metrics``, batch by batch) or a subclass (dense tasks: whole volumes,
+            dataset-level metrics).
         build_unimodal: (modality) -> the unimodal model [B, ...] -> outputs whose frozen copy
             gives the upper bounds U_m (factor B); None: the model's encoder and unimodal head.
         options: the task's own settings and their defaults (``--task-option NAME=VALUE``),
@@ -175,7 +175,7 @@ class Task:
         method_options: registered method name -> the task's defaults for that method's
             options, an instance of its options type (e.g. ``{"redcore":
             RedCoreConfig(eta_growth_every=20_000)}``); a run starts from them and its own
-            settings (command-line flags, :func:`mce.run.config_for` fields) override single
+            settings (command-line flags, :func:`mce.config_for` fields) override single
             fields; a method missing here starts from its options type's defaults.
         read_new: (folder, :class:`TrainedOn`) -> every sample of a folder of new files (no
             labels, no split lists), read and preprocessed as the run's training data, with

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mce.config import HyperParameters
 from mce.data.bundled import MODALITIES, load_bundled_digits
 from mce.data.dataset import MultimodalData, standardize
-from mce.model import MultimodalModel
 from mce.nn import image_audio_classifier
+from mce.nn.model import MultimodalModel
 from mce.tasks.base import Task
+from mce.training.config import HyperParameters
 
 SPLIT_SEED = 0
 TRAIN_FRACTION = 0.7  # as AudioVisionMNIST (Section 4.1)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from torch import nn
 
-from mce.config import HyperParameters
 from mce.data.dataset import MultimodalData
 from mce.data.iemocap import (
     FEATURE_FILES,
@@ -30,10 +29,11 @@ from mce.data.iemocap import (
     load_iemocap,
     read_iemocap_files,
 )
-from mce.metrics import macro_f1, macro_recall
-from mce.model import MultimodalModel
+from mce.evaluation.metrics import macro_f1, macro_recall
 from mce.nn import ConcatFusion, LSTMEncoder, ReconstructionTransformer, TextCNN
+from mce.nn.model import MultimodalModel
 from mce.tasks.base import Task, TrainedOn
+from mce.training.config import HyperParameters
 
 DIM = 128  # feature size of every encoder (MMIN's embedding size)
 WIDTHS = {"acoustic": 130, "lexical": 1024, "visual": 342}

@@ -15,7 +15,7 @@ class logits, upsampled and summed, a read-out of what each encoder holds; ``hea
 gives mmFormer's ``Decoder_sep`` instead, one shared U-Net decoder run on each modality's
 features, at four decoder passes a sample (on the CPU at 32^3 it took 1.0 s of a 1.7 s MCE
 step). The upper bounds U_m come from a separate 3D U-Net per sequence (encoder + decoder),
-scored on every training step's own crop (:class:`mce.pretrain.BatchUpperBounds`). Loss:
+scored on every training step's own crop (:class:`mce.training.pretrain.BatchUpperBounds`). Loss:
 cross-entropy + soft Dice per sample; utility: mean Dice over WT, TC and ET of the argmax, per
 row. Training: random 80^3 crops, half of them centred on tumour; AdamW 2e-4 (weight decay
 1e-4), poly decay 0.9, batch 1, 400 epochs (Table 1).
@@ -35,7 +35,7 @@ Modules: :mod:`~mce.tasks.brats.options` (the options), :mod:`~mce.tasks.brats.d
 cache and the splits), :mod:`~mce.tasks.brats.model` (the networks),
 :mod:`~mce.tasks.brats.evaluator` (whole-volume inference and evaluation),
 :mod:`~mce.tasks.brats.recipe` (the task and its presets). The loss, utility, crops and sliding
-window are :mod:`mce.segmentation`'s.
+window are :mod:`mce.tasks.brats.segmentation`'s.
 """
 
 from mce.tasks.brats.data import SPLIT_SEED, cache_dir_for, load

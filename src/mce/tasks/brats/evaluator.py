@@ -9,8 +9,12 @@ import torch
 from torch import Tensor
 
 from mce.data.dataset import MultimodalData
-from mce.evaluate import Evaluation, Evaluator
-from mce.segmentation import SlidingWindow, evaluate_segmentation, evaluate_segmentation_heads
+from mce.evaluation.combinations import Evaluation, Evaluator
+from mce.tasks.brats.segmentation import (
+    SlidingWindow,
+    evaluate_segmentation,
+    evaluate_segmentation_heads,
+)
 
 __all__ = ["BratsEvaluator"]
 
@@ -35,7 +39,8 @@ class BratsEvaluator(Evaluator):
         progress: bool,
         score_on: str = "available",
     ) -> Evaluation:
-        """Dice of every modality combination (:func:`mce.segmentation.evaluate_segmentation`)."""
+        """Dice of every modality combination
+        (:func:`mce.tasks.brats.segmentation.evaluate_segmentation`)."""
         return evaluate_segmentation(
             model, data, self.window, device=device, progress=progress, score_on=score_on
         )
@@ -44,5 +49,5 @@ class BratsEvaluator(Evaluator):
         self, task, model, data: MultimodalData, device: torch.device | str
     ) -> dict[str, float]:
         """Dice of each modality's unimodal head
-        (:func:`mce.segmentation.evaluate_segmentation_heads`)."""
+        (:func:`mce.tasks.brats.segmentation.evaluate_segmentation_heads`)."""
         return evaluate_segmentation_heads(model, data, self.window, device=device)

@@ -4,8 +4,8 @@ the unimodal heads; the 3D U-Net of the upper bounds."""
 from __future__ import annotations
 
 from mce.data.brats import MODALITIES
-from mce.dense import DenseMultimodalModel
-from mce.model import UnimodalModel
+from mce.nn.dense import DenseMultimodalModel
+from mce.nn.model import UnimodalModel
 from mce.nn.reconstruction import ReconstructionTransformer
 from mce.nn.unet3d import (
     BottleneckFusion,

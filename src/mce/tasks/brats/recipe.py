@@ -7,15 +7,15 @@ import dataclasses
 from itertools import permutations
 from typing import Any
 
-from mce.config import HyperParameters
 from mce.data.brats import MODALITIES
 from mce.methods.redcore import RedCoreConfig
-from mce.segmentation import SlidingWindow, TumourCrop, dice_ce_loss, dice_utility
 from mce.tasks.base import Task, inputs_transform
 from mce.tasks.brats.data import load, read_new, save_prediction
 from mce.tasks.brats.evaluator import BratsEvaluator
 from mce.tasks.brats.model import build_model, build_unimodal
 from mce.tasks.brats.options import BratsOptions
+from mce.tasks.brats.segmentation import SlidingWindow, TumourCrop, dice_ce_loss, dice_utility
+from mce.training.config import HyperParameters
 
 __all__ = ["OPTIONS", "PRESETS", "TASK", "brats_task"]
 

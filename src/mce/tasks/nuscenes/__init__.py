@@ -7,7 +7,7 @@ split (as Simple-BEV and the paper). The BEV frame is a reference camera's: the 
 in evaluation, and in training one of the six cameras drawn at random per sample and step
 (:class:`RandomReferenceCamera`, Simple-BEV's augmentation; ``reference=front`` turns it off).
 Since the training inputs then change every step, factor B's upper bounds U are scored on each
-batch's own inputs (:class:`mce.pretrain.BatchUpperBounds`: a no-grad unimodal forward per
+batch's own inputs (:class:`mce.training.pretrain.BatchUpperBounds`: a no-grad unimodal forward per
 modality and step).
 
 Modalities are (camera, lidar, radar), the paper's (C, L, R), so the presets a-f mean what

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 
 from mce.data.dataset import MultimodalData
-from mce.evaluate import CombinationScores, Evaluation, Evaluator, combination_outputs
+from mce.evaluation.combinations import (
+    CombinationScores,
+    Evaluation,
+    Evaluator,
+    combination_outputs,
+)
 from mce.tasks.nuscenes.loss import intersection_union, iou_utility
 
 __all__ = ["BevEvaluator", "evaluate_bev"]
@@ -22,7 +27,7 @@ def evaluate_bev(
     """Dataset-level IoU (sum of intersections / sum of unions over the split, Simple-BEV's
     protocol) for every non-empty combination, all combinations of a batch in one forward;
     ``metrics["sample_iou"]``: the mean per-sample IoU (the utility); ``score_on``: which
-    samples score a combination (:func:`mce.evaluate.evaluate_combinations`). In a
+    samples score a combination (:func:`mce.evaluation.combinations.evaluate_combinations`). In a
     data-parallel run every rank scores its shard of ``data`` and the sums are all-reduced
     (every rank must call it)."""
     model.eval()

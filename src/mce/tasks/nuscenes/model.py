@@ -6,9 +6,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mce.data.nuscenes import MODALITIES
-from mce.dense import DenseMultimodalModel
-from mce.model import UnimodalModel
 from mce.nn.bev import BevDecoder, CameraEncoder, ConcatFusion2d, Grid3D, PointEncoder
+from mce.nn.dense import DenseMultimodalModel
+from mce.nn.model import UnimodalModel
 from mce.nn.reconstruction import ReconstructionTransformer
 from mce.tasks.nuscenes.data import RADAR_CHANNELS
 from mce.tasks.nuscenes.options import NuScenesOptions

@@ -7,7 +7,6 @@ import dataclasses
 from functools import partial
 from typing import Any
 
-from mce.config import HyperParameters
 from mce.data.nuscenes import MODALITIES
 from mce.methods.mbt_sample import MBTSampleConfig
 from mce.methods.redcore import RedCoreConfig
@@ -18,6 +17,7 @@ from mce.tasks.nuscenes.evaluator import BevEvaluator
 from mce.tasks.nuscenes.loss import bev_loss, iou_utility
 from mce.tasks.nuscenes.model import bev_grid, build_model, build_unimodal
 from mce.tasks.nuscenes.options import RUNTIME, NuScenesOptions
+from mce.training.config import HyperParameters
 
 __all__ = ["OPTIONS", "TASK", "nuscenes_task"]
 

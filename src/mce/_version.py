@@ -1,3 +1,0 @@
-"""The package version (read by the run records without importing the whole package)."""
-
-__version__ = "0.1.0"
