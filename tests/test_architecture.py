@@ -238,7 +238,9 @@ def test_the_top_level_holds_the_face_and_the_entry_points_only() -> None:
         assert GRAPH[module] and all(t.startswith(package + ".") for t in GRAPH[module])
 
 
-def test_every_package_says_what_it_holds() -> None:
+def test_every_package_says_what_it_holds_and_may_import() -> None:
     for init in ROOT.rglob("__init__.py"):
         docstring = ast.get_docstring(ast.parse(init.read_text()))
         assert docstring and len(docstring.split()) >= 8, init
+        if init.parent.parent == ROOT:  # a part's package: what it may import, too
+            assert "import" in docstring, init

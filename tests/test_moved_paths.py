@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pickle
 import sys
 import warnings
@@ -60,3 +61,27 @@ def test_module_scans_pass_the_old_paths_quietly() -> None:
             if isinstance(module, MovedModule):
                 assert not hasattr(module, "__file__"), name
                 assert dir(module)
+
+
+def test_patching_an_old_path_patches_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = importlib.import_module("mce.training.config")
+    with pytest.warns(DeprecationWarning, match="mce.training.config"):
+        monkeypatch.setattr("mce.config.HyperParameters", int)
+    assert config.HyperParameters is int
+    with pytest.warns(DeprecationWarning):
+        monkeypatch.undo()
+    assert config.HyperParameters is HyperParameters and "HyperParameters" not in vars(
+        sys.modules["mce.config"]
+    )
+
+
+def test_a_star_import_from_an_old_path_gives_the_public_names() -> None:
+    names: dict[str, object] = {}
+    with pytest.warns(DeprecationWarning, match="mce.science.shapley"):
+        exec("from mce.shapley import *", names)
+    assert names["shapley_values"] is mce.shapley_values
+
+
+def test_an_old_path_has_a_spec() -> None:
+    spec = importlib.util.find_spec("mce.shapley")
+    assert spec is not None and spec.name == "mce.shapley"

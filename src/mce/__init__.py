@@ -20,8 +20,14 @@ The entry points are ``python -m mce.train``, ``mce.predict``, ``mce.experiment`
 from mce.data.dataset import MultimodalData
 from mce.inference import load
 from mce.nn.model import MultimodalModel, UnimodalModel
-from mce.ops import exact_plan, mc_plan, shapley_from_rows, subset_gather
-from mce.ops._ext import has_cpu_kernels, has_cuda_kernels
+from mce.ops import (
+    exact_plan,
+    has_cpu_kernels,
+    has_cuda_kernels,
+    mc_plan,
+    shapley_from_rows,
+    subset_gather,
+)
 from mce.science.lce import LCEFactors, dataset_factor, lce_factors, presence_counts
 from mce.science.shapley import (
     CoalitionPlan,

@@ -24,6 +24,8 @@ The package re-exports its public API here; import from ``mce.experiment``, not 
 - :mod:`mce.experiment.runner`: :func:`run_experiment`.
 - :mod:`mce.experiment.protocols`: the paper's experiments (``--protocol``: :data:`PROTOCOLS`,
   :func:`get_protocol`, :func:`resolve_protocol`).
+- :mod:`mce.experiment.stats`: means, Student-t intervals and paired differences over seeds
+  (import it as a module: its names are not re-exported).
 - :mod:`mce.experiment.published`: the paper's printed values and claims
   (:func:`published_table`); :mod:`mce.experiment.paper_check` puts them beside a summary
   with a verdict per claim; :mod:`mce.experiment.costs`: Table 8's step costs measured.
@@ -34,6 +36,9 @@ Example:
     python -m mce.experiment --task digits --seeds 0-4 --settings 0.8,0.2 0.5,0.5
     python -m mce.experiment --ablation table2 --seeds 0-9 --out runs/table2
     python -m mce.experiment --protocol fig7 --task digits
+
+Experiments sit at the top: they may import training, tasks, methods, data and the floor;
+nothing but :mod:`mce.report` imports them.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ dataclass gives its command-line flags, settings and ``config.json`` entry
 (``MethodSpec.options``). A method registered by the module of ``--task
 package.module:ATTRIBUTE`` is found the same way. The authors' code's formulas for comparison
 studies live in :mod:`mce.methods.official`.
+
+Methods work for every task and are called by the trainer: they may import MCE's science, the
+model, the data and the floor, never tasks, training or the kernel ops
+(MCE's science wraps them).
 """
 
 from mce.methods.base import (

@@ -13,9 +13,11 @@ module                    kernels                tests
 :mod:`mce.ops.lce`        ``lce``                ``test_lce_kernel.py``
 ========================  =====================  ==================================
 
-:mod:`mce.ops._checks` holds the shared argument checks and the one launch helper; it is the only
-module that imports :mod:`mce.ops._ext`. Pure-torch twins of every op live in
-:mod:`mce.ops.reference`.
+:mod:`mce.ops._checks` holds the shared argument checks and the one launch helper; it and this
+package face (for :func:`has_cpu_kernels`, :func:`has_cuda_kernels`) are the only modules that
+import the extension loader :mod:`mce.ops._ext`. Pure-torch twins of every op live in
+:mod:`mce.ops.reference`. The ops may import the floor (:mod:`mce.support.bits`), never MCE's
+science or the method layer.
 
 Checking policy (the same for the CPU and the CUDA twin of every op): the public functions here
 validate their input and raise ``ValueError`` naming the problem before any kernel runs. The one
@@ -34,6 +36,7 @@ in increasing sample order, as the plans produce them.
 
 from __future__ import annotations
 
+from mce.ops._ext import has_cpu_kernels, has_cuda_kernels
 from mce.ops.gather import subset_gather
 from mce.ops.lce import lce_factors
 from mce.ops.plans import DEFAULT_MAX_ROWS, exact_plan, exact_plan_size, mc_plan
@@ -45,6 +48,8 @@ __all__ = [
     "MAX_MODALITIES",
     "exact_plan",
     "exact_plan_size",
+    "has_cpu_kernels",
+    "has_cuda_kernels",
     "lce_factors",
     "mc_plan",
     "popcount",

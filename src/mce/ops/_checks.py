@@ -1,7 +1,7 @@
 """Argument checks shared by the op families, and the one helper that launches a kernel.
 
 Every check raises ``ValueError`` naming the argument, what was expected and what was received.
-This is the only module of :mod:`mce` that imports :mod:`mce.ops._ext`.
+With the face of :mod:`mce.ops` it is the only module that imports :mod:`mce.ops._ext`.
 """
 
 from __future__ import annotations

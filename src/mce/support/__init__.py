@@ -6,6 +6,7 @@ seeding (:mod:`~mce.support.seeding`), the torchrun process group
 (:mod:`~mce.support.grid`).
 
 Its modules are leaves: they import nothing of ``mce`` outside this package, and the floor
-(bits, typing, grid) nothing at all. The old top-level import paths of the modules that moved
-into packages keep working for one release (:mod:`~mce.support.moved`).
+(bits, typing, grid) nothing at all. The one exception, :mod:`~mce.support.moved`, keeps the old
+top-level import paths of the modules that moved into packages working for one release: it
+imports a moved module when an old path is read.
 """

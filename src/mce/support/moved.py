@@ -1,13 +1,16 @@
 """The import paths of the modules that moved into packages in mce 0.2, kept for one release.
 
 ``from mce.shapley import shapley_values`` still works and warns (``DeprecationWarning``) with
-the new path, ``mce.science.shapley``; so do ``import mce.shapley``, attribute access on it and
-unpickling an object saved under an old path. The old paths go in mce 0.3.
+the new path, ``mce.science.shapley``; so do ``import mce.shapley``, attribute access on it,
+``from mce.shapley import *``, patching through it (``monkeypatch.setattr("mce.config.X", ...)``
+patches the module itself) and unpickling an object saved under an old path. Type checkers do
+not see the old paths (no files stand there). The old paths go in mce 0.3.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
@@ -52,6 +55,7 @@ class MovedModule(ModuleType):
     def __init__(self, old: str, new: str) -> None:
         super().__init__(old, f"Moved to :mod:`{new}`; this path goes in mce 0.3.")
         self.__dict__["_new"] = new
+        self.__dict__["__spec__"] = importlib.machinery.ModuleSpec(old, None)
 
     def _target(self) -> ModuleType:
         new = self.__dict__["_new"]
@@ -63,9 +67,15 @@ class MovedModule(ModuleType):
         return importlib.import_module(new)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):  # module scans (inspect, pickle's whichmodule) pass by quietly
+        if name.startswith("__") and name != "__all__":  # module scans pass by quietly
             raise AttributeError(name)
         return getattr(self._target(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:  # patching an old path patches the module
+        setattr(self._target(), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._target(), name)
 
     def __dir__(self) -> list[str]:
         return dir(importlib.import_module(self.__dict__["_new"]))

@@ -1,6 +1,10 @@
 """Per-data-set recipes: model, data, metric, hyper-parameters (Table 1 of the paper).
 
 Built-in tasks are looked up by name; a user's own task by ``package.module:ATTRIBUTE``.
+
+A recipe puts the other parts together (data readers, model, methods, evaluation, the
+hyper-parameters of :mod:`mce.training.config`) but never runs itself: it imports nothing of the
+driver (the rest of :mod:`mce.training`), inference or the experiments.
 """
 
 from __future__ import annotations
