@@ -375,7 +375,7 @@ def apply_missing_rates(
     )
     kept = torch.nonzero(present != 0).flatten()
     masked = data.with_presence(present).subset(kept)
-    actual = _missing_rates(masked)
+    actual = observed_missing_rates(masked)
     stated = {name: float(rate) for name, rate in zip(data.modalities, rates)}
     return MaskedSplit(masked, kept, len(data) - kept.shape[0], stated, actual)
 
@@ -484,7 +484,8 @@ def apply_quota_masks(data: MultimodalData, rates: Sequence[float], seed: int) -
     present = torch.empty(num_samples, dtype=torch.int64)
     present[order] = torch.tensor(patterns, dtype=torch.int64)
     masked = data.with_presence(present)
-    return MaskedSplit(masked, torch.arange(num_samples), 0, stated, _missing_rates(masked))
+    actual = observed_missing_rates(masked)
+    return MaskedSplit(masked, torch.arange(num_samples), 0, stated, actual)
 
 
 def presence_from_csv(path: str | os.PathLike[str], data: MultimodalData) -> MaskedSplit:
@@ -504,7 +505,7 @@ def presence_from_csv(path: str | os.PathLike[str], data: MultimodalData) -> Mas
             :func:`~mce.data.presence.read_presence`).
     """
     masked = data.with_presence(read_presence(path, data))
-    actual = _missing_rates(masked)
+    actual = observed_missing_rates(masked)
     return MaskedSplit(masked, torch.arange(len(masked)), 0, dict(actual), actual)
 
 
@@ -524,11 +525,11 @@ def as_it_is(data: MultimodalData) -> MaskedSplit:
             f"sample {label} has no modality in the data ({empty.numel()} such samples); "
             "drop them first"
         )
-    actual = _missing_rates(data)
+    actual = observed_missing_rates(data)
     return MaskedSplit(data, torch.arange(len(data)), 0, dict(actual), actual)
 
 
-def _missing_rates(data: MultimodalData) -> dict[str, float]:
+def observed_missing_rates(data: MultimodalData) -> dict[str, float]:
     """Modality name -> the fraction of ``data``'s samples that miss it (1 for no sample)."""
     missing = (~presence_matrix(data.present, data.num_modalities)).sum(dim=0)
     return {

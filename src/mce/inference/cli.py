@@ -27,9 +27,7 @@ predictions CSV reads back. Only the samples listed are predicted, in the file's
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import math
 import re
 import sys
@@ -40,9 +38,9 @@ import torch
 from mce.data.dataset import MultimodalData
 from mce.data.presence import MCE_NUSCENES_HEADER, PASSION_HEADER, read_csv_rows, read_presence
 from mce.inference.predictor import Prediction, Predictor, load
-from mce.support.checkpoint import write_atomic
 from mce.tasks import TrainedOn, get_task
 from mce.training.records import read_config
+from mce.training.run_folder import write_csv
 
 __all__ = ["build_parser", "main", "write_predictions", "presence_from_file", "ID_COLUMNS"]
 
@@ -288,7 +286,7 @@ def _predict_maps(predictor: Predictor, data: MultimodalData, out: Path, batch_s
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; task {task.name!r} writes its maps in a folder")
     out.mkdir(parents=True, exist_ok=True)
-    rows = [["id", "present", "file"]]
+    rows = []
     step = 1 if predictor.window is not None else batch_size  # whole volumes: one at a time
     for first in range(0, len(data), step):
         part = data.subset(torch.arange(first, min(first + step, len(data))))
@@ -298,8 +296,9 @@ def _predict_maps(predictor: Predictor, data: MultimodalData, out: Path, batch_s
             sample = part.subset(torch.tensor([k]))
             path = task.save_prediction(out, sample, result.prediction[k], result.scores[k])
             used = _used(predictor.modalities, int(result.present[k]))
-            rows.append([sample.ids[0], used, Path(path).relative_to(out).as_posix()])
-    _write_csv(out / MAPS_INDEX, rows)
+            file = Path(path).relative_to(out).as_posix()
+            rows.append({"id": sample.ids[0], "present": used, "file": file})
+    write_csv(out / MAPS_INDEX, ("id", "present", "file"), rows)
 
 
 def write_predictions(
@@ -319,7 +318,7 @@ def write_predictions(
     header += ["present"]
     if result.shapley is not None:
         header += [f"shapley_{name}" for name in modalities]
-    rows = [header]
+    rows = []
     targets = data.target.tolist()
     scores = result.scores.tolist()
     shapley = result.shapley.tolist() if result.shapley is not None else None
@@ -331,12 +330,5 @@ def write_predictions(
         row += [_used(modalities, int(result.present[n]))]
         if shapley is not None:
             row += ["" if math.isnan(value) else f"{value:.6g}" for value in shapley[n]]
-        rows.append(row)
-    _write_csv(path, rows)
-
-
-def _write_csv(path: Path, rows: list[list]) -> None:
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(rows)
-    data = text.getvalue().encode()
-    write_atomic(path, lambda file: file.write(data))
+        rows.append(dict(zip(header, row)))
+    write_csv(path, header, rows)

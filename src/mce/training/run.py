@@ -27,13 +27,14 @@ from mce.data.masks import (
     apply_missing_rates,
     apply_quota_masks,
     as_it_is,
+    observed_missing_rates,
     presence_from_csv,
 )
 from mce.evaluation.combinations import Evaluation
 from mce.methods import METHODS, MethodInputs, MethodSpec, get_method
 from mce.science.lce import presence_counts
 from mce.support import distributed
-from mce.support.bits import has_modality, popcount
+from mce.support.bits import popcount
 from mce.support.checkpoint import load_checkpoint, save_atomic
 from mce.support.seeding import stream
 from mce.tasks import Task, get_task
@@ -294,9 +295,15 @@ def _hold_out(
     with all their inputs (from ``full``, the split before masking), the rest with their
     masks."""
     order = torch.randperm(len(masked_data), generator=stream(seed, "validation"))
-    count = min(round(share * len(masked_data)), len(masked_data) - 1)
+    count = _held_out_count(share, len(masked_data))
     held, rest = order[:count].sort().values, order[count:].sort().values
     return masked_data.subset(rest), full.subset(kept[held]), kept[held]
+
+
+def _held_out_count(share: float, samples: int) -> int:
+    """How many of ``samples`` training samples ``--validation-share`` holds out (one always
+    stays to train on)."""
+    return min(round(share * samples), samples - 1)
 
 
 def _check_validation_source(
@@ -316,7 +323,7 @@ def _check_validation_source(
         )
         if asked
     ]
-    held = min(round(config.validation_share * training_samples), training_samples - 1)
+    held = _held_out_count(config.validation_share, training_samples)
     if not needs or validation is not None or held > 0:
         return
     share = (
@@ -376,14 +383,6 @@ def _check_score_on(config: TrainConfig, task: Task) -> None:
         )
 
 
-def _actual_rates(data: MultimodalData) -> dict[str, float]:
-    """Each modality's missing fraction over ``data``."""
-    return {
-        name: 1.0 - float(has_modality(data.present, m).double().mean())
-        for m, name in enumerate(data.modalities)
-    }
-
-
 def _run_in_folder(
     config: TrainConfig,
     task: Task,
@@ -421,7 +420,7 @@ def _run_in_folder(
         held_out = len(validation)
         if not held_out:
             validation = None
-        actual = _actual_rates(train)
+        actual = observed_missing_rates(train)
         log.info(
             "validation: %d training samples held out (--validation-share %g), scored every "
             "epoch",
