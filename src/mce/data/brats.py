@@ -58,6 +58,7 @@ empty brain mask, or a sequence constant over the brain.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -521,8 +522,11 @@ def write_label_map(
         affine: the case's files' affine as stored: the map takes their orientation, shape
             and affine, with the BraTS labels {0, 1, 2, 4} (class 3 written as 4) as uint8.
 
+    The file is written atomically (a reader never sees a partial map).
+
     Raises:
-        ValueError: ``classes`` is not the crop's shape or holds a value outside 0..3.
+        ValueError: ``classes`` is not integer, not the crop's shape or holds a value outside
+            0..3; ``bbox`` is not a crop inside ``source_shape``; ``affine`` is not 4 x 4.
     """
     nibabel = _nibabel()
     from nibabel.orientations import (
@@ -533,23 +537,34 @@ def write_label_map(
     )
 
     box = np.asarray(bbox, dtype=np.int64)
+    shape = tuple(int(s) for s in source_shape)
+    if box.shape != (3, 2) or len(shape) != 3 or not all(
+        0 <= a <= b <= s for (a, b), s in zip(box.tolist(), shape)
+    ):
+        raise ValueError(f"bbox {box.tolist()} is not a crop [3, 2] of the grid {list(shape)}")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be 4 x 4, got shape {list(affine.shape)}")
     crop = tuple(int(b - a) for a, b in box)
     classes = np.asarray(classes)
+    if not np.issubdtype(classes.dtype, np.integer):
+        raise ValueError(f"classes must hold integer class indices 0..3, got {classes.dtype}")
     if classes.shape != crop:
         raise ValueError(f"classes has shape {list(classes.shape)}, the crop {list(crop)}")
     if classes.size and (classes.min() < 0 or classes.max() > 3):
         raise ValueError("classes must hold class indices 0..3")
-    full = np.zeros(tuple(int(s) for s in source_shape), dtype=np.uint8)
+    full = np.zeros(shape, dtype=np.uint8)
     full[tuple(slice(int(a), int(b)) for a, b in box)] = np.asarray(LABEL_VALUES, np.uint8)[
         classes.astype(np.int64)
     ]
-    affine = np.asarray(affine, dtype=np.float64)
     to_stored = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(affine))
     stored = np.ascontiguousarray(apply_orientation(full, to_stored)).astype(np.uint8)
     image = nibabel.Nifti1Image(stored, affine)
     image.header.set_data_dtype(np.uint8)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    nibabel.save(image, str(path))
+    data = image.to_bytes()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    write_atomic(path, lambda file: file.write(data))
 
 
 # ---- cache ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from mce.data.nuscenes import (
     split_tokens,
 )
 from mce.nn.bev import CAMERA_GEOMETRY, Grid3D, camera_geometry
+from mce.support.checkpoint import write_atomic
 from mce.tasks.base import Splits, TrainedOn
 from mce.tasks.nuscenes.options import NuScenesOptions
 
@@ -87,8 +88,9 @@ def save_prediction(folder: Path, sample: MultimodalData, labels: Tensor, scores
     path = Path(folder) / f"{sample.ids[0]}.npz"
     vehicle = labels.cpu().numpy().astype(np.uint8)
     probability = scores.reshape(vehicle.shape).cpu().numpy().astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, vehicle=vehicle, probability=probability)
+    write_atomic(
+        path, lambda file: np.savez_compressed(file, vehicle=vehicle, probability=probability)
+    )
     return path
 
 
