@@ -108,7 +108,7 @@ def test_config_json_holds_the_resolved_values(tmp_path):
     assert hparams["missing_rates"] == [0.5, 0.2]
     assert None not in hparams.values()
     assert record["config"]["task"] == "digits" and record["config"]["method"] == "baseline"
-    assert record["mce_version"] == "0.2.0"
+    assert record["mce_version"] == mce.__version__
     commit = record["git_commit"]
     assert commit is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit)
 

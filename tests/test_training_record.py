@@ -4,18 +4,21 @@ CPU, --threads for experiments and the reference models' progress bar."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 
 import pytest
 import torch
+from conftest import CUDA_PRESENT, CUDA_SKIP_REASON
 
 from mce.methods import METHODS, MethodInputs, get_method
 from mce.science.lce import presence_counts
 from mce.support.checkpoint import load_checkpoint
 from mce.tasks import get_task
 from mce.train import UsageError, config_for, main, run
+from mce.training import trainer as trainer_module
 from mce.training.config import TrainConfig
 from mce.training.loggers import read_log
 from mce.training.trainer import autocast
@@ -170,6 +173,15 @@ def _mce_step_inputs():
     return task, batch, get_method("mce").build(inputs, task.options_for_method("mce"))
 
 
+def _linear_output_dtypes(model: torch.nn.Module) -> list[torch.dtype]:
+    """The dtypes the model's linear layers will output, recorded as it runs."""
+    dtypes: list[torch.dtype] = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    return dtypes
+
+
 def test_bf16_step_matches_float32_on_the_cpu():
     task, batch, method = _mce_step_inputs()
     device = torch.device("cpu")
@@ -177,14 +189,17 @@ def test_bf16_step_matches_float32_on_the_cpu():
     for precision in ("32", "bf16"):
         torch.manual_seed(0)
         model = task.build_model()
+        dtypes = _linear_output_dtypes(model)
         with autocast(precision, device):
             result = method.step(model, batch, 0)
+        expected = torch.bfloat16 if precision == "bf16" else torch.float32
+        assert dtypes and set(dtypes) == {expected}, precision  # autocast really ran
         result.loss.backward()
         grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         results[precision] = (result.loss.detach().float(), grads)
     (loss32, grad32), (loss16, grad16) = results["32"], results["bf16"]
     assert torch.isfinite(loss16) and torch.isfinite(grad16).all()
-    assert loss16 == pytest.approx(float(loss32), rel=3e-2)
+    assert loss16 == pytest.approx(float(loss32), rel=3e-2) and loss16 != loss32
     cosine = torch.nn.functional.cosine_similarity(grad16, grad32, dim=0)
     assert cosine > 0.98
     assert float(grad16.norm()) == pytest.approx(float(grad32.norm()), rel=0.1)
@@ -198,8 +213,10 @@ def test_every_method_steps_under_bf16_autocast(name):
     model = task.build_model()
     if spec.adapt_model is not None:
         model = spec.adapt_model(model, options)
+    dtypes = _linear_output_dtypes(model)
     with autocast("bf16", torch.device("cpu")):
         result = spec.build(inputs, options).step(model, batch, 0)
+    assert torch.bfloat16 in dtypes  # the method's forward ran under autocast
     result.loss.backward()
     assert torch.isfinite(result.loss.detach())
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -207,13 +224,23 @@ def test_every_method_steps_under_bf16_autocast(name):
 
 
 @pytest.mark.slow
-def test_bf16_run_trains_and_resumes_exactly(tmp_path):
+def test_bf16_run_trains_and_resumes_exactly(tmp_path, monkeypatch):
+    precisions = []  # one entry each time a step enters the autocast context
+
+    @contextlib.contextmanager
+    def recorded(precision, device):
+        with autocast(precision, device):
+            precisions.append(precision)
+            yield
+
+    monkeypatch.setattr(trainer_module, "autocast", recorded)
     base = dict(method="mce", epochs=2, pretrain_steps=2, precision="bf16", seed=1)
     base.update(batch_size=256, progress=False)
     expected = run(config_for(out=str(tmp_path / "straight"), **base))
     rows = read_log(tmp_path / "straight" / "mce" / "log.csv")
     assert len(rows) == 10 and all(math.isfinite(row["loss"]) for row in rows)
     assert rows[-1]["loss"] < rows[0]["loss"]
+    assert precisions == ["bf16"] * 10  # each of the 10 training steps under bf16
     config = json.loads((tmp_path / "straight" / "config.json").read_text())["config"]
     assert config["precision"] == "bf16"
     resumed = config_for(out=str(tmp_path / "resumed"), **base)
@@ -238,7 +265,8 @@ def test_fp16_on_the_cpu_is_refused(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: fp16 runs on CUDA only")
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_PRESENT, reason=CUDA_SKIP_REASON)
 def test_fp16_step_on_cuda_scales_and_trains(tmp_path):
     config = config_for(
         method="mce",
