@@ -15,7 +15,6 @@ Run: ``python bench/precision.py [rounds] [--epochs E] [--seeds 0,1] [--steps-on
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import tempfile
@@ -25,11 +24,11 @@ from pathlib import Path
 import bench_step  # beside this script: python puts the script's folder first on the path
 import torch
 
-from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs
+from mce.experiment.costs import training_step
+from mce.methods import MethodInputs, get_method
 from mce.science.lce import presence_counts
 from mce.tasks import get_task
 from mce.training.run import config_for, run
-from mce.training.trainer import autocast
 
 CPU = torch.device("cpu")
 
@@ -47,8 +46,8 @@ def _digits_step_parts(method: str):
         seed=0,
         upper=upper,
     )
-    made = BaselineMethod(inputs) if method == "baseline" else MCEMethod(inputs, MCEConfig())
-    return task.build_model, batch, made
+    training = get_method(method).build(inputs, task.options_for_method(method))
+    return task.build_model, batch, training
 
 
 def _iemocap_step_parts(method: str):
@@ -62,18 +61,7 @@ def make_step(model_name: str, method: str, precision: str):
     parts = _digits_step_parts if model_name == "digits" else _iemocap_step_parts
     build, batch, training = parts(method)
     torch.manual_seed(0)
-    model = build()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
-    counter = iter(range(10**9))
-
-    def step() -> None:
-        with autocast(precision, CPU):
-            result = training.step(model, batch, next(counter))
-        optimizer.zero_grad()
-        result.loss.backward()
-        optimizer.step()
-
-    return step
+    return training_step(build(), training, batch, CPU, precision)
 
 
 def step_times(rounds: int) -> None:
@@ -118,8 +106,8 @@ def accuracy(epochs: int, seeds: tuple[int, ...]) -> None:
                         out=str(out),
                         cache_dir=str(cache),
                         progress=False,
+                        threads=1,
                     )
-                    config = dataclasses.replace(config, threads=1)
                     scores = run(config)
                     results = json.loads((out / "results.json").read_text())
                     seconds = results["timing_s"][method]["train"]  # not the upper bounds

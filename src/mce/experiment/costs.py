@@ -30,6 +30,7 @@ from mce.methods import BaselineMethod, MCEConfig, MCEMethod, MethodInputs, Trai
 from mce.science.lce import presence_counts
 from mce.tasks import classification_loss, classification_utility
 from mce.tasks.iemocap import WIDTHS, build_model
+from mce.training.trainer import autocast
 
 __all__ = [
     "LENGTHS",
@@ -103,16 +104,22 @@ def _step(recipe: str, batch: Batch, upper: torch.Tensor, device: torch.device) 
 
 
 def training_step(
-    model: torch.nn.Module, method: TrainingMethod, batch: Batch, device: str | torch.device
+    model: torch.nn.Module,
+    method: TrainingMethod,
+    batch: Batch,
+    device: str | torch.device,
+    precision: str = "32",
 ) -> Callable[[], None]:
-    """() -> one training step of ``method`` on ``batch``: forward, backward, an Adam update
-    (lr 2e-4), synchronised on a GPU so that a timer around it measures the step."""
+    """() -> one training step of ``method`` on ``batch``: forward and loss under
+    :func:`~mce.training.trainer.autocast` at ``precision``, backward, an Adam update (lr 2e-4),
+    synchronised on a GPU so that a timer around it measures the step."""
     device = torch.device(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     counter = iter(range(10**9))
 
     def step() -> None:
-        result = method.step(model, batch, next(counter))
+        with autocast(precision, device):
+            result = method.step(model, batch, next(counter))
         optimizer.zero_grad()
         result.loss.backward()
         optimizer.step()
