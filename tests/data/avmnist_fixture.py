@@ -14,7 +14,7 @@ import torch
 
 
 def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
-    codes = {np.dtype(np.uint8): 0x08}
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">f4"): 0x0D}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(
         f">{array.ndim}I", *array.shape
     )

@@ -94,6 +94,14 @@ def test_idx_errors(tmp_path):
         read_idx(truncated)
 
 
+def test_images_of_another_type_than_bytes_are_refused_naming_the_file(avmnist_dir):
+    images = avmnist_dir / "mnist" / "train-images-idx3-ubyte.gz"
+    floats = np.random.default_rng(0).random((60, 28, 28)).astype(">f4")  # already in [0, 1]
+    write_idx(images, floats, compress=True)
+    with pytest.raises(ValueError, match=f"IDX file {re.escape(str(images))} holds >f4 values"):
+        load_avmnist(avmnist_dir, num_pairs=30)
+
+
 def test_missing_folders_are_named(tmp_path):
     with pytest.raises(ValueError, match="train-images-idx3-ubyte"):
         load_avmnist(tmp_path)

@@ -35,6 +35,20 @@ SAMPLE_RATE = 8000  # Hz: the Free Spoken Digit Dataset's rate, at which MFCCs a
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+def _pixels(images: np.ndarray, path: Path) -> torch.Tensor:
+    """uint8 images [N, 28, 28] as floats in [0, 1], [N, 1, 28, 28].
+
+    Raises:
+        ValueError: the IDX file holds another type than MNIST's unsigned bytes (naming it).
+    """
+    if images.dtype != np.uint8:
+        raise ValueError(
+            f"IDX file {path} holds {images.dtype} values; MNIST images are unsigned bytes "
+            "(0-255, IDX type 0x08)"
+        )
+    return torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """An IDX file (MNIST's format), optionally gzip-compressed, as a numpy array.
 
@@ -89,7 +103,8 @@ def load_avmnist(
 ) -> MultimodalData:
     """Paired images [N, 1, 28, 28] in [0, 1] and MFCC maps [N, 1, n_mfcc, frames]."""
     data_dir = Path(data_dir)
-    images = read_idx(_find(data_dir / "mnist", "train-images-idx3-ubyte"))
+    image_file = _find(data_dir / "mnist", "train-images-idx3-ubyte")
+    images = read_idx(image_file)
     labels = read_idx(_find(data_dir / "mnist", "train-labels-idx1-ubyte")).astype(np.int64)
     if images.ndim != 3 or labels.shape != (images.shape[0],):
         raise ValueError(f"MNIST images {images.shape} and labels {labels.shape} do not match")
@@ -110,7 +125,7 @@ def load_avmnist(
         image_index.append(pools[digit].pop())
         features.append(clip_features(path, n_mfcc=n_mfcc, frames=frames))
         targets.append(digit)
-    image_tensor = torch.from_numpy(images[image_index].astype(np.float32) / 255.0)[:, None]
+    image_tensor = _pixels(images[image_index], image_file)
     audio = torch.stack(features)[:, None]
     target = torch.tensor(targets, dtype=torch.int64)
     present = torch.full_like(target, (1 << len(MODALITIES)) - 1)
@@ -173,7 +188,7 @@ def read_avmnist_files(
     count = len(wavs) if wavs else len(images)  # type: ignore[arg-type]
     image_tensor = torch.zeros(count, 1, 28, 28)
     if images is not None:
-        image_tensor = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
+        image_tensor = _pixels(images, image_files[0])
     audio = torch.zeros(count, 1, n_mfcc, frames)
     for n, path in enumerate(wavs):
         audio[n, 0] = clip_features(path, n_mfcc=n_mfcc, frames=frames)

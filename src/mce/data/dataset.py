@@ -415,8 +415,17 @@ def standardize(
         scaled = (split.inputs[modality] - mean) / std
         if modality in split.lengths:
             scaled = torch.where(_frame_weights(split, modality).bool(), scaled, 0.0)
+        scaled[~has_modality(split.present, split.modalities.index(modality))] = 0.0  # absent
         inputs = dict(split.inputs, **{modality: scaled})
-        return MultimodalData(split.modalities, inputs, split.target, split.present, split.lengths)
+        return MultimodalData(
+            split.modalities,
+            inputs,
+            split.target,
+            split.present,
+            split.lengths,
+            split.ids,
+            split.context,
+        )
 
     return apply(train), apply(test)
 

@@ -6,13 +6,13 @@ split's audio statistics, read from the run's data folder."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from mce.data.avmnist import MODALITIES, load_avmnist, read_avmnist_files
 from mce.data.dataset import MultimodalData, standardize
 from mce.nn import image_audio_classifier
 from mce.nn.model import MultimodalModel
+from mce.support.bits import has_modality
 from mce.tasks.base import Task, TrainedOn
 from mce.training.config import HyperParameters
 
@@ -20,12 +20,16 @@ N_MFCC, FRAMES = 20, 20
 TRAIN_FRACTION = 0.7
 
 
+def _split(data_dir: Path) -> tuple[MultimodalData, MultimodalData]:
+    """The data set's (train, test) split, before standardisation."""
+    data = load_avmnist(data_dir, n_mfcc=N_MFCC, frames=FRAMES)
+    return data.random_split(TRAIN_FRACTION, seed=0)
+
+
 def load(data_dir: Path | None) -> tuple[MultimodalData, MultimodalData]:
     if data_dir is None:
         raise ValueError("the avmnist task needs --data-dir")
-    train, test = load_avmnist(data_dir, n_mfcc=N_MFCC, frames=FRAMES).random_split(
-        TRAIN_FRACTION, seed=0
-    )
+    train, test = _split(data_dir)
     return standardize(train, test, "audio", dims=(0, 3))  # per MFCC coefficient
 
 
@@ -33,18 +37,16 @@ def read_new(folder: Path, trained_on: TrainedOn) -> MultimodalData:
     """Every sample of a folder of new files, the audio standardised as the run's test split
     (with the statistics of the training split of ``trained_on.data_dir``)."""
     new = read_avmnist_files(folder, n_mfcc=N_MFCC, frames=FRAMES)
-    if not new.present.bitwise_and(2).any():  # no audio: no statistics needed
+    if not has_modality(new.present, MODALITIES.index("audio")).any():  # no statistics needed
         return new
     why = "the avmnist task standardises new audio with its training split's statistics"
     if trained_on.data_dir is None:
         raise ValueError(f"{why}: give the run's AudioVisionMNIST folder (--data-dir)")
     try:
-        train = load_avmnist(trained_on.data_dir, n_mfcc=N_MFCC, frames=FRAMES)
+        train = _split(trained_on.data_dir)[0]
     except ValueError as error:
         raise ValueError(f"{why}, read from the run's data folder: {error}") from error
-    train = train.random_split(TRAIN_FRACTION, seed=0)[0]
-    scaled = standardize(train, new, "audio", dims=(0, 3))[1]
-    return dataclasses.replace(new, inputs=scaled.inputs).with_presence(new.present)
+    return standardize(train, new, "audio", dims=(0, 3))[1]
 
 
 def build_model() -> MultimodalModel:
