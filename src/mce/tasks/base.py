@@ -328,10 +328,13 @@ class Task:
         """Every sample of a folder of new files (:attr:`read_new`), each named by its id, with
         the target :data:`NO_TARGET`.
 
+        ``read_new`` receives the run's fold checked (1 for a task with folds when none is
+        given).
+
         Raises:
-            ValueError: the task has no ``read_new`` (naming it), the folder does not exist,
-                or what ``read_new`` raises or returns is unfit (no samples, no ids, other
-                modalities).
+            ValueError: the task has no ``read_new`` (naming it), the folder does not exist, the
+                fold is outside the task's folds, or what ``read_new`` raises or returns is unfit
+                (no samples, no ids, other modalities).
         """
         if self.read_new is None:
             raise ValueError(
@@ -341,7 +344,9 @@ class Task:
         folder = Path(folder)
         if not folder.is_dir():
             raise ValueError(f"folder of new files {folder} does not exist")
-        data = self.read_new(folder, trained_on or TrainedOn())
+        trained_on = trained_on or TrainedOn()
+        fold = self.check_fold(trained_on.fold)  # a task with folds: fold 1 unless told
+        data = self.read_new(folder, dataclasses.replace(trained_on, fold=fold))
         if not isinstance(data, MultimodalData) or tuple(data.modalities) != self.modalities:
             raise ValueError(
                 f"task {self.name!r}: read_new must return MultimodalData with the modalities "

@@ -67,7 +67,7 @@ def read_new(folder: Path, trained_on: TrainedOn) -> MultimodalData:
                 + " nor ".join(str(place) for place in places)
                 + ": give the run's IEMOCAP folder (--data-dir)"
             )
-        statistics = fold_statistics(found[0], trained_on.fold or 1)
+        statistics = fold_statistics(found[0], trained_on.fold)
     return read_iemocap_files(folder, statistics)
 
 

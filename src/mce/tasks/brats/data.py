@@ -24,6 +24,7 @@ from mce.data.brats import (
     write_label_map,
 )
 from mce.data.dataset import MultimodalData
+from mce.support.bits import present_masks
 from mce.tasks.base import Splits, TrainedOn
 
 __all__ = ["SPLIT_SEED", "cache_dir_for", "load", "read_new", "save_prediction"]
@@ -52,21 +53,30 @@ def _split(ids: list[str], path: Path):
     return split
 
 
+def _padded(volumes: list[np.ndarray], dtype: type) -> np.ndarray:
+    """Arrays [..., D, H, W] stacked as [N, ..., D', H', W'] of ``dtype``, zero-padded
+    (background) at the far end of each of the last three axes to the largest."""
+    shape = tuple(max(volume.shape[axis] for volume in volumes) for axis in (-3, -2, -1))
+    stacked = np.zeros((len(volumes), *volumes[0].shape[:-3], *shape), dtype=dtype)
+    for n, volume in enumerate(volumes):
+        d, h, w = volume.shape[-3:]
+        stacked[n, ..., :d, :h, :w] = volume
+    return stacked
+
+
+def _per_modality(images: np.ndarray) -> dict[str, Tensor]:
+    """float16 [N, M, D, H, W] as {modality: [N, 1, D, H, W]} (views)."""
+    tensor = torch.from_numpy(images)
+    return {name: tensor[:, m : m + 1] for m, name in enumerate(MODALITIES)}
+
+
 def _stack(cases: list[BratsCase]) -> MultimodalData:
     """The cases as one split: float16 [N, 1, D, H, W] per modality and uint8 labels
     [N, D, H, W], zero-padded (background) at the far end of each axis to the largest crop."""
-    shape = tuple(max(case.label.shape[axis] for case in cases) for axis in range(3))
-    images = np.zeros((len(cases), len(MODALITIES), *shape), dtype=np.float16)
-    labels = np.zeros((len(cases), *shape), dtype=np.uint8)
-    for n, case in enumerate(cases):
-        d, h, w = case.label.shape
-        images[n, :, :d, :h, :w] = case.image
-        labels[n, :d, :h, :w] = case.label
-    tensor = torch.from_numpy(images)
     return MultimodalData(
         MODALITIES,
-        {name: tensor[:, m : m + 1] for m, name in enumerate(MODALITIES)},
-        torch.from_numpy(labels),
+        _per_modality(_padded([case.image for case in cases], np.float16)),
+        torch.from_numpy(_padded([case.label for case in cases], np.uint8)),
         torch.full((len(cases),), (1 << len(MODALITIES)) - 1, dtype=torch.int64),
         ids=tuple(case.case_id for case in cases),  # BraTS20_Training_001, ...: presence files
     )
@@ -96,13 +106,7 @@ def read_new(folder: Path, trained_on: TrainedOn) -> MultimodalData:
     are its context, for :func:`save_prediction`."""
     root = Path(folder)
     cases = [read_new_case(root / name) for name in list_new_cases(root)]
-    shape = tuple(max(case.image.shape[1 + axis] for case in cases) for axis in range(3))
-    images = np.zeros((len(cases), len(MODALITIES), *shape), dtype=np.float16)
-    for n, case in enumerate(cases):
-        d, h, w = case.image.shape[1:]
-        images[n, :, :d, :h, :w] = case.image
-    present = [sum(1 << m for m, has in enumerate(case.present) if has) for case in cases]
-    tensor = torch.from_numpy(images)
+    present = present_masks(torch.tensor([case.present for case in cases], dtype=torch.bool))
     context = {
         BBOX: torch.from_numpy(np.stack([case.bbox for case in cases]).astype(np.int64)),
         SOURCE_SHAPE: torch.tensor([case.source_shape for case in cases], dtype=torch.int64),
@@ -110,9 +114,9 @@ def read_new(folder: Path, trained_on: TrainedOn) -> MultimodalData:
     }
     return MultimodalData(
         MODALITIES,
-        {name: tensor[:, m : m + 1] for m, name in enumerate(MODALITIES)},
+        _per_modality(_padded([case.image for case in cases], np.float16)),
         torch.zeros(len(cases), dtype=torch.int64),
-        torch.tensor(present, dtype=torch.int64),
+        present,
         ids=tuple(case.case_id for case in cases),
         context=context,
     )

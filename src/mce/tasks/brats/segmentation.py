@@ -272,11 +272,7 @@ def evaluate_segmentation(
         dice = region_dice(predicted, target).double().cpu()  # (combos, 3)
         post = et_post_dice(predicted, target, et_min_voxels)
         values = torch.cat([dice.mean(1, keepdim=True), dice, post.double().cpu()[:, None]], 1)
-        held = int(present[0])
-        which = torch.tensor(
-            [i for i, c in enumerate(combos) if ((c & held) == c if complete else c & held)],
-            dtype=torch.int64,
-        )
+        which = combination_rows(present[:1].cpu(), combos, complete)[1]
         scores.add(which, values[which])
     return scores.evaluation("utility")
 
