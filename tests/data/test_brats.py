@@ -67,6 +67,24 @@ def _brain_box(root: Path, case: str) -> list[slice]:
 # ---- reading ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["{case}_T2.nii.gz", "BraTS20_Training_999_t2.nii.gz"])
+def test_a_sequence_under_another_name_is_an_error_not_an_absence(
+    broken: Path, name: str
+) -> None:
+    case_dir = broken / CASE
+    misnamed = name.format(case=CASE)
+    (case_dir / f"{CASE}_t2.nii.gz").rename(case_dir / misnamed)
+    message = f"{CASE}_t2.nii.gz is missing in .*holds {re.escape(misnamed)}: file names"
+    with pytest.raises(ValueError, match=message):
+        read_case(case_dir)
+    (case_dir / f"{CASE}_seg.nii.gz").unlink()  # a new case: no segmentation, t2 misnamed
+    with pytest.raises(ValueError, match=message):
+        brats.read_new_case(case_dir)
+    with pytest.raises(ValueError, match=message):
+        brats.list_new_cases(broken)
+
+
+
 def test_fixture_is_fast_and_in_the_real_layout(tmp_path: Path) -> None:
     import time
 

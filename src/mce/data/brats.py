@@ -183,33 +183,49 @@ def case_files(case_dir: str | os.PathLike[str]) -> dict[str, Path]:
         raise ValueError(f"BraTS case {case}: folder {case_dir} does not exist")
     files = {}
     for kind in (*MODALITIES, SEG):
-        found = [case_dir / f"{case}_{kind}{ext}" for ext in EXTENSIONS]
-        found = [path for path in found if path.is_file()]
-        if not found:
-            others = sorted(
-                p.name
-                for p in case_dir.iterdir()
-                if any(p.name.endswith(f"_{kind}{ext}") for ext in EXTENSIONS)
-            )
-            hint = (
-                f"; the folder holds {', '.join(others)}: file names must start with the "
-                "folder's name"
-                if others
-                else ""
-            )
+        path = _find_file(case_dir, kind)
+        if path is None:
             raise ValueError(
-                f"BraTS case {case}: file {case}_{kind}.nii.gz is missing in {case_dir}{hint}"
+                f"BraTS case {case}: file {case}_{kind}.nii.gz is missing in {case_dir}"
             )
-        files[kind] = found[0]
+        files[kind] = path
     return files
 
 
-def _read_volume(case: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(data, affine) of one NIfTI file reoriented to the closest canonical (RAS+) orientation;
-    the data as stored (scaled), squeezed to 3-D."""
+def _find_file(case_dir: Path, kind: str) -> Path | None:
+    """``<folder>_<kind>.nii.gz`` (or ``.nii``) in a case folder, None when the folder holds no
+    file of that kind.
+
+    Raises:
+        ValueError: the folder holds a file of that kind under another name (another case's,
+            or other capitals), which would otherwise be taken for a missing sequence.
+    """
+    case = case_dir.name
+    found = [case_dir / f"{case}_{kind}{ext}" for ext in EXTENSIONS]
+    found = [path for path in found if path.is_file()]
+    if found:
+        return found[0]
+    others = sorted(
+        p.name
+        for p in case_dir.iterdir()
+        if any(p.name.lower().endswith(f"_{kind}{ext}") for ext in EXTENSIONS)
+    )
+    if others:
+        raise ValueError(
+            f"BraTS case {case}: file {case}_{kind}.nii.gz is missing in {case_dir}, which holds "
+            f"{', '.join(others)}: file names must start with the folder's name, in lower case "
+            f"after it ({case}_{kind}.nii.gz)"
+        )
+    return None
+
+
+def _read_volume(case: str, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(data, affine, stored affine) of one NIfTI file reoriented to the closest canonical
+    (RAS+) orientation; the data as stored (scaled), squeezed to 3-D; the file's own affine."""
     nibabel = _nibabel()
     try:
-        image = nibabel.as_closest_canonical(nibabel.load(path))
+        stored = nibabel.load(path)
+        image = nibabel.as_closest_canonical(stored)
         affine = np.asarray(image.affine, dtype=np.float64)
         data = np.asarray(image.dataobj)
     except Exception as error:  # gzip, zlib, nibabel and numpy all raise here
@@ -223,7 +239,71 @@ def _read_volume(case: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"BraTS case {case}: file {path.name} has shape {list(data.shape)}, expected a 3-D "
             "volume"
         )
-    return data, affine
+    return data, affine, np.asarray(stored.affine, dtype=np.float64)
+
+
+def _read_grid(
+    case: str, files: Mapping[str, Path]
+) -> tuple[dict[str, np.ndarray], tuple[int, ...], np.ndarray]:
+    """({kind: data}, the shared shape, the first file's stored affine) of a case's files,
+    checked to share one grid and one (canonical) affine."""
+    volumes: dict[str, np.ndarray] = {}
+    first = next(iter(files.values()))
+    shape: tuple[int, ...] = ()
+    affine = stored = np.eye(4)
+    for kind, path in files.items():
+        data, this_affine, this_stored = _read_volume(case, path)
+        if not volumes:
+            shape, affine, stored = data.shape, this_affine, this_stored
+        elif data.shape != shape:
+            raise ValueError(
+                f"BraTS case {case}: file {path.name} has shape {list(data.shape)} but "
+                f"{first.name} has {list(shape)}; a case's volumes must share one grid"
+            )
+        elif not np.allclose(this_affine, affine, rtol=0.0, atol=AFFINE_ATOL):
+            worst = float(np.abs(this_affine - affine).max())
+            raise ValueError(
+                f"BraTS case {case}: file {path.name} has an affine that differs from "
+                f"{first.name}'s by up to {worst:.3g} (tolerance {AFFINE_ATOL}); a case's "
+                "volumes must be co-registered"
+            )
+        volumes[kind] = data
+    return volumes, shape, stored
+
+
+def _crop_zscore(
+    case: str, volumes: Mapping[str, np.ndarray], files: Mapping[str, Path], margin: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32 [4, d, h, w], box int [3, 2]): the brain's bounding box (nonzero in any
+    present sequence, plus ``margin``) of the finite ``volumes``, each present sequence z-scored
+    over the brain, an absent one zero."""
+    brain = np.any(np.stack([volume != 0 for volume in volumes.values()]), axis=0)
+    if not brain.any():
+        raise ValueError(
+            f"BraTS case {case}: empty brain mask: every voxel of "
+            f"{', '.join(files[kind].name for kind in volumes)} is 0"
+        )
+    box = _bbox(brain, margin)
+    window = tuple(slice(int(a), int(b)) for a, b in box)
+    brain = brain[window]
+    image = np.zeros((len(MODALITIES), *brain.shape), dtype=np.float32)
+    for channel, kind in enumerate(MODALITIES):
+        if kind not in volumes:
+            continue
+        voxels = volumes[kind][window][brain].astype(np.float64)
+        mean, std = voxels.mean(), voxels.std()
+        if not std > 0:
+            raise ValueError(
+                f"BraTS case {case}: file {files[kind].name} is constant ({mean:g}) over the "
+                "brain mask (std 0); it cannot be z-scored"
+            )
+        image[channel][brain] = ((voxels - mean) / std).astype(np.float32)
+    return image, box
+
+
+def _check_margin(margin: object) -> None:
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"margin must be a non-negative int, got {margin!r}")
 
 
 def _label_classes(case: str, path: Path, seg: np.ndarray) -> np.ndarray:
@@ -297,60 +377,17 @@ def read_case(case_dir: str | os.PathLike[str], *, margin: int = 0) -> BratsCase
         >>> case.image.shape, case.label.dtype  # doctest: +SKIP
         ((4, 137, 171, 138), dtype('uint8'))
     """
-    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
-        raise ValueError(f"margin must be a non-negative int, got {margin!r}")
+    _check_margin(margin)
     case_dir = Path(case_dir)
     case = case_dir.name
     files = case_files(case_dir)
-    volumes: list[np.ndarray] = []
-    first = files[MODALITIES[0]].name
-    shape: tuple[int, ...] = ()
-    affine = np.eye(4)
-    for kind in (*MODALITIES, SEG):
-        path = files[kind]
-        data, this_affine = _read_volume(case, path)
-        if kind == MODALITIES[0]:
-            shape, affine = data.shape, this_affine
-        elif data.shape != shape:
-            raise ValueError(
-                f"BraTS case {case}: file {path.name} has shape {list(data.shape)} but "
-                f"{first} has {list(shape)}; a case's volumes must share one grid"
-            )
-        elif not np.allclose(this_affine, affine, rtol=0.0, atol=AFFINE_ATOL):
-            worst = float(np.abs(this_affine - affine).max())
-            raise ValueError(
-                f"BraTS case {case}: file {path.name} has an affine that differs from {first}'s "
-                f"by up to {worst:.3g} (tolerance {AFFINE_ATOL}); a case's volumes must be "
-                "co-registered"
-            )
-        if kind == SEG:
-            label = _label_classes(case, path, data)
-            continue
-        volume = _finite_volume(case, path, data)
-        volumes.append(volume)
-    image = np.stack(volumes)  # [4, D, H, W]
-    brain = np.any(image != 0, axis=0)
-    if not brain.any():
-        raise ValueError(
-            f"BraTS case {case}: empty brain mask: every voxel of "
-            f"{', '.join(files[m].name for m in MODALITIES)} is 0"
-        )
-    box = _bbox(brain, margin)
-    window = tuple(slice(int(a), int(b)) for a, b in box)
-    image = image[(slice(None), *window)]
-    brain = brain[window]
-    label = np.ascontiguousarray(label[window])
-    out = np.zeros(image.shape, dtype=np.float32)
-    for channel, modality in enumerate(MODALITIES):
-        voxels = image[channel][brain].astype(np.float64)
-        mean, std = voxels.mean(), voxels.std()
-        if not std > 0:
-            raise ValueError(
-                f"BraTS case {case}: file {files[modality].name} is constant ({mean:g}) over the "
-                "brain mask (std 0); it cannot be z-scored"
-            )
-        out[channel][brain] = ((voxels - mean) / std).astype(np.float32)
-    return BratsCase(case, out, label, box, tuple(int(s) for s in shape))  # type: ignore[arg-type]
+    data, shape, _ = _read_grid(case, files)
+    label = _label_classes(case, files[SEG], data.pop(SEG))
+    volumes = {kind: _finite_volume(case, files[kind], data[kind]) for kind in MODALITIES}
+    image, box = _crop_zscore(case, volumes, files, margin)
+    label = np.ascontiguousarray(label[tuple(slice(int(a), int(b)) for a, b in box)])
+    source = tuple(int(s) for s in shape)
+    return BratsCase(case, image, label, box, source)  # type: ignore[arg-type]
 
 
 def regions(label: _T) -> _T:
@@ -415,14 +452,13 @@ class NewCase:
 
 
 def _sequence_files(case_dir: Path) -> dict[str, Path]:
-    """The sequences of a case folder found under their names (``.nii.gz`` first)."""
-    files = {}
-    for kind in MODALITIES:
-        found = [case_dir / f"{case_dir.name}_{kind}{ext}" for ext in EXTENSIONS]
-        found = [path for path in found if path.is_file()]
-        if found:
-            files[kind] = found[0]
-    return files
+    """The sequences of a case folder found under their names (``.nii.gz`` first).
+
+    Raises:
+        ValueError: a sequence file under another name (:func:`_find_file`).
+    """
+    found = {kind: _find_file(case_dir, kind) for kind in MODALITIES}
+    return {kind: path for kind, path in found.items() if path is not None}
 
 
 def list_new_cases(root: str | os.PathLike[str]) -> list[str]:
@@ -452,8 +488,7 @@ def read_new_case(case_dir: str | os.PathLike[str], *, margin: int = 0) -> NewCa
         ValueError: naming the case and the file: no sequence file, or a problem listed in
             the module doc.
     """
-    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
-        raise ValueError(f"margin must be a non-negative int, got {margin!r}")
+    _check_margin(margin)
     case_dir = Path(case_dir)
     case = case_dir.name
     files = _sequence_files(case_dir)
@@ -461,45 +496,9 @@ def read_new_case(case_dir: str | os.PathLike[str], *, margin: int = 0) -> NewCa
         raise ValueError(
             f"BraTS case {case}: no sequence file ({case}_t1.nii.gz, ...) in {case_dir}"
         )
-    first = next(iter(files.values()))
-    volumes: dict[str, np.ndarray] = {}
-    shape: tuple[int, ...] = ()
-    affine = np.eye(4)
-    for kind, path in files.items():
-        data, this_affine = _read_volume(case, path)
-        if not volumes:
-            shape, affine = data.shape, this_affine
-        elif data.shape != shape:
-            raise ValueError(
-                f"BraTS case {case}: file {path.name} has shape {list(data.shape)} but "
-                f"{first.name} has {list(shape)}; a case's volumes must share one grid"
-            )
-        elif not np.allclose(this_affine, affine, rtol=0.0, atol=AFFINE_ATOL):
-            raise ValueError(
-                f"BraTS case {case}: file {path.name} has an affine that differs from "
-                f"{first.name}'s; a case's volumes must be co-registered"
-            )
-        volume = _finite_volume(case, path, data)
-        volumes[kind] = volume
-    brain = np.any(np.stack([volume != 0 for volume in volumes.values()]), axis=0)
-    if not brain.any():
-        raise ValueError(f"BraTS case {case}: empty brain mask: every voxel of its files is 0")
-    box = _bbox(brain, margin)
-    window = tuple(slice(int(a), int(b)) for a, b in box)
-    brain = brain[window]
-    image = np.zeros((len(MODALITIES), *brain.shape), dtype=np.float32)
-    for channel, kind in enumerate(MODALITIES):
-        if kind not in volumes:
-            continue
-        voxels = volumes[kind][window][brain].astype(np.float64)
-        mean, std = voxels.mean(), voxels.std()
-        if not std > 0:
-            raise ValueError(
-                f"BraTS case {case}: file {files[kind].name} is constant ({mean:g}) over the "
-                "brain mask (std 0); it cannot be z-scored"
-            )
-        image[channel][brain] = ((voxels - mean) / std).astype(np.float32)
-    stored = np.asarray(_nibabel().load(first).affine, dtype=np.float64)
+    data, shape, stored = _read_grid(case, files)
+    volumes = {kind: _finite_volume(case, files[kind], volume) for kind, volume in data.items()}
+    image, box = _crop_zscore(case, volumes, files, margin)
     present = tuple(kind in volumes for kind in MODALITIES)
     source = tuple(int(s) for s in shape)
     return NewCase(case, image, present, box, source, stored)  # type: ignore[arg-type]
