@@ -134,6 +134,16 @@ def test_a_sequence_row_is_absent_when_its_whole_padded_row_is_nan():
         MultimodalData.from_arrays({"seq": x, "flat": flat}, [0, 1, 0], lengths={"seq": [2, 4, 4]})
 
 
+def test_a_sequence_row_is_absent_when_its_valid_frames_are_nan_whatever_its_padding():
+    x = np.ones((2, 4, 2))
+    x[1, :2] = np.nan  # its two valid frames: NaN; its padding zeros, as padding usually is
+    x[1, 2:] = 0.0
+    data = MultimodalData.from_arrays(
+        {"seq": x, "flat": np.zeros((2, 1))}, [0, 1], lengths={"seq": [4, 2]}
+    )
+    assert data.present.tolist() == [3, 2] and data.lengths["seq"].tolist() == [4, 0]
+
+
 def test_presence_from_inputs_is_the_rule_for_other_callers():
     x = torch.tensor([[1.0, 2.0], [float("nan")] * 2, [3.0, 4.0]])
     matrix = presence_from_inputs({"a": x, "b": torch.ones(3, 1)}, ("a", "b", "c"))

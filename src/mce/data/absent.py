@@ -14,12 +14,27 @@ from torch import Tensor
 __all__ = ["absent_rows", "presence_from_inputs"]
 
 
-def absent_rows(value: Tensor) -> Tensor:
+def absent_rows(value: Tensor, lengths: Tensor | None = None) -> Tensor:
     """Bool [N]: the rows of ``value`` [N, ...] that are entirely NaN or infinite (never for
-    integer or boolean inputs, which cannot be)."""
+    integer or boolean inputs, which cannot be); with ``lengths`` (int64 [N] of a padded
+    sequence [N, T_max, ...]), only the frames before a row's length count (the whole row for
+    length 0)."""
     if not value.is_floating_point():
         return torch.zeros(value.shape[0], dtype=torch.bool)
-    return ~torch.isfinite(value.reshape(value.shape[0], -1)).any(dim=1)
+    finite = torch.isfinite(value)
+    if lengths is not None:
+        finite = finite & _valid_frames(value, lengths, whole_when_empty=True)
+    return ~finite.reshape(value.shape[0], -1).any(dim=1)
+
+
+def _valid_frames(value: Tensor, lengths: Tensor, whole_when_empty: bool = False) -> Tensor:
+    """Bool, broadcastable to ``value`` [N, T_max, ...]: the frames before each row's length
+    (clamped to [0, T_max]); every frame of a row of length 0 with ``whole_when_empty``."""
+    count = lengths.clamp(0, value.shape[1])
+    if whole_when_empty:
+        count = torch.where(count == 0, value.shape[1], count)
+    frames = torch.arange(value.shape[1]) < count[:, None]
+    return frames.view(*frames.shape, *([1] * (value.dim() - 2)))
 
 
 def presence_from_inputs(
@@ -64,7 +79,8 @@ def presence_from_inputs(
                     f"sample {n} is marked present in modality {name!r}, whose input is not given"
                 )
             continue
-        absent = absent_rows(value)
+        sequence = lengths.get(name) if lengths is not None and value.dim() >= 2 else None
+        absent = absent_rows(value, sequence)
         if presence is None:
             has = ~absent
         else:
@@ -77,11 +93,8 @@ def presence_from_inputs(
             )
         if value.is_floating_point():
             finite = torch.isfinite(value)
-            if lengths is not None and name in lengths and value.dim() >= 2:
-                count = lengths[name].clamp(0, value.shape[1])
-                frames = torch.arange(value.shape[1]) < count[:, None]
-                frames = frames.view(*frames.shape, *([1] * (value.dim() - 2)))
-                finite = finite | ~frames  # padding past a length may hold anything
+            if sequence is not None:  # padding past a length may hold anything
+                finite = finite | ~_valid_frames(value, sequence)
             _refuse(
                 has & ~finite.reshape(num_samples, -1).all(dim=1),
                 name,
