@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 
@@ -26,6 +27,27 @@ DEVICES = [
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device(request.param)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: some multi-threaded CPU kernels (3-D convolutions) sum in a
+    thread-dependent order, so bitwise reproducibility across runs holds with one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts."""
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def validation_column(path, key: str) -> list[float]:
+    """The per-epoch validation values ``key`` (e.g. ``validation/accuracy``) of a log.csv."""
+    return [float(row[key]) for row in read_csv(path) if row.get(key)]
 
 
 @pytest.fixture

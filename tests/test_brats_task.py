@@ -136,14 +136,6 @@ def test_cli_names_a_broken_case(tmp_path, cache_home, capsys) -> None:
 
 
 
-@pytest.fixture
-def one_thread():
-    """Some multi-threaded CPU kernels of 3-D convolutions sum in a thread-dependent order, so
-    bitwise reproducibility across processes holds with one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

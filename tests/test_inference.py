@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import shutil
 from itertools import combinations
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import read_csv
 from torch import nn
 
 import mce
@@ -362,11 +362,6 @@ def test_bad_inputs_are_errors_naming_the_problem(run_dir: Path, test_split) -> 
         predictor.predict({"image": image, "audio": partial})
     with pytest.raises(ValueError, match="holds no run"):
         mce.load(run_dir / "nowhere")
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def test_cli_writes_one_row_per_sample(run_dir: Path, tmp_path: Path, test_split) -> None:

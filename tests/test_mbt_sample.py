@@ -34,15 +34,6 @@ from mce.support.checkpoint import load_checkpoint
 from mce.tasks.digits import TASK as DIGITS
 from mce.train import config_for, main, run
 
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # The trainer's epoch hook
 # ---------------------------------------------------------------------------------------------

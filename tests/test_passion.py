@@ -367,12 +367,6 @@ def test_the_experiment_runner_takes_passion() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:

@@ -401,12 +401,6 @@ def test_state_round_trips() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:

@@ -4,7 +4,6 @@ CSVs that read like its output (an id column, a subset of samples, unknown ids r
 
 from __future__ import annotations
 
-import csv
 import shutil
 import textwrap
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import read_csv
 from data.avmnist_fixture import write_avmnist_fixture, write_idx, write_wav
 
 import mce
@@ -21,11 +21,6 @@ from mce.train import main as train
 from mce.training.run import config_for, run
 
 FAST = ["--epochs", "1", "--pretrain-steps", "2", "--no-progress"]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def _train(*argv: str) -> None:

@@ -489,12 +489,6 @@ def test_cli_trains_redcore_on_the_bundled_digits(tmp_path) -> None:
     assert any(key.endswith("log_var.weight") for key in checkpoint["model"])
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_resume_equals_uninterrupted(tmp_path, one_thread) -> None:

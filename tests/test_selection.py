@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import sys
@@ -10,6 +9,7 @@ import types
 
 import pytest
 import torch
+from conftest import validation_column
 
 from mce.evaluation.combinations import evaluate_combinations
 from mce.evaluation.metrics import CLASSIFICATION_METRICS
@@ -43,8 +43,7 @@ def _config(out, **settings) -> TrainConfig:
 
 
 def _validation_log(path) -> list[float]:
-    with path.open(newline="") as file:
-        return [float(row["validation/f1"]) for row in csv.DictReader(file) if row["validation/f1"]]
+    return validation_column(path, "validation/f1")
 
 
 @pytest.mark.slow

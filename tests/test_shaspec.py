@@ -372,12 +372,6 @@ def test_cli_trains_shaspec_on_the_bundled_digits_and_mce_loads_it(tmp_path) -> 
     assert torch.equal(alone.outputs, changed.outputs)  # the absent audio is not read
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

@@ -5,13 +5,12 @@ CPU, --threads for experiments and the reference models' progress bar."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 
 import pytest
 import torch
-from conftest import CUDA_PRESENT, CUDA_SKIP_REASON
+from conftest import CUDA_PRESENT, CUDA_SKIP_REASON, validation_column
 
 from mce.methods import METHODS, MethodInputs, get_method
 from mce.science.lce import presence_counts
@@ -29,9 +28,7 @@ RUNS = ("straight", "resumed")
 
 
 def _validation(path) -> list[float]:
-    with path.open(newline="") as file:
-        rows = csv.DictReader(file)
-        return [float(row["validation/accuracy"]) for row in rows if row["validation/accuracy"]]
+    return validation_column(path, "validation/accuracy")
 
 
 @pytest.mark.slow
